@@ -1,0 +1,130 @@
+#include "common/checkpoint.h"
+
+#include <sys/stat.h>
+
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "common/safetensors.h"
+
+namespace moe {
+namespace {
+
+bool FileExists(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0;
+}
+
+}  // namespace
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& model_dir) {
+  auto ckpt = std::unique_ptr<Checkpoint>(new Checkpoint());
+  ckpt->dir_ = model_dir;
+  const std::string index_path = model_dir + "/model.safetensors.index.json";
+  if (FileExists(index_path)) {
+    MOE_ASSIGN_OR_RETURN(std::string text, ReadFileToString(index_path));
+    nlohmann::json index = nlohmann::json::parse(text, nullptr, false);
+    if (index.is_discarded() || !index.is_object())
+      return DataLoss(index_path + ": not a valid JSON object");
+    auto map = index.find("weight_map");
+    if (map == index.end() || !map->is_object() || map->empty())
+      return DataLoss(index_path + ": missing or empty 'weight_map'");
+    std::map<std::string, std::map<std::string, std::string>> by_file;
+    for (auto it = map->begin(); it != map->end(); ++it) {
+      if (!it.value().is_string())
+        return DataLoss(index_path + ": weight_map entry '" + it.key() + "' is not a file name");
+      const std::string file = it.value().get<std::string>();
+      if (file.empty() || file.find('/') != std::string::npos || file[0] == '.')
+        return DataLoss(index_path + ": weight_map names file '" + file +
+                        "', which is not a plain file name in the model directory");
+      by_file[file][it.key()] = file;
+    }
+    for (const auto& [file, names] : by_file)
+      MOE_RETURN_IF_ERROR(ckpt->AddFile(model_dir, file, &names));
+  } else if (FileExists(model_dir + "/model.safetensors")) {
+    MOE_RETURN_IF_ERROR(ckpt->AddFile(model_dir, "model.safetensors", nullptr));
+  } else {
+    return NotFound(model_dir + ": no model.safetensors or model.safetensors.index.json; "
+                    "point --model at a Hugging Face checkpoint directory");
+  }
+  for (const auto& [name, view] : ckpt->tensors_) ckpt->claimed_[name] = false;
+  return ckpt;
+}
+
+Status Checkpoint::AddFile(const std::string& dir, const std::string& file,
+                           const std::map<std::string, std::string>* expected_names) {
+  const std::string path = dir + "/" + file;
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> mapped, MappedFile::Open(path));
+  MOE_ASSIGN_OR_RETURN(SafetensorsHeader header,
+                       ParseSafetensorsHeader(mapped->data(), mapped->size(), path));
+  std::set<std::string> seen;
+  for (const SafetensorsEntry& e : header.entries) {
+    if (expected_names != nullptr && expected_names->count(e.name) == 0)
+      return DataLoss(path + ": tensor '" + e.name +
+                      "' is not listed for this file in model.safetensors.index.json");
+    if (tensors_.count(e.name) != 0)
+      return DataLoss(path + ": tensor '" + e.name + "' also appears in " + tensors_[e.name].file);
+    TensorView v;
+    v.name = e.name;
+    v.file = path;
+    v.dtype = e.dtype;
+    v.shape = e.shape;
+    v.data = mapped->data() + header.data_start + e.begin;
+    v.bytes = e.end - e.begin;
+    tensors_[e.name] = std::move(v);
+    seen.insert(e.name);
+  }
+  if (expected_names != nullptr) {
+    for (const auto& [name, f] : *expected_names)
+      if (seen.count(name) == 0)
+        return DataLoss(path + ": tensor '" + name +
+                        "' is listed in model.safetensors.index.json but missing from the file");
+  }
+  files_.push_back(std::move(mapped));
+  return Status::Ok();
+}
+
+StatusOr<TensorView> Checkpoint::Take(const std::string& name, const std::vector<int64_t>& shape) {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end())
+    return NotFound(dir_ + ": tensor '" + name + "' is missing from the checkpoint");
+  if (it->second.shape != shape)
+    return FailedPrecondition(it->second.file + ": tensor '" + name + "' has shape " +
+                              ShapeString(it->second.shape) + " but config.json implies " +
+                              ShapeString(shape));
+  if (!claimed_[name]) taken_bytes_ += it->second.bytes;
+  claimed_[name] = true;
+  return it->second;
+}
+
+Status Checkpoint::Skip(const std::string& name) {
+  auto it = claimed_.find(name);
+  if (it == claimed_.end())
+    return NotFound(dir_ + ": tensor '" + name + "' is missing from the checkpoint");
+  it->second = true;
+  return Status::Ok();
+}
+
+Status Checkpoint::Finish() const {
+  std::string unknown;
+  int count = 0;
+  for (const auto& [name, claimed] : claimed_) {
+    if (claimed) continue;
+    if (count < 5) unknown += (count ? ", " : "") + ("'" + name + "'");
+    ++count;
+  }
+  if (count == 0) return Status::Ok();
+  return FailedPrecondition(dir_ + ": " + std::to_string(count) +
+                            " tensor(s) in the checkpoint are not part of the model described "
+                            "by config.json: " + unknown +
+                            (count > 5 ? ", ..." : "") +
+                            "; check that config.json matches the weights");
+}
+
+}  // namespace moe

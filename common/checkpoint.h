@@ -1,0 +1,58 @@
+// A Hugging Face checkpoint directory: model.safetensors, or shards listed by
+// model.safetensors.index.json. Files are memory-mapped; tensors stay in their stored dtype.
+//
+// Loading accounts for every tensor: each one is either taken by this rank (Take) or declared
+// owned elsewhere (Skip); Finish() reports any tensor nobody claimed.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/dtype.h"
+#include "common/mapped_file.h"
+#include "common/status.h"
+
+namespace moe {
+
+// A view of a tensor inside a mapped file. `data` lives as long as the Checkpoint.
+struct TensorView {
+  std::string name;
+  std::string file;
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+  const void* data = nullptr;
+  size_t bytes = 0;
+};
+
+std::string ShapeString(const std::vector<int64_t>& shape);  // "[4096, 14336]"
+
+class Checkpoint {
+ public:
+  static StatusOr<std::unique_ptr<Checkpoint>> Open(const std::string& model_dir);
+
+  // All tensors, by name.
+  const std::map<std::string, TensorView>& tensors() const { return tensors_; }
+
+  // The named tensor with exactly this shape (any supported dtype); marks it used.
+  StatusOr<TensorView> Take(const std::string& name, const std::vector<int64_t>& shape);
+  // Marks a tensor as owned by another rank: it must exist, it is not read here.
+  Status Skip(const std::string& name);
+  // Error naming the first tensors that were neither taken nor skipped.
+  Status Finish() const;
+
+  uint64_t taken_bytes() const { return taken_bytes_; }
+
+ private:
+  Status AddFile(const std::string& dir, const std::string& file,
+                 const std::map<std::string, std::string>* expected_names);
+
+  std::string dir_;
+  std::vector<std::unique_ptr<MappedFile>> files_;
+  std::map<std::string, TensorView> tensors_;
+  std::map<std::string, bool> claimed_;
+  uint64_t taken_bytes_ = 0;
+};
+
+}  // namespace moe

@@ -1,0 +1,48 @@
+// CPU kernels. Index legend: T = tokens (rows), K = input width, N = output width, D = hidden.
+//
+// Determinism: every output element of MatMul is one dot product accumulated along K in a fixed
+// order (16 lanes, then a fixed tree), whatever T is and however rows are tiled or threads
+// split the work. So a token's numbers never depend on which other tokens share its batch.
+#pragma once
+
+#include <cstdint>
+
+#include "common/dtype.h"
+#include "common/thread_pool.h"
+
+namespace moe {
+
+// A row-major weight matrix [rows, cols] in its checkpoint dtype; y = W x has `rows` outputs.
+// `stride` (elements between rows, 0 = cols) lets a matrix be a column slice of a wider one.
+struct Matrix {
+  const void* data = nullptr;
+  DType dtype = DType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t stride = 0;
+  int64_t row_stride() const { return stride ? stride : cols; }
+  int64_t bytes() const { return rows * cols * DTypeSize(dtype); }
+  Matrix Rows(int64_t r0, int64_t r1) const;     // rows [r0, r1)
+  Matrix Columns(int64_t c0, int64_t c1) const;  // columns [c0, c1)
+};
+
+// y[T, N] = x[T, K] · W[N, K]ᵀ, with N = w.rows, K = w.cols; x rows are ldx apart (-1: K).
+void MatMul(const float* x, int64_t T, const Matrix& w, float* y, ThreadPool& pool,
+            int64_t ldx = -1);
+
+// The f32 dot product in the fixed order used by every kernel.
+float Dot(const float* a, const float* b, int64_t n);
+
+// Row `r` of a weight matrix, widened to f32: out[K].
+void WidenRow(const Matrix& w, int64_t r, float* out);
+
+// y[T, D] = x / sqrt(mean(x^2) + eps) * weight, per row; weight is a [D] vector.
+void RmsNorm(const float* x, int64_t T, int64_t D, const Matrix& weight, float eps, float* y);
+
+// In place softmax over n values (max-subtracted, f32).
+void Softmax(float* x, int64_t n);
+
+// gate[i] = silu(gate[i]) * up[i], i < n.
+void SiluMul(float* gate, const float* up, int64_t n);
+
+}  // namespace moe

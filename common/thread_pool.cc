@@ -1,0 +1,79 @@
+#include "common/thread_pool.h"
+
+#include <sched.h>
+
+#include <algorithm>
+
+namespace moe {
+
+ThreadPool::ThreadPool(int threads) {
+  for (int i = 1; i < std::max(threads, 1); ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  start_cv_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+int ThreadPool::DefaultThreads() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn,
+                             int64_t grain) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(grain, 1);
+  const int64_t units = (n + grain - 1) / grain;
+  const int64_t parts = std::min<int64_t>(units, size());
+  if (parts <= 1) {
+    fn(0, n);
+    return;
+  }
+  std::vector<std::pair<int64_t, int64_t>> chunks(parts);
+  for (int64_t p = 0; p < parts; ++p) {
+    int64_t b = units * p / parts * grain, e = std::min(n, units * (p + 1) / parts * grain);
+    chunks[p] = {b, e};
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    job_ = &fn;
+    chunks_ = chunks;
+    pending_ = static_cast<int>(parts) - 1;
+    ++generation_;
+  }
+  start_cv_.notify_all();
+  fn(chunks[0].first, chunks[0].second);
+  std::unique_lock<std::mutex> lock(mu_);
+  done_cv_.wait(lock, [this] { return pending_ == 0; });
+  job_ = nullptr;
+}
+
+void ThreadPool::WorkerLoop(int index) {
+  uint64_t seen = 0;
+  for (;;) {
+    std::pair<int64_t, int64_t> chunk;
+    const std::function<void(int64_t, int64_t)>* job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      start_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      if (stop_) return;
+      seen = generation_;
+      if (index >= static_cast<int>(chunks_.size())) continue;
+      chunk = chunks_[index];
+      job = job_;
+    }
+    (*job)(chunk.first, chunk.second);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (--pending_ == 0) done_cv_.notify_one();
+    }
+  }
+}
+
+}  // namespace moe

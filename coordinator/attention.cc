@@ -1,0 +1,56 @@
+#include "coordinator/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "common/check.h"
+#include "common/kernels.h"
+
+namespace moe {
+
+void AttendChunk(const AttentionShape& shape, const float* q, const float* k, const float* v,
+                 int C, int p0, KvCache& cache, int layer, float* out, ThreadPool& pool) {
+  const int H = shape.heads, KV = shape.kv_heads, hd = shape.head_dim;
+  const int group = H / KV;
+  const int kv_width = KV * hd;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  // Keys before p0 must still be in the cache: a window that fits in the slots, or a full cache.
+  MOE_CHECK(shape.window > 0 ? cache.slots() >= shape.window : cache.slots() >= p0 + C,
+            "KV cache too small for the chunk");
+
+  pool.ParallelFor(int64_t{C} * H, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores;
+    for (int64_t task = begin; task < end; ++task) {
+      const int t = static_cast<int>(task / H), h = static_cast<int>(task % H);
+      const int p = p0 + t;
+      const int lo = shape.window > 0 ? std::max(0, p - shape.window + 1) : 0;
+      const int kvh = h / group;
+      const float* qh = q + (int64_t{t} * H + h) * hd;
+      auto key = [&](int j) {
+        return j < p0 ? cache.K(layer, j) + kvh * hd : k + int64_t{j - p0} * kv_width + kvh * hd;
+      };
+      auto value = [&](int j) {
+        return j < p0 ? cache.V(layer, j) + kvh * hd : v + int64_t{j - p0} * kv_width + kvh * hd;
+      };
+      scores.resize(p - lo + 1);
+      for (int j = lo; j <= p; ++j) scores[j - lo] = Dot(qh, key(j), hd) * scale;
+      Softmax(scores.data(), p - lo + 1);
+      float* o = out + (int64_t{t} * H + h) * hd;
+      std::fill(o, o + hd, 0.0f);
+      for (int j = lo; j <= p; ++j) {
+        const float w = scores[j - lo];
+        const float* vj = value(j);
+        for (int d = 0; d < hd; ++d) o[d] += w * vj[d];
+      }
+    }
+  });
+
+  // Only the last `slots` positions of a long chunk survive in a rolling buffer.
+  for (int t = std::max(0, C - cache.slots()); t < C; ++t) {
+    std::copy(k + int64_t{t} * kv_width, k + int64_t{t + 1} * kv_width, cache.K(layer, p0 + t));
+    std::copy(v + int64_t{t} * kv_width, v + int64_t{t + 1} * kv_width, cache.V(layer, p0 + t));
+  }
+}
+
+}  // namespace moe

@@ -1,0 +1,64 @@
+#include "coordinator/cli_common.h"
+
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+
+namespace moe::cli {
+
+int ParseFlags(const std::string& command, const std::string& usage,
+               const po::options_description& options, int argc, char** argv,
+               po::variables_map& vm) {
+  po::options_description all(options);
+  all.add_options()("help,h", "print this help");
+  try {
+    po::store(po::command_line_parser(argc, argv).options(all).run(), vm);
+    if (vm.count("help")) {
+      std::cout << "usage: moe " << command << " " << usage << "\n\n" << all << "\n";
+      return kExitOk;
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "moe " << command << ": error: " << e.what() << "\n(see 'moe " << command
+              << " --help')\n";
+    return kExitBadInput;
+  }
+  return -1;
+}
+
+int Fail(const std::string& command, const Status& status) {
+  std::cerr << "moe " << command << ": error: " << status.message() << "\n";
+  return status.code() == StatusCode::kInternal ? kExitInternal : kExitBadInput;
+}
+
+void AddModelFlags(po::options_description& options, RuntimeOptions& runtime) {
+  options.add_options()
+      ("model", po::value(&runtime.model_dir)->required(),
+       "Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.model)")
+      ("threads", po::value(&runtime.threads)->default_value(0),
+       "compute threads (0 = every core this process may use)");
+}
+
+StatusOr<std::vector<int>> ParseIds(const std::string& text, const std::string& what) {
+  std::vector<int> ids;
+  std::string normalized = text;
+  for (char& ch : normalized)
+    if (ch == ',' || ch == '\n' || ch == '\t' || ch == '\r') ch = ' ';
+  std::istringstream in(normalized);
+  std::string word;
+  while (in >> word) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(word, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != word.size() || v < 0 || v > (1ll << 30))
+      return InvalidArgument(what + ": '" + word + "' is not a token id (a non-negative integer)");
+    ids.push_back(static_cast<int>(v));
+  }
+  return ids;
+}
+
+}  // namespace moe::cli

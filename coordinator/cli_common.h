@@ -1,0 +1,37 @@
+// Shared pieces of the `moe` subcommands: flag parsing with Boost.Program_options, exit codes,
+// and the flags every model-running command takes.
+#pragma once
+
+#include <boost/program_options.hpp>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "coordinator/runtime.h"
+
+namespace moe::cli {
+
+namespace po = boost::program_options;
+
+// Exit codes: 0 success, 1 an internal failure, 2 bad input (flags, files, requests).
+constexpr int kExitOk = 0;
+constexpr int kExitInternal = 1;
+constexpr int kExitBadInput = 2;
+
+// Parses argv into `vm`. Returns -1 to go on, or the exit code to return now (after --help or a
+// bad flag, with the message printed).
+int ParseFlags(const std::string& command, const std::string& usage,
+               const po::options_description& options, int argc, char** argv,
+               po::variables_map& vm);
+
+// Prints "moe COMMAND: error: ..." and returns the matching exit code.
+int Fail(const std::string& command, const Status& status);
+
+// --model and --threads.
+void AddModelFlags(po::options_description& options, RuntimeOptions& runtime);
+
+// "1 2 3" or "1,2,3" -> ids.
+StatusOr<std::vector<int>> ParseIds(const std::string& text, const std::string& what);
+
+
+}  // namespace moe::cli

@@ -1,0 +1,140 @@
+// moe generate: one prompt in, tokens out (streamed as text, or one JSON object).
+#include <chrono>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "common/npy.h"
+#include "coordinator/cli_common.h"
+#include "coordinator/generator.h"
+
+namespace moe::cli {
+namespace {
+
+struct GenerateFlags {
+  RuntimeOptions runtime;
+  std::string prompt;
+  std::string prompt_ids;
+  GenerateOptions gen;
+  bool json = false;
+  std::string dump_logits;       // PREFIX for PREFIX.prompt.npy and PREFIX.gen.npy
+  std::string dump_activations;  // DIR for every layer's intermediate values
+};
+
+// Writes DIR/<name>[.L<layer>].step<k>.npy for each traced value.
+ActivationSink ActivationWriter(const std::string& dir) {
+  auto step = std::make_shared<int>(0);
+  return [dir, step](const std::string& name, int layer, const float* data, int64_t rows,
+                     int64_t cols) {
+    std::string file = dir + "/step" + std::to_string(*step) + "." + name;
+    if (layer >= 0) file += ".L" + std::to_string(layer);
+    WriteNpy(file + ".npy", data, {rows, cols}).ok();
+    if (name == "logits") ++*step;
+  };
+}
+
+}  // namespace
+
+int Generate(int argc, char** argv) {
+  GenerateFlags f;
+  po::options_description options("generate flags");
+  AddModelFlags(options, f.runtime);
+  options.add_options()
+      ("prompt", po::value(&f.prompt), "prompt text (tokenized with BOS, needs tokenizer.model)")
+      ("prompt-ids", po::value(&f.prompt_ids), "prompt as token ids, e.g. \"1 2 3\" (no tokenizer)")
+      ("max-tokens", po::value(&f.gen.max_tokens)->default_value(64), "tokens to generate at most")
+      ("temperature", po::value(&f.gen.sampling.temperature)->default_value(0.0f),
+       "sampling temperature (0 = greedy)")
+      ("top-k", po::value(&f.gen.sampling.top_k)->default_value(0), "keep the k most likely (0 = all)")
+      ("top-p", po::value(&f.gen.sampling.top_p)->default_value(1.0f), "nucleus sampling mass in (0, 1]")
+      ("seed", po::value(&f.gen.sampling.seed)->default_value(0), "random seed (same seed, same tokens)")
+      ("ignore-eos", po::bool_switch(&f.gen.ignore_eos), "keep generating after EOS")
+      ("prefill-chunk", po::value(&f.gen.prefill_chunk)->default_value(0),
+       "prompt tokens per forward step (0 = 512, or the sliding window if smaller)")
+      ("json", po::bool_switch(&f.json), "print one JSON object instead of streaming text")
+      ("dump-logits", po::value(&f.dump_logits),
+       "write PREFIX.prompt.npy [P, vocab] and PREFIX.gen.npy [N, vocab] (float32)")
+      ("dump-activations", po::value(&f.dump_activations),
+       "write every layer's intermediate values as .npy files into this existing directory");
+  po::variables_map vm;
+  if (int rc = ParseFlags("generate", "--model DIR (--prompt TEXT | --prompt-ids IDS) [flags]",
+                          options, argc, argv, vm);
+      rc >= 0)
+    return rc;
+  if (vm.count("prompt") == vm.count("prompt-ids"))
+    return Fail("generate", InvalidArgument("give exactly one of --prompt and --prompt-ids"));
+
+  auto t0 = std::chrono::steady_clock::now();
+  auto runtime = Runtime::Open(f.runtime);
+  if (!runtime.ok()) return Fail("generate", runtime.status());
+  Runtime& rt = **runtime;
+  const double load_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const ModelConfig& c = rt.config();
+  if (f.gen.prefill_chunk == 0)
+    f.gen.prefill_chunk = c.sliding_window > 0 ? std::min(512, c.sliding_window) : 512;
+
+  std::vector<int> prompt;
+  if (vm.count("prompt")) {
+    if (rt.tokenizer() == nullptr)
+      return Fail("generate", NotFound(f.runtime.model_dir +
+                                       " has no tokenizer.model; use --prompt-ids instead"));
+    if (f.prompt.empty()) return Fail("generate", InvalidArgument("--prompt is empty"));
+    prompt = rt.tokenizer()->Encode(f.prompt);
+  } else {
+    auto ids = ParseIds(f.prompt_ids, "--prompt-ids");
+    if (!ids.ok()) return Fail("generate", ids.status());
+    prompt = *ids;
+  }
+  f.gen.keep_logits = !f.dump_logits.empty();
+  if (!f.dump_activations.empty()) rt.model().set_activation_sink(ActivationWriter(f.dump_activations));
+
+  // Stream text as it comes: decode everything so far and print what is new.
+  std::vector<int> so_far;
+  std::string printed;
+  auto stream = [&](int token) {
+    so_far.push_back(token);
+    if (f.json || rt.tokenizer() == nullptr) return;
+    std::string text = rt.tokenizer()->Decode(so_far);
+    if (text.size() > printed.size() && text.compare(0, printed.size(), printed) == 0) {
+      std::cout << text.substr(printed.size()) << std::flush;
+      printed = text;
+    }
+  };
+  if (!f.json && rt.tokenizer() != nullptr && vm.count("prompt")) std::cout << f.prompt << std::flush;
+  auto result = moe::Generate(rt.model(), prompt, f.gen, stream);
+  if (!result.ok()) return Fail("generate", result.status());
+  const GenerateResult& r = *result;
+
+  if (!f.dump_logits.empty()) {
+    const int64_t V = c.vocab;
+    Status s = WriteNpy(f.dump_logits + ".prompt.npy", r.prompt_logits.data(),
+                        {static_cast<int64_t>(prompt.size()), V});
+    if (s.ok())
+      s = WriteNpy(f.dump_logits + ".gen.npy", r.gen_logits.data(),
+                   {static_cast<int64_t>(r.generated.size()), V});
+    if (!s.ok()) return Fail("generate", s);
+  }
+  const std::string text = rt.tokenizer() ? rt.tokenizer()->Decode(r.generated) : "";
+  if (f.json) {
+    nlohmann::json out;
+    out["prompt_ids"] = prompt;
+    out["generated_ids"] = r.generated;
+    out["text"] = text;
+    out["finish_reason"] = r.finish_reason;
+    const double n = static_cast<double>(r.generated.size());
+    out["timing"] = {{"load_s", load_seconds},
+                     {"prefill_s", r.prefill_seconds},
+                     {"decode_s", r.decode_seconds},
+                     {"prefill_tok_s", r.prefill_seconds > 0 ? prompt.size() / r.prefill_seconds : 0.0},
+                     {"decode_tok_s", r.decode_seconds > 0 ? n / r.decode_seconds : 0.0}};
+    std::cout << out.dump() << "\n";
+  } else if (rt.tokenizer() == nullptr) {
+    for (size_t i = 0; i < r.generated.size(); ++i) std::cout << (i ? " " : "") << r.generated[i];
+    std::cout << "\n";
+  } else {
+    std::cout << "\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace moe::cli

@@ -1,0 +1,82 @@
+// The coordinator's half of the model: embeddings, attention, norms, routers and lm_head,
+// with the experts behind an ExpertBackend. One Forward for Mixtral and dense Mistral.
+// Index legend: T = tokens in the step, D = hidden, H = heads, KV = kv heads, hd = head dim,
+// V = vocab, R = rows whose logits are wanted.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/checkpoint.h"
+#include "common/kernels.h"
+#include "common/model_config.h"
+#include "coordinator/expert_backend.h"
+#include "coordinator/kv_cache.h"
+#include "coordinator/rope.h"
+
+namespace moe {
+
+struct LayerWeights {
+  Matrix attn_norm;  // [D]
+  Matrix wq;         // [H*hd, D]
+  Matrix wk;         // [KV*hd, D]
+  Matrix wv;         // [KV*hd, D]
+  Matrix wo;         // [D, H*hd]
+  Matrix ffn_norm;   // [D]
+  Matrix router;     // [E, D]; empty for a dense model
+};
+
+struct ModelWeights {
+  Matrix embed;       // [V, D]
+  Matrix final_norm;  // [D]
+  Matrix lm_head;     // [V, D] (the embedding when tied)
+  std::vector<LayerWeights> layers;
+};
+
+// Takes every non-expert tensor; the experts are left to the expert backend's loader.
+StatusOr<ModelWeights> LoadCoordinatorWeights(const ModelConfig& config, Checkpoint& ckpt);
+
+// A contiguous run of one sequence's tokens inside a step.
+struct SequenceChunk {
+  KvCache* cache = nullptr;
+  int start_pos = 0;  // position of the chunk's first token
+  int length = 0;
+};
+
+// Named intermediate values, for finding where a mismatch against a reference begins.
+// Called with (name, layer or -1, data [rows, cols]).
+using ActivationSink =
+    std::function<void(const std::string&, int, const float*, int64_t, int64_t)>;
+
+class Model {
+ public:
+  Model(ModelConfig config, ModelWeights weights, ExpertBackend* experts, ThreadPool* pool);
+
+  const ModelConfig& config() const { return config_; }
+
+  // tokens [T], the chunks laid end to end; logits [R, V] for the step rows in `logit_rows`.
+  Status Forward(const std::vector<int>& tokens, const std::vector<SequenceChunk>& chunks,
+                 const std::vector<int>& logit_rows, float* logits);
+
+  void set_activation_sink(ActivationSink sink) { sink_ = std::move(sink); }
+
+  // A cache for one sequence of up to `max_len` tokens (rolling when there is a window).
+  std::unique_ptr<KvCache> NewCache(int max_len) const;
+
+ private:
+  void Trace(const char* name, int layer, const float* data, int64_t rows, int64_t cols);
+
+  ModelConfig config_;
+  ModelWeights w_;
+  ExpertBackend* experts_;
+  ThreadPool* pool_;
+  Rope rope_;
+  ActivationSink sink_;
+  Routes routes_;
+  // Step buffers, reused across steps.
+  std::vector<float> x_, h_, q_, k_, v_, attn_, proj_, moe_out_, router_logits_;
+};
+
+}  // namespace moe

@@ -1,0 +1,37 @@
+// Picks the next token from a row of logits: greedy at temperature 0, else temperature, then
+// top-k, then top-p (nucleus), then a draw from a seeded generator (same seed, same tokens).
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "common/status.h"
+
+namespace moe {
+
+struct SamplingParams {
+  float temperature = 0.0f;  // 0 = greedy
+  int top_k = 0;             // 0 = no limit
+  float top_p = 1.0f;        // in (0, 1]; 1 = no limit
+  uint64_t seed = 0;
+};
+
+// Checks the ranges and names the bad parameter.
+Status ValidateSampling(const SamplingParams& params);
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
+  int Next(const float* logits, int vocab);
+
+ private:
+  SamplingParams params_;
+  std::mt19937_64 rng_;
+  std::vector<int> order_;
+  std::vector<double> probs_;
+};
+
+int Argmax(const float* logits, int n);  // the first maximum
+
+}  // namespace moe

@@ -1,0 +1,59 @@
+#include "worker/expert_store.h"
+
+#include "common/tensor_names.h"
+
+namespace moe {
+namespace {
+
+Matrix AsMatrix(const TensorView& t) {
+  return Matrix{t.data, t.dtype, t.shape[0], t.shape[1]};
+}
+
+}  // namespace
+
+std::vector<ExpertAssignment> ExpertStore::AllExperts(const ModelConfig& config) {
+  std::vector<ExpertAssignment> all;
+  const int experts = config.is_moe() ? config.num_experts : 1;
+  for (int e = 0; e < experts; ++e) all.push_back({e, 0, FfnBlocks(config.ffn)});
+  return all;
+}
+
+StatusOr<ExpertStore> ExpertStore::Load(const ModelConfig& config, Checkpoint& ckpt,
+                                        const std::vector<ExpertAssignment>& owned) {
+  ExpertStore store;
+  store.blocks_ = FfnBlocks(config.ffn);
+  store.block_size_ = config.ffn / store.blocks_;
+  const int64_t D = config.hidden, F = config.ffn;
+  store.layers_.resize(config.layers);
+  for (int l = 0; l < config.layers; ++l) {
+    for (const ExpertAssignment& a : owned) {
+      std::string n1, n2, n3;
+      if (config.is_moe()) {
+        n1 = names::ExpertW(l, a.expert, 1);
+        n2 = names::ExpertW(l, a.expert, 2);
+        n3 = names::ExpertW(l, a.expert, 3);
+      } else {
+        n1 = names::MlpGate(l);
+        n2 = names::MlpDown(l);
+        n3 = names::MlpUp(l);
+      }
+      MOE_ASSIGN_OR_RETURN(TensorView w1, ckpt.Take(n1, {F, D}));
+      MOE_ASSIGN_OR_RETURN(TensorView w2, ckpt.Take(n2, {D, F}));
+      MOE_ASSIGN_OR_RETURN(TensorView w3, ckpt.Take(n3, {F, D}));
+      const int64_t f0 = int64_t{a.block_begin} * store.block_size_;
+      const int64_t f1 = int64_t{a.block_end} * store.block_size_;
+      ExpertSlice s;
+      s.expert = a.expert;
+      s.block_begin = a.block_begin;
+      s.block_end = a.block_end;
+      s.w1 = AsMatrix(w1).Rows(f0, f1);
+      s.w3 = AsMatrix(w3).Rows(f0, f1);
+      s.w2 = AsMatrix(w2).Columns(f0, f1);
+      store.bytes_ += s.w1.bytes() + s.w2.bytes() + s.w3.bytes();
+      store.layers_[l].push_back(s);
+    }
+  }
+  return store;
+}
+
+}  // namespace moe
