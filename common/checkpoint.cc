@@ -111,6 +111,22 @@ Status Checkpoint::Skip(const std::string& name) {
   return Status::Ok();
 }
 
+Status Checkpoint::SkipUnclaimed(
+    const std::vector<std::pair<std::string, std::vector<int64_t>>>& expected) {
+  for (const auto& [name, shape] : expected) {
+    if (claimed_.count(name) && claimed_[name]) continue;
+    auto it = tensors_.find(name);
+    if (it == tensors_.end())
+      return NotFound(dir_ + ": tensor '" + name + "' is missing from the checkpoint");
+    if (it->second.shape != shape)
+      return FailedPrecondition(it->second.file + ": tensor '" + name + "' has shape " +
+                                ShapeString(it->second.shape) + " but config.json implies " +
+                                ShapeString(shape));
+    claimed_[name] = true;
+  }
+  return Status::Ok();
+}
+
 Status Checkpoint::Finish() const {
   std::string unknown;
   int count = 0;

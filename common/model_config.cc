@@ -60,6 +60,14 @@ class KeyReader {
 
 }  // namespace
 
+int FfnBlocks(int ffn) {
+  for (int blocks : {8, 4, 2})
+    if (ffn % blocks == 0 && (ffn / blocks) % 16 == 0) return blocks;
+  for (int blocks : {8, 4, 2})
+    if (ffn % blocks == 0) return blocks;
+  return 1;
+}
+
 std::string ModelConfig::Summary() const {
   std::ostringstream s;
   s << architecture << ": D=" << hidden << " F=" << ffn << " L=" << layers << " H=" << heads

@@ -32,6 +32,11 @@ struct ModelConfig {
   std::string Summary() const;  // one line for logs and `moe inspect`
 };
 
+// Blocks per expert along the ffn dimension: the largest of 8, 4, 2, 1 that divides F (into
+// multiples of 16 where possible). A function of F alone, so the reduction order of an expert's
+// down projection never depends on how experts are spread.
+int FfnBlocks(int ffn);
+
 // Parses and range-checks config.json text. `label` names the file in errors.
 StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text, const std::string& label);
 

@@ -31,3 +31,42 @@ inline std::string MlpDown(int l) { return Layer(l) + "mlp.down_proj.weight"; } 
 inline std::string MlpUp(int l) { return Layer(l) + "mlp.up_proj.weight"; }      // as w3
 
 }  // namespace moe::names
+
+#include <utility>
+#include <vector>
+
+#include "common/model_config.h"
+
+namespace moe::names {
+
+// Every tensor a checkpoint of this config holds, with its shape.
+inline std::vector<std::pair<std::string, std::vector<int64_t>>> AllTensors(const ModelConfig& c) {
+  const int64_t D = c.hidden, F = c.ffn, V = c.vocab;
+  const int64_t q = int64_t{c.heads} * c.head_dim, kv = int64_t{c.kv_heads} * c.head_dim;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> all = {{Embed(), {V, D}},
+                                                                   {FinalNorm(), {D}}};
+  if (!c.tie_embeddings) all.push_back({LmHead(), {V, D}});
+  for (int l = 0; l < c.layers; ++l) {
+    all.push_back({AttnNorm(l), {D}});
+    all.push_back({Wq(l), {q, D}});
+    all.push_back({Wk(l), {kv, D}});
+    all.push_back({Wv(l), {kv, D}});
+    all.push_back({Wo(l), {D, q}});
+    all.push_back({FfnNorm(l), {D}});
+    if (c.is_moe()) {
+      all.push_back({Router(l), {c.num_experts, D}});
+      for (int e = 0; e < c.num_experts; ++e) {
+        all.push_back({ExpertW(l, e, 1), {F, D}});
+        all.push_back({ExpertW(l, e, 2), {D, F}});
+        all.push_back({ExpertW(l, e, 3), {F, D}});
+      }
+    } else {
+      all.push_back({MlpGate(l), {F, D}});
+      all.push_back({MlpDown(l), {D, F}});
+      all.push_back({MlpUp(l), {F, D}});
+    }
+  }
+  return all;
+}
+
+}  // namespace moe::names

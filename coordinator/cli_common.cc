@@ -5,6 +5,11 @@
 #include <sstream>
 
 namespace moe::cli {
+namespace {
+int g_rank = 0;
+}  // namespace
+
+void SetRank(int rank) { g_rank = rank; }
 
 int ParseFlags(const std::string& command, const std::string& usage,
                const po::options_description& options, int argc, char** argv,
@@ -14,20 +19,22 @@ int ParseFlags(const std::string& command, const std::string& usage,
   try {
     po::store(po::command_line_parser(argc, argv).options(all).run(), vm);
     if (vm.count("help")) {
+      if (g_rank != 0) return kExitOk;
       std::cout << "usage: moe " << command << " " << usage << "\n\n" << all << "\n";
       return kExitOk;
     }
     po::notify(vm);
   } catch (const po::error& e) {
-    std::cerr << "moe " << command << ": error: " << e.what() << "\n(see 'moe " << command
-              << " --help')\n";
+    if (g_rank == 0)
+      std::cerr << "moe " << command << ": error: " << e.what() << "\n(see 'moe " << command
+                << " --help')\n";
     return kExitBadInput;
   }
   return -1;
 }
 
 int Fail(const std::string& command, const Status& status) {
-  std::cerr << "moe " << command << ": error: " << status.message() << "\n";
+  if (g_rank == 0) std::cerr << "moe " << command << ": error: " << status.message() << "\n";
   return status.code() == StatusCode::kInternal ? kExitInternal : kExitBadInput;
 }
 
@@ -36,7 +43,11 @@ void AddModelFlags(po::options_description& options, RuntimeOptions& runtime) {
       ("model", po::value(&runtime.model_dir)->required(),
        "Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.model)")
       ("threads", po::value(&runtime.threads)->default_value(0),
-       "compute threads (0 = every core this process may use)");
+       "compute threads per rank (0 = this machine's cores shared among its ranks)")
+      ("placement", po::value(&runtime.placement_file),
+       "JSON expert placement {\"experts\": {\"0\": [1], ...}} (default: spread evenly)")
+      ("rank-timeout", po::value(&runtime.rank_timeout)->default_value(30.0),
+       "seconds a rank may take to answer before the job fails");
 }
 
 StatusOr<std::vector<int>> ParseIds(const std::string& text, const std::string& what) {

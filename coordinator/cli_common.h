@@ -24,10 +24,13 @@ int ParseFlags(const std::string& command, const std::string& usage,
                const po::options_description& options, int argc, char** argv,
                po::variables_map& vm);
 
+// Only rank 0 prints errors; every rank returns the exit code.
+void SetRank(int rank);
+
 // Prints "moe COMMAND: error: ..." and returns the matching exit code.
 int Fail(const std::string& command, const Status& status);
 
-// --model and --threads.
+// --model, --threads, --placement, --rank-timeout.
 void AddModelFlags(po::options_description& options, RuntimeOptions& runtime);
 
 // "1 2 3" or "1,2,3" -> ids.

@@ -16,6 +16,7 @@ struct GenerateFlags {
   std::string prompt_ids;
   GenerateOptions gen;
   bool json = false;
+  bool stats = false;
   std::string dump_logits;       // PREFIX for PREFIX.prompt.npy and PREFIX.gen.npy
   std::string dump_activations;  // DIR for every layer's intermediate values
 };
@@ -34,7 +35,7 @@ ActivationSink ActivationWriter(const std::string& dir) {
 
 }  // namespace
 
-int Generate(int argc, char** argv) {
+int Generate(int argc, char** argv, Transport& transport) {
   GenerateFlags f;
   po::options_description options("generate flags");
   AddModelFlags(options, f.runtime);
@@ -51,6 +52,7 @@ int Generate(int argc, char** argv) {
       ("prefill-chunk", po::value(&f.gen.prefill_chunk)->default_value(0),
        "prompt tokens per forward step (0 = 512, or the sliding window if smaller)")
       ("json", po::bool_switch(&f.json), "print one JSON object instead of streaming text")
+      ("stats", po::bool_switch(&f.stats), "print time per phase and tokens per expert and rank")
       ("dump-logits", po::value(&f.dump_logits),
        "write PREFIX.prompt.npy [P, vocab] and PREFIX.gen.npy [N, vocab] (float32)")
       ("dump-activations", po::value(&f.dump_activations),
@@ -64,8 +66,9 @@ int Generate(int argc, char** argv) {
     return Fail("generate", InvalidArgument("give exactly one of --prompt and --prompt-ids"));
 
   auto t0 = std::chrono::steady_clock::now();
-  auto runtime = Runtime::Open(f.runtime);
+  auto runtime = Runtime::Open(f.runtime, &transport);
   if (!runtime.ok()) return Fail("generate", runtime.status());
+  if (*runtime == nullptr) return kExitOk;  // a worker rank, done serving
   Runtime& rt = **runtime;
   const double load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -127,6 +130,8 @@ int Generate(int argc, char** argv) {
                      {"decode_s", r.decode_seconds},
                      {"prefill_tok_s", r.prefill_seconds > 0 ? prompt.size() / r.prefill_seconds : 0.0},
                      {"decode_tok_s", r.decode_seconds > 0 ? n / r.decode_seconds : 0.0}};
+    out["stats"] = rt.stats().ToJson();
+    out["ranks"] = rt.transport().size();
     std::cout << out.dump() << "\n";
   } else if (rt.tokenizer() == nullptr) {
     for (size_t i = 0; i < r.generated.size(); ++i) std::cout << (i ? " " : "") << r.generated[i];
@@ -134,6 +139,7 @@ int Generate(int argc, char** argv) {
   } else {
     std::cout << "\n";
   }
+  if (f.stats) std::cerr << rt.stats().ToText();
   return kExitOk;
 }
 

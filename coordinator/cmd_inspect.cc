@@ -30,15 +30,19 @@ std::string HumanCount(double n) {
 
 }  // namespace
 
-int Inspect(int argc, char** argv) {
+int Inspect(int argc, char** argv, Transport& transport) {
   RuntimeOptions runtime;
+  int workers = -1;
   po::options_description options("inspect flags");
   AddModelFlags(options, runtime);
+  options.add_options()("workers", po::value(&workers),
+                        "print the expert placement over this many worker ranks");
   po::variables_map vm;
   if (int rc = ParseFlags("inspect", "--model DIR", options, argc, argv, vm); rc >= 0) return rc;
   // Opening the runtime checks that every tensor is accounted for and has the right shape.
-  auto rt_or = Runtime::Open(runtime);
+  auto rt_or = Runtime::Open(runtime, &transport);
   if (!rt_or.ok()) return Fail("inspect", rt_or.status());
+  if (*rt_or == nullptr) return kExitOk;  // a worker rank, done serving
   Runtime& rt = **rt_or;
   const ModelConfig& c = rt.config();
 
@@ -64,6 +68,11 @@ int Inspect(int argc, char** argv) {
   if (rt.tokenizer())
     std::cout << "tokenizer: " << rt.tokenizer()->vocab_size() << " pieces, bos "
               << rt.tokenizer()->bos_id() << ", eos " << rt.tokenizer()->eos_id() << "\n";
+  if (workers >= 0) {
+    auto placement = LoadPlacement(c, workers, runtime.placement_file);
+    if (!placement.ok()) return Fail("inspect", placement.status());
+    std::cout << "\n" << placement->Describe(c);
+  }
   return kExitOk;
 }
 

@@ -23,7 +23,7 @@ double MeanLogLikelihood(const std::vector<float>& logits, const std::vector<int
   return total / static_cast<double>(ids.size() - 1);
 }
 
-int Score(int argc, char** argv) {
+int Score(int argc, char** argv, Transport& transport) {
   RuntimeOptions runtime;
   std::string text_file, ids_file;
   int chunk = 0;
@@ -43,8 +43,9 @@ int Score(int argc, char** argv) {
     return rc;
   if (vm.count("text-file") == vm.count("ids-file"))
     return Fail("score", InvalidArgument("give exactly one of --text-file and --ids-file"));
-  auto rt_or = Runtime::Open(runtime);
+  auto rt_or = Runtime::Open(runtime, &transport);
   if (!rt_or.ok()) return Fail("score", rt_or.status());
+  if (*rt_or == nullptr) return kExitOk;  // a worker rank, done serving
   Runtime& rt = **rt_or;
   const ModelConfig& c = rt.config();
 

@@ -1,19 +1,27 @@
 // `moe`: one binary, one subcommand per job.
+// Under mpirun/srun every rank runs the same command line: rank 0 coordinates, the others serve
+// their experts inside Runtime::Open until rank 0 stops them.
 #include <cstring>
 #include <iostream>
+#include <memory>
 #include <string>
 
+#include "common/launch_env.h"
+#include "common/mpi_transport.h"
+#include "common/transport.h"
+#include "coordinator/cli_common.h"
+
 namespace moe::cli {
-int Generate(int argc, char** argv);
-int Score(int argc, char** argv);
-int Inspect(int argc, char** argv);
+int Generate(int argc, char** argv, moe::Transport& transport);
+int Score(int argc, char** argv, moe::Transport& transport);
+int Inspect(int argc, char** argv, moe::Transport& transport);
 }  // namespace moe::cli
 
 namespace {
 
 struct Command {
   const char* name;
-  int (*run)(int, char**);
+  int (*run)(int, char**, moe::Transport&);
   const char* summary;
 };
 
@@ -38,8 +46,27 @@ int main(int argc, char** argv) {
     Usage(std::cout);
     return 0;
   }
+  const Command* command = nullptr;
   for (const Command& c : kCommands)
-    if (name == c.name) return c.run(argc - 1, argv + 1);
-  std::cerr << "moe: unknown command '" << name << "'\n";
-  return Usage(std::cerr);
+    if (name == c.name) command = &c;
+  if (command == nullptr) {
+    std::cerr << "moe: unknown command '" << name << "'\n";
+    return Usage(std::cerr);
+  }
+  if (!moe::ReadLaunchEnv().under_mpi) {
+    auto transport = moe::MakeInProcessTransport();
+    return command->run(argc - 1, argv + 1, *transport);
+  }
+  if (moe::Status s = moe::InitMpi(&argc, &argv); !s.ok()) {
+    std::cerr << "moe: " << s.message() << "\n";
+    return 1;
+  }
+  int rc;
+  {
+    auto transport = moe::MakeMpiTransport();
+    moe::cli::SetRank(transport->rank());
+    rc = command->run(argc - 1, argv + 1, *transport);
+  }
+  moe::FinalizeMpi();
+  return rc;
 }

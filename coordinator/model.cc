@@ -1,6 +1,7 @@
 #include "coordinator/model.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "common/check.h"
 #include "common/tensor_names.h"
@@ -19,6 +20,15 @@ StatusOr<Matrix> TakeMatrix(Checkpoint& ckpt, const std::string& name, int64_t r
 StatusOr<Matrix> TakeVector(Checkpoint& ckpt, const std::string& name, int64_t n) {
   MOE_ASSIGN_OR_RETURN(TensorView t, ckpt.Take(name, {n}));
   return Matrix{t.data, t.dtype, 1, n};
+}
+
+using Clock = std::chrono::steady_clock;
+
+// Adds the seconds since `t` to `*sum` (when stats are kept) and restarts `t`.
+void Lap(Clock::time_point& t, double* sum) {
+  const auto now = Clock::now();
+  if (sum) *sum += std::chrono::duration<double>(now - t).count();
+  t = now;
 }
 
 }  // namespace
@@ -90,6 +100,8 @@ Status Model::Forward(const std::vector<int>& tokens, const std::vector<Sequence
   }
   Trace("embed", -1, x_.data(), T, D);
 
+  PhaseSeconds* times = stats_ ? &stats_->seconds : nullptr;
+  auto t = Clock::now();
   for (int l = 0; l < c.layers; ++l) {
     const LayerWeights& lw = w_.layers[l];
     // h = rmsnorm(x); q, k, v = h Wq, h Wk, h Wv                           [T, H*hd], [T, KV*hd]
@@ -113,6 +125,7 @@ Status Model::Forward(const std::vector<int>& tokens, const std::vector<Sequence
     MatMul(attn_.data(), T, lw.wo, proj_.data(), *pool_);
     for (int64_t i = 0; i < T * D; ++i) x_[i] += proj_[i];
     Trace("attn_out", l, proj_.data(), T, D);
+    Lap(t, times ? &times->attention : nullptr);
 
     // h = rmsnorm(x); routes = router(h); y = experts(h); x = x + y        [T, D]
     RmsNorm(x_.data(), T, D, lw.ffn_norm, c.rms_norm_eps, h_.data());
@@ -120,7 +133,10 @@ Status Model::Forward(const std::vector<int>& tokens, const std::vector<Sequence
       Route(h_.data(), T, lw.router, c.experts_per_token, *pool_, router_logits_, &routes_);
     else
       RouteDense(T, &routes_);
+    Lap(t, times ? &times->routing : nullptr);
+    // Dispatch to the experts' ranks, run, combine (the backend times its own phases).
     MOE_RETURN_IF_ERROR(experts_->Run(l, h_.data(), T, routes_, moe_out_.data()));
+    t = Clock::now();
     for (int64_t i = 0; i < T * D; ++i) x_[i] += moe_out_[i];
     Trace("moe_out", l, moe_out_.data(), T, D);
     Trace("residual", l, x_.data(), T, D);
@@ -135,6 +151,8 @@ Status Model::Forward(const std::vector<int>& tokens, const std::vector<Sequence
   }
   MatMul(h_.data(), R, w_.lm_head, logits, *pool_);
   Trace("logits", -1, logits, R, V);
+  Lap(t, times ? &times->lm_head : nullptr);
+  if (stats_) stats_->layer_passes += c.layers;
   return Status::Ok();
 }
 

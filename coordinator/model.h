@@ -15,6 +15,7 @@
 #include "coordinator/expert_backend.h"
 #include "coordinator/kv_cache.h"
 #include "coordinator/rope.h"
+#include "coordinator/run_stats.h"
 
 namespace moe {
 
@@ -61,6 +62,7 @@ class Model {
                  const std::vector<int>& logit_rows, float* logits);
 
   void set_activation_sink(ActivationSink sink) { sink_ = std::move(sink); }
+  void set_stats(RunStats* stats) { stats_ = stats; }
 
   // A cache for one sequence of up to `max_len` tokens (rolling when there is a window).
   std::unique_ptr<KvCache> NewCache(int max_len) const;
@@ -74,6 +76,7 @@ class Model {
   ThreadPool* pool_;
   Rope rope_;
   ActivationSink sink_;
+  RunStats* stats_ = nullptr;
   Routes routes_;
   // Step buffers, reused across steps.
   std::vector<float> x_, h_, q_, k_, v_, attn_, proj_, moe_out_, router_logits_;

@@ -1,39 +1,130 @@
 #include "coordinator/runtime.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <iostream>
+
+#include "common/identity.h"
+#include "common/mapped_file.h"
+#include "common/tensor_names.h"
+#include "worker/worker_loop.h"
 
 namespace moe {
+namespace {
 
-StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeOptions& options) {
+bool IsDirectory(const std::string& path) {
   struct stat st;
-  if (options.model_dir.empty() || stat(options.model_dir.c_str(), &st) != 0 ||
-      !S_ISDIR(st.st_mode))
-    return NotFound("model directory '" + options.model_dir +
+  return !path.empty() && stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// Rank 0 alone shares the machine with nobody; under mpirun the cores are split between the
+// ranks on this host.
+int DefaultThreads(const Transport& t) {
+  int local = 0;
+  for (int r = 0; r < t.size(); ++r) local += t.host(r) == t.host(t.rank());
+  return std::max(1, ThreadPool::DefaultThreads() / std::max(local, 1));
+}
+
+// What every rank loads before the ranks compare notes.
+struct Loaded {
+  ModelConfig config;
+  std::string config_text;
+  Placement placement;
+  std::unique_ptr<Checkpoint> ckpt;
+  std::unique_ptr<ExpertStore> store;
+  ModelWeights weights;  // rank 0 only
+};
+
+Status LoadRank(const RuntimeOptions& o, const Transport& t, Loaded* out) {
+  if (!IsDirectory(o.model_dir))
+    return NotFound("model directory '" + o.model_dir +
                     "' does not exist; pass --model DIR with config.json and *.safetensors");
+  MOE_ASSIGN_OR_RETURN(out->config_text, ReadFileToString(o.model_dir + "/config.json"));
+  MOE_ASSIGN_OR_RETURN(out->config, ParseModelConfig(out->config_text, o.model_dir + "/config.json"));
+  MOE_ASSIGN_OR_RETURN(out->placement, LoadPlacement(out->config, t.size() - 1, o.placement_file));
+  MOE_ASSIGN_OR_RETURN(out->ckpt, Checkpoint::Open(o.model_dir));
+  if (t.rank() == 0) {
+    MOE_ASSIGN_OR_RETURN(out->weights, LoadCoordinatorWeights(out->config, *out->ckpt));
+  }
+  const auto& held = out->placement.by_rank[t.rank()];
+  if (!held.empty()) {
+    MOE_ASSIGN_OR_RETURN(ExpertStore store, ExpertStore::Load(out->config, *out->ckpt, held));
+    out->store = std::make_unique<ExpertStore>(std::move(store));
+  }
+  // Account for every tensor: taken here, or owned by another rank.
+  MOE_RETURN_IF_ERROR(out->ckpt->SkipUnclaimed(names::AllTensors(out->config)));
+  if (out->config.tie_embeddings && out->ckpt->tensors().count(names::LmHead()))
+    MOE_RETURN_IF_ERROR(out->ckpt->Skip(names::LmHead()));
+  MOE_RETURN_IF_ERROR(out->ckpt->Finish());
+  if (t.size() > 1)
+    std::cerr << "moe: rank " << t.rank() << " on " << t.host(t.rank()) << " holds "
+              << (out->store ? out->store->bytes() : 0) + (t.rank() == 0 ? out->ckpt->taken_bytes() : 0)
+              << " bytes of weights\n";
+  return Status::Ok();
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeOptions& options,
+                                                 Transport* transport) {
+  static const std::unique_ptr<Transport> in_process = MakeInProcessTransport();
+  if (transport == nullptr) transport = in_process.get();
+  Loaded loaded;
+  Status status = LoadRank(options, *transport, &loaded);
+  // Every rank learns whether any rank failed, and which.
+  if (Status s = transport->AgreeOnStatus(status); !s.ok()) return s;
+  MOE_RETURN_IF_ERROR(transport->CheckSameEverywhere(BinaryFingerprint(), "the moe binary"));
+  MOE_RETURN_IF_ERROR(transport->CheckSameEverywhere(
+      ModelFingerprint(loaded.config_text, *loaded.ckpt), "the model (config.json and tensors)"));
+
+  const int threads = options.threads > 0 ? options.threads : DefaultThreads(*transport);
+  auto pool = std::make_unique<ThreadPool>(threads);
+  const int K = loaded.config.is_moe() ? loaded.config.experts_per_token : 1;
+  std::unique_ptr<ExpertWorker> worker;
+  if (loaded.store)
+    worker = std::make_unique<ExpertWorker>(loaded.store.get(), K, loaded.config.hidden, pool.get());
+
+  if (transport->rank() != 0) {
+    MOE_RETURN_IF_ERROR(ServeExperts(*transport, *worker, options.rank_timeout));
+    return std::unique_ptr<Runtime>();
+  }
+
   auto rt = std::unique_ptr<Runtime>(new Runtime());
-  MOE_ASSIGN_OR_RETURN(rt->config_, LoadModelConfig(options.model_dir));
-  MOE_ASSIGN_OR_RETURN(rt->ckpt_, Checkpoint::Open(options.model_dir));
-  MOE_ASSIGN_OR_RETURN(ModelWeights weights, LoadCoordinatorWeights(rt->config_, *rt->ckpt_));
-  MOE_ASSIGN_OR_RETURN(ExpertStore experts,
-                       ExpertStore::Load(rt->config_, *rt->ckpt_,
-                                         ExpertStore::AllExperts(rt->config_)));
-  MOE_RETURN_IF_ERROR(rt->ckpt_->Finish());
-  rt->experts_ = std::make_unique<ExpertStore>(std::move(experts));
-  rt->pool_ = std::make_unique<ThreadPool>(options.threads > 0 ? options.threads
-                                                               : ThreadPool::DefaultThreads());
-  rt->backend_ = std::make_unique<LocalExpertBackend>(rt->experts_.get(), rt->pool_.get());
-  rt->model_ = std::make_unique<Model>(rt->config_, std::move(weights), rt->backend_.get(),
+  rt->transport_ = transport;
+  rt->config_ = loaded.config;
+  rt->placement_ = std::move(loaded.placement);
+  rt->ckpt_ = std::move(loaded.ckpt);
+  rt->store_ = std::move(loaded.store);
+  rt->pool_ = std::move(pool);
+  rt->local_worker_ = std::move(worker);
+  rt->stats_.Reset(rt->config_.layers, rt->placement_.experts, transport->size());
+  rt->experts_ = std::make_unique<ExpertParallel>(rt->config_, &rt->placement_, transport,
+                                                  rt->local_worker_.get(), options.rank_timeout,
+                                                  &rt->stats_);
+  rt->model_ = std::make_unique<Model>(rt->config_, std::move(loaded.weights), rt->experts_.get(),
                                        rt->pool_.get());
+  rt->model_->set_stats(&rt->stats_);
   const std::string tok_path = options.model_dir + "/tokenizer.model";
-  if (stat(tok_path.c_str(), &st) == 0) {
+  if (access(tok_path.c_str(), F_OK) == 0) {
     MOE_ASSIGN_OR_RETURN(rt->tokenizer_, Tokenizer::Load(tok_path));
     if (rt->tokenizer_->vocab_size() > rt->config_.vocab)
       return FailedPrecondition(tok_path + ": the tokenizer has " +
                                 std::to_string(rt->tokenizer_->vocab_size()) +
                                 " pieces but config.json has vocab_size " +
-                                std::to_string(rt->config_.vocab) + "; they belong to different models");
+                                std::to_string(rt->config_.vocab) +
+                                "; they belong to different models");
   }
   return rt;
+}
+
+Runtime::~Runtime() {
+  if (experts_ == nullptr) return;
+  if (experts_->broken()) transport_->Abort(3);  // workers are stuck mid-exchange: end the job
+  if (Status s = experts_->Stop(); !s.ok()) {
+    std::cerr << "moe: " << s.message() << "\n";
+    transport_->Abort(3);
+  }
 }
 
 }  // namespace moe

@@ -1,5 +1,6 @@
-// Everything one process needs to run the model: config, mapped checkpoint, weights, experts,
-// thread pool, model and (when the checkpoint has one) the tokenizer.
+// Everything a rank needs to run the model. Rank 0 (the coordinator) gets the config, the
+// non-expert weights, the model and the tokenizer; worker ranks load their expert slices and
+// serve them until the coordinator stops them. One process: rank 0 holds the experts too.
 #pragma once
 
 #include <memory>
@@ -7,36 +8,57 @@
 
 #include "common/checkpoint.h"
 #include "common/model_config.h"
+#include "common/placement.h"
 #include "common/thread_pool.h"
+#include "common/transport.h"
+#include "coordinator/expert_parallel.h"
 #include "coordinator/model.h"
+#include "coordinator/run_stats.h"
 #include "coordinator/tokenizer.h"
 #include "worker/expert_store.h"
-#include "worker/local_expert_backend.h"
+#include "worker/expert_worker.h"
 
 namespace moe {
 
 struct RuntimeOptions {
-  std::string model_dir;  // Hugging Face checkpoint directory
-  int threads = 0;        // 0 = every core this process may use
+  std::string model_dir;        // Hugging Face checkpoint directory
+  int threads = 0;              // 0 = this machine's cores shared among its ranks
+  std::string placement_file;   // optional JSON expert placement
+  double rank_timeout = 30.0;   // seconds a rank may take to answer before the job fails
 };
 
 class Runtime {
  public:
-  static StatusOr<std::unique_ptr<Runtime>> Open(const RuntimeOptions& options);
+  // On a worker rank this loads the rank's experts, serves them until the coordinator says
+  // stop, and returns null. On rank 0 it returns the loaded runtime. A null transport means
+  // one process (the in-process transport).
+  static StatusOr<std::unique_ptr<Runtime>> Open(const RuntimeOptions& options,
+                                                 Transport* transport = nullptr);
+  // Stops the workers; if a rank was lost, ends the whole job instead.
+  ~Runtime();
 
   const ModelConfig& config() const { return config_; }
   Model& model() { return *model_; }
   Checkpoint& checkpoint() { return *ckpt_; }
-  // Null when the directory has no tokenizer.model.
-  const Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  const Placement& placement() const { return placement_; }
+  const Tokenizer* tokenizer() const { return tokenizer_.get(); }  // null without tokenizer.model
   ThreadPool& pool() { return *pool_; }
+  RunStats& stats() { return stats_; }
+  ExpertParallel& experts() { return *experts_; }
+  Transport& transport() { return *transport_; }
 
  private:
+  Runtime() = default;
+
+  Transport* transport_ = nullptr;
   ModelConfig config_;
+  Placement placement_;
+  RunStats stats_;
   std::unique_ptr<Checkpoint> ckpt_;
   std::unique_ptr<ThreadPool> pool_;
-  std::unique_ptr<ExpertStore> experts_;
-  std::unique_ptr<LocalExpertBackend> backend_;
+  std::unique_ptr<ExpertStore> store_;
+  std::unique_ptr<ExpertWorker> local_worker_;
+  std::unique_ptr<ExpertParallel> experts_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<Tokenizer> tokenizer_;
 };

@@ -4,14 +4,6 @@
 
 namespace moe {
 
-int FfnBlocks(int ffn) {
-  for (int blocks : {8, 4, 2})
-    if (ffn % blocks == 0 && (ffn / blocks) % 16 == 0) return blocks;
-  for (int blocks : {8, 4, 2})
-    if (ffn % blocks == 0) return blocks;
-  return 1;
-}
-
 void ExpertBlockPartials(const ExpertSlice& slice, int block_size, const float* x, int n,
                          float* partials, ExpertScratch& scratch, ThreadPool& pool) {
   const int64_t D = slice.w1.cols, Fs = slice.w1.rows;

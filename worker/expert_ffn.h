@@ -11,12 +11,10 @@
 #include <vector>
 
 #include "common/kernels.h"
+#include "common/model_config.h"
 #include "common/thread_pool.h"
 
 namespace moe {
-
-// Blocks per expert: the largest of 8, 4, 2, 1 that divides F into multiples of 16 where possible.
-int FfnBlocks(int ffn);
 
 // Blocks [block_begin, block_end) of one expert's weights (the dense MLP is expert 0).
 struct ExpertSlice {

@@ -5,16 +5,10 @@
 
 #include "common/checkpoint.h"
 #include "common/model_config.h"
+#include "common/placement.h"
 #include "worker/expert_ffn.h"
 
 namespace moe {
-
-// Blocks [block_begin, block_end) of `expert`, held in every layer.
-struct ExpertAssignment {
-  int expert = 0;
-  int block_begin = 0;
-  int block_end = 0;
-};
 
 class ExpertStore {
  public:

@@ -1,0 +1,17 @@
+// A fingerprint of what a rank runs: the binary, config.json and the checkpoint's tensor table.
+// Ranks compare fingerprints at start, so a job mixing models or builds is refused.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/checkpoint.h"
+
+namespace moe {
+
+uint64_t Fnv1a(const void* data, size_t n, uint64_t seed = 1469598103934665603ull);
+
+uint64_t BinaryFingerprint();  // of /proc/self/exe
+uint64_t ModelFingerprint(const std::string& config_json, const Checkpoint& ckpt);
+
+}  // namespace moe

@@ -1,0 +1,177 @@
+#include "common/mpi_transport.h"
+
+#define OMPI_SKIP_MPICXX 1  // the C API only
+#include <mpi.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <climits>
+#include <cstring>
+#include <thread>
+
+#include "common/check.h"
+
+namespace moe {
+namespace {
+
+constexpr int kTagCounts = 11;
+constexpr int kHostLen = 64;
+
+using Clock = std::chrono::steady_clock;
+
+// Tests `reqs` until all complete, sleeping 1 us, 2 us, ... up to `max_sleep_us` between tests.
+// Returns false at the deadline (timeout < 0: none).
+bool WaitAll(std::vector<MPI_Request>& reqs, double timeout_seconds, int max_sleep_us) {
+  const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_seconds);
+  int sleep_us = 0;
+  for (;;) {
+    int done = 0;
+    MOE_CHECK(MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &done,
+                          MPI_STATUSES_IGNORE) == MPI_SUCCESS,
+              "MPI_Testall failed");
+    if (done) return true;
+    if (timeout_seconds >= 0 && Clock::now() > deadline) return false;
+    if (sleep_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(sleep_us));
+    sleep_us = std::min(max_sleep_us, sleep_us == 0 ? 1 : sleep_us * 2);
+  }
+}
+
+class MpiTransport : public Transport {
+ public:
+  MpiTransport() {
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &size_);
+    char name[kHostLen] = {0};
+    gethostname(name, kHostLen - 1);
+    hosts_.resize(static_cast<size_t>(size_) * kHostLen);
+    MOE_CHECK(MPI_Allgather(name, kHostLen, MPI_CHAR, hosts_.data(), kHostLen, MPI_CHAR,
+                            MPI_COMM_WORLD) == MPI_SUCCESS,
+              "MPI_Allgather of host names failed");
+    SetCheckIdentity(rank_, host(rank_));
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string host(int r) const override { return std::string(&hosts_[r * kHostLen]); }
+
+  Status Exchange(const ByteRuns& send, ByteRuns* recv, const ExchangeLabel& label,
+                  double timeout_seconds) override {
+    MOE_CHECK(static_cast<int>(send.counts.size()) == size_, "send counts per rank");
+    // Counts first, point to point: a peer that does not answer is known by rank.
+    recv->counts.assign(size_, 0);
+    std::vector<MPI_Request> reqs;
+    std::vector<int> peers;
+    for (int p = 0; p < size_; ++p) {
+      if (p == rank_) {
+        recv->counts[p] = send.counts[p];
+        continue;
+      }
+      reqs.emplace_back();
+      MPI_Irecv(&recv->counts[p], 1, MPI_INT64_T, p, kTagCounts, MPI_COMM_WORLD, &reqs.back());
+      peers.push_back(p);
+    }
+    for (int p = 0; p < size_; ++p) {
+      if (p == rank_) continue;
+      reqs.emplace_back();
+      MPI_Isend(&send.counts[p], 1, MPI_INT64_T, p, kTagCounts, MPI_COMM_WORLD, &reqs.back());
+    }
+    const int max_sleep = timeout_seconds < 0 ? 1000 : 100;
+    if (!WaitAll(reqs, timeout_seconds, max_sleep)) {
+      std::string missing;
+      for (size_t i = 0; i < peers.size(); ++i) {
+        int done = 0;
+        MPI_Test(&reqs[i], &done, MPI_STATUS_IGNORE);
+        if (!done) missing += (missing.empty() ? "" : ", ") + Describe(peers[i]);
+      }
+      return TimedOut(missing.empty() ? "a peer (its counts were not delivered)" : missing, label,
+                      timeout_seconds);
+    }
+    // Then the bytes, in one non-blocking all-to-all.
+    std::vector<int> sc(size_), sd(size_), rc(size_), rd(size_);
+    int64_t s_off = 0, r_off = 0;
+    for (int p = 0; p < size_; ++p) {
+      MOE_CHECK(send.counts[p] < INT_MAX && recv->counts[p] < INT_MAX && recv->counts[p] >= 0,
+                "exchange over 2 GiB per peer");
+      sc[p] = static_cast<int>(send.counts[p]);
+      rc[p] = static_cast<int>(recv->counts[p]);
+      sd[p] = static_cast<int>(s_off);
+      rd[p] = static_cast<int>(r_off);
+      s_off += sc[p];
+      r_off += rc[p];
+      MOE_CHECK(s_off < INT_MAX && r_off < INT_MAX, "exchange over 2 GiB in total");
+    }
+    recv->data.resize(r_off);
+    std::vector<MPI_Request> all(1);
+    MPI_Ialltoallv(send.data.data(), sc.data(), sd.data(), MPI_BYTE, recv->data.data(), rc.data(),
+                   rd.data(), MPI_BYTE, MPI_COMM_WORLD, &all[0]);
+    if (!WaitAll(all, timeout_seconds, max_sleep))
+      return TimedOut("a peer (the row exchange did not complete)", label, timeout_seconds);
+    return Status::Ok();
+  }
+
+  Status CheckSameEverywhere(uint64_t value, const std::string& what) override {
+    std::vector<uint64_t> all(size_);
+    MOE_CHECK(MPI_Allgather(&value, 1, MPI_UINT64_T, all.data(), 1, MPI_UINT64_T,
+                            MPI_COMM_WORLD) == MPI_SUCCESS,
+              "MPI_Allgather failed");
+    std::string odd;
+    for (int r = 1; r < size_; ++r)
+      if (all[r] != all[0]) odd += (odd.empty() ? "" : ", ") + Describe(r);
+    if (odd.empty()) return Status::Ok();
+    return FailedPrecondition(what + " differs between rank 0 (" + host(0) + ") and " + odd +
+                              "; start every rank with the same binary, model directory and flags");
+  }
+
+  Status AgreeOnStatus(const Status& mine) override {
+    constexpr int kLen = 2048;
+    std::vector<char> local(kLen, 0), all(static_cast<size_t>(size_) * kLen);
+    local[0] = static_cast<char>(mine.code());
+    std::strncpy(&local[1], mine.message().c_str(), kLen - 2);
+    MOE_CHECK(MPI_Allgather(local.data(), kLen, MPI_CHAR, all.data(), kLen, MPI_CHAR,
+                            MPI_COMM_WORLD) == MPI_SUCCESS,
+              "MPI_Allgather of load status failed");
+    for (int r = 0; r < size_; ++r) {
+      const char* entry = &all[static_cast<size_t>(r) * kLen];
+      if (entry[0] == 0) continue;
+      return Status(static_cast<StatusCode>(entry[0]), Describe(r) + ": " + std::string(entry + 1));
+    }
+    return Status::Ok();
+  }
+
+  [[noreturn]] void Abort(int code) override {
+    MPI_Abort(MPI_COMM_WORLD, code);
+    std::_Exit(code);
+  }
+
+ private:
+  std::string Describe(int r) const { return "rank " + std::to_string(r) + " on " + host(r); }
+
+  Status TimedOut(const std::string& who, const ExchangeLabel& label, double timeout) const {
+    return Status(StatusCode::kUnavailable,
+                  who + " did not answer within " + std::to_string(static_cast<int>(timeout)) +
+                      " s during " + label.phase + " of layer " + std::to_string(label.layer) +
+                      ", step " + std::to_string(label.step) + " (seen from rank " +
+                      std::to_string(rank_) + " on " + host(rank_) +
+                      "); the rank died or hangs. Raise --rank-timeout if it is only slow");
+  }
+
+  int rank_ = 0, size_ = 1;
+  std::vector<char> hosts_;
+};
+
+}  // namespace
+
+Status InitMpi(int* argc, char*** argv) {
+  int provided = 0;
+  if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+    return Internal("MPI_Init_thread failed");
+  // Errors come back as codes, which MOE_CHECK turns into a message with rank and host.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  return Status::Ok();
+}
+
+void FinalizeMpi() { MPI_Finalize(); }
+
+std::unique_ptr<Transport> MakeMpiTransport() { return std::make_unique<MpiTransport>(); }
+
+}  // namespace moe

@@ -1,0 +1,61 @@
+// The narrow interface every coordinator<->worker byte travels through. One exchange: each
+// rank sends a byte run to every rank (possibly empty) and receives one from every rank. Counts
+// travel ahead of the bytes. Implementations: in-process (one rank) and MPI.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace moe {
+
+// What an exchange is for, named when a peer fails to answer.
+struct ExchangeLabel {
+  const char* phase = "";  // "dispatch", "combine", "idle"
+  int layer = -1;
+  int64_t step = -1;
+};
+
+// A byte run per rank, laid end to end: rank r's bytes are data[offset(r), offset(r) + counts[r]).
+struct ByteRuns {
+  std::vector<uint8_t> data;
+  std::vector<int64_t> counts;  // [ranks]
+  int64_t offset(int r) const {
+    int64_t o = 0;
+    for (int i = 0; i < r; ++i) o += counts[i];
+    return o;
+  }
+  const uint8_t* at(int r) const { return data.data() + offset(r); }
+};
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::string host(int rank) const = 0;
+
+  // Sends send.counts[r] bytes to each rank r and fills recv from every rank. Waits at most
+  // `timeout_seconds` (< 0: forever, for an idle worker); on timeout the status names the ranks
+  // that did not answer, their hosts, and the label.
+  virtual Status Exchange(const ByteRuns& send, ByteRuns* recv, const ExchangeLabel& label,
+                          double timeout_seconds) = 0;
+
+  // Error on every rank when `value` differs between ranks, naming the odd ones and `what`.
+  virtual Status CheckSameEverywhere(uint64_t value, const std::string& what) = 0;
+
+  // Every rank passes its own status; every rank gets back the first failure of any rank
+  // (with that rank and host named), or OK when all succeeded.
+  virtual Status AgreeOnStatus(const Status& mine) = 0;
+
+  // Ends the whole job (every rank) with this exit code.
+  [[noreturn]] virtual void Abort(int code) = 0;
+};
+
+// One rank: the exchange hands the bytes straight back.
+std::unique_ptr<Transport> MakeInProcessTransport();
+
+}  // namespace moe

@@ -1,0 +1,53 @@
+// The one wire format between coordinator and workers, included by both sides.
+// Index legend: D = hidden, K = experts per token, B = ffn blocks per expert.
+//
+// Each layer is two exchanges (common/transport.h), counts travelling ahead of bytes:
+//
+// dispatch, coordinator -> worker:
+//   DispatchHeader
+//   rows x { int32 n; int32 expert[K]; float weight[K]; float hidden[D] }
+//     n experts of one token, consecutive in the token's id-sorted list and all held by this
+//     worker (a run of whole experts), or n = 1 for an expert the worker holds a slice of.
+//
+// combine, worker -> coordinator:
+//   ResultHeader
+//   vectors x float[D], row by row: one vector per row of whole experts, the weighted sum of its
+//   experts' outputs added in id order; or, for a slice, one unweighted partial output per held
+//   ffn block, in block order (the coordinator adds the blocks of all owners in block order,
+//   then applies the routing weight).
+//
+// A dispatch with command kStop ends the worker loop; it carries no rows.
+#pragma once
+
+#include <cstdint>
+
+namespace moe::wire {
+
+constexpr uint32_t kDispatchMagic = 0x44454f4d;  // "MOED"
+constexpr uint32_t kResultMagic = 0x52454f4d;    // "MOER"
+
+enum Command : uint32_t { kLayer = 1, kStop = 2 };
+
+struct DispatchHeader {
+  uint32_t magic = kDispatchMagic;
+  uint32_t command = kLayer;
+  int32_t layer = 0;
+  int32_t rows = 0;
+  int64_t step = 0;
+};
+
+struct ResultHeader {
+  uint32_t magic = kResultMagic;
+  int32_t layer = 0;
+  int32_t vectors = 0;
+  int32_t reserved = 0;
+  int64_t step = 0;
+  double compute_seconds = 0;  // the worker's expert time for this layer
+};
+
+// Bytes of one dispatched row.
+inline int64_t RowBytes(int K, int D) {
+  return int64_t{4} * (1 + K) + int64_t{4} * K + int64_t{4} * D;
+}
+
+}  // namespace moe::wire

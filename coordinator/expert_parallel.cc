@@ -1,0 +1,230 @@
+#include "coordinator/expert_parallel.h"
+
+#include <chrono>
+#include <cstring>
+
+#include "common/check.h"
+#include "common/wire_format.h"
+
+namespace moe {
+namespace {
+
+double Since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+template <typename T>
+void Append(std::vector<uint8_t>& buf, const T* data, size_t count) {
+  const auto* p = reinterpret_cast<const uint8_t*>(data);
+  buf.insert(buf.end(), p, p + count * sizeof(T));
+}
+
+}  // namespace
+
+ExpertParallel::ExpertParallel(const ModelConfig& config, const Placement* placement,
+                               Transport* transport, ExpertWorker* local,
+                               double rank_timeout_seconds, RunStats* stats)
+    : config_(config),
+      placement_(placement),
+      transport_(transport),
+      local_(local),
+      timeout_(rank_timeout_seconds),
+      stats_(stats) {}
+
+Status ExpertParallel::Fail(Status s) {
+  broken_ = true;
+  return s;
+}
+
+Status ExpertParallel::Run(int layer, const float* h, int T, const Routes& routes, float* y) {
+  if (broken_) return Status(StatusCode::kUnavailable, "a rank was lost earlier; restart the job");
+  MOE_ASSIGN_OR_RETURN(DispatchHandle handle, Dispatch(layer, h, T, routes));
+  return Combine(handle, routes, y);
+}
+
+StatusOr<DispatchHandle> ExpertParallel::Dispatch(int layer, const float* h, int T,
+                                                  const Routes& routes) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const int R = transport_->size(), K = routes.k, D = config_.hidden, E = placement_->experts;
+  DispatchHandle handle;
+  handle.layer = layer;
+  handle.tokens = T;
+  handle.segments.assign(T, {});
+  handle.expected_vectors.assign(R, 0);
+  replica_counter_.assign(E, 0);
+
+  // Plan: each token's experts in id order, cut into runs of whole experts on one rank, and one
+  // segment per owner of a sliced expert. Replicas take an expert's tokens in turn.
+  std::vector<std::vector<int>> rows_for(R);  // [rank] -> segment ids (token * K + piece)
+  std::vector<int> chosen(K);
+  for (int t = 0; t < T; ++t) {
+    const int* experts = &routes.expert[int64_t{t} * K];
+    for (int j = 0; j < K; ++j) {
+      const int e = experts[j];
+      MOE_CHECK(e >= 0 && e < E, "routed expert out of range");
+      if (stats_) ++stats_->expert_tokens[layer][e];
+      const auto& owners = placement_->by_expert[e];
+      chosen[j] = placement_->whole(e) ? owners[replica_counter_[e]++ % owners.size()].rank : -1;
+    }
+    auto& segs = handle.segments[t];
+    for (int j = 0; j < K;) {
+      const int e = experts[j];
+      if (chosen[j] >= 0) {
+        int n = 1;
+        while (j + n < K && chosen[j + n] == chosen[j]) ++n;
+        segs.push_back({chosen[j], j, n, 1, handle.expected_vectors[chosen[j]]});
+        handle.expected_vectors[chosen[j]] += 1;
+        j += n;
+      } else {
+        for (const Owner& o : placement_->by_expert[e]) {
+          const int v = o.block_end - o.block_begin;
+          segs.push_back({o.rank, j, 1, v, handle.expected_vectors[o.rank]});
+          handle.expected_vectors[o.rank] += v;
+        }
+        ++j;
+      }
+    }
+  }
+
+  // Pack: per rank a header, then its rows in token order.
+  send_.data.clear();
+  send_.counts.assign(R, 0);
+  std::vector<std::vector<std::pair<int, int>>> per_rank(R);  // (token, segment index)
+  for (int t = 0; t < T; ++t)
+    for (int s = 0; s < static_cast<int>(handle.segments[t].size()); ++s)
+      per_rank[handle.segments[t][s].rank].push_back({t, s});
+  const std::vector<int32_t> zero_ids(K, 0);
+  const std::vector<float> zero_weights(K, 0.0f);
+  for (int r = 0; r < R; ++r) {
+    if (r == 0 && local_ == nullptr && per_rank[0].empty()) continue;  // the coordinator alone
+    const size_t begin = send_.data.size();
+    wire::DispatchHeader header;
+    header.layer = layer;
+    header.rows = static_cast<int32_t>(per_rank[r].size());
+    header.step = step_;
+    Append(send_.data, &header, 1);
+    for (const auto& [t, s] : per_rank[r]) {
+      const Segment& seg = handle.segments[t][s];
+      std::vector<int32_t> ids(zero_ids);
+      std::vector<float> weights(zero_weights);
+      for (int i = 0; i < seg.n; ++i) {
+        ids[i] = routes.expert[int64_t{t} * K + seg.j0 + i];
+        weights[i] = routes.weight[int64_t{t} * K + seg.j0 + i];
+      }
+      const int32_t n = seg.n;
+      Append(send_.data, &n, 1);
+      Append(send_.data, ids.data(), K);
+      Append(send_.data, weights.data(), K);
+      Append(send_.data, h + int64_t{t} * D, D);
+    }
+    send_.counts[r] = static_cast<int64_t>(send_.data.size() - begin);
+    if (stats_) {
+      stats_->rank_rows[r] += static_cast<int64_t>(per_rank[r].size());
+      stats_->rank_bytes[r] += send_.counts[r];
+    }
+  }
+  if (Status s = transport_->Exchange(send_, &recv_, {"dispatch", layer, step_}, timeout_); !s.ok())
+    return Fail(s);
+  if (stats_) stats_->seconds.dispatch += Since(t0);
+  return handle;
+}
+
+Status ExpertParallel::Combine(const DispatchHandle& handle, const Routes& routes, float* y) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const int R = transport_->size(), K = routes.k, D = config_.hidden;
+  // Rank 0's own share (one process): answer it here, then exchange the answers.
+  send_.data.clear();
+  send_.counts.assign(R, 0);
+  double local_seconds = 0;
+  if (local_ != nullptr && recv_.counts[0] > 0) {
+    const uint8_t* msg = recv_.at(0);
+    wire::DispatchHeader header;
+    std::memcpy(&header, msg, sizeof(header));
+    MOE_RETURN_IF_ERROR(local_->Process(header.layer, header.step, header.rows,
+                                        msg + sizeof(header), recv_.counts[0] - sizeof(header),
+                                        &send_.data));
+    send_.counts[0] = static_cast<int64_t>(send_.data.size());
+    wire::ResultHeader result;
+    std::memcpy(&result, send_.data.data(), sizeof(result));
+    local_seconds = result.compute_seconds;
+  }
+  if (Status s = transport_->Exchange(send_, &recv_, {"combine", handle.layer, step_}, timeout_);
+      !s.ok())
+    return Fail(s);
+
+  // Check every reply, and find where each rank's vectors start.
+  std::vector<const float*> vectors(R, nullptr);
+  double slowest = local_seconds;
+  for (int r = 0; r < R; ++r) {
+    if (recv_.counts[r] == 0 && handle.expected_vectors[r] == 0) continue;
+    wire::ResultHeader header;
+    if (recv_.counts[r] < static_cast<int64_t>(sizeof(header)))
+      return Fail(Internal("rank " + std::to_string(r) + " sent a short combine message"));
+    std::memcpy(&header, recv_.at(r), sizeof(header));
+    const int64_t bytes = sizeof(header) + int64_t{header.vectors} * D * 4;
+    if (header.magic != wire::kResultMagic || header.layer != handle.layer ||
+        header.step != step_ || header.vectors != handle.expected_vectors[r] ||
+        bytes != recv_.counts[r])
+      return Fail(Internal("rank " + std::to_string(r) + " answered layer " +
+                           std::to_string(header.layer) + " with " +
+                           std::to_string(header.vectors) + " vectors; expected layer " +
+                           std::to_string(handle.layer) + " with " +
+                           std::to_string(handle.expected_vectors[r])));
+    vectors[r] = reinterpret_cast<const float*>(recv_.at(r) + sizeof(header));
+    slowest = std::max(slowest, header.compute_seconds);
+    if (stats_ && r > 0) stats_->rank_bytes[r] += recv_.counts[r];
+  }
+
+  // y[t] = sum over the token's experts in id order; a sliced expert's blocks are added in
+  // block order across its owners, then weighted.
+  slice_sum_.resize(D);
+  for (int t = 0; t < handle.tokens; ++t) {
+    float* yt = y + int64_t{t} * D;
+    std::fill(yt, yt + D, 0.0f);
+    const auto& segs = handle.segments[t];
+    for (size_t i = 0; i < segs.size();) {
+      const Segment& seg = segs[i];
+      const float* v = vectors[seg.rank] + seg.first * D;
+      if (placement_->whole(routes.expert[int64_t{t} * K + seg.j0])) {
+        for (int d = 0; d < D; ++d) yt[d] += v[d];
+        ++i;
+        continue;
+      }
+      std::copy(v, v + D, slice_sum_.begin());
+      bool first = true;
+      for (; i < segs.size() && segs[i].j0 == seg.j0; ++i) {
+        const float* p = vectors[segs[i].rank] + segs[i].first * D;
+        for (int b = first ? 1 : 0; b < segs[i].vectors; ++b)
+          for (int d = 0; d < D; ++d) slice_sum_[d] += p[int64_t{b} * D + d];
+        first = false;
+      }
+      const float w = routes.weight[int64_t{t} * K + seg.j0];
+      for (int d = 0; d < D; ++d) yt[d] += w * slice_sum_[d];
+    }
+  }
+  if (stats_) {
+    stats_->seconds.expert += slowest;
+    stats_->seconds.combine += std::max(0.0, Since(t0) - slowest);
+  }
+  return Status::Ok();
+}
+
+Status ExpertParallel::Stop() {
+  if (broken_ || stopped_ || transport_->size() == 1) return Status::Ok();
+  stopped_ = true;
+  const int R = transport_->size();
+  send_.data.clear();
+  send_.counts.assign(R, 0);
+  for (int r = 1; r < R; ++r) {
+    wire::DispatchHeader header;
+    header.command = wire::kStop;
+    header.step = step_;
+    Append(send_.data, &header, 1);
+    send_.counts[r] = sizeof(header);
+  }
+  if (Status s = transport_->Exchange(send_, &recv_, {"stop", -1, step_}, timeout_); !s.ok())
+    return Fail(s);
+  return Status::Ok();
+}
+
+}  // namespace moe

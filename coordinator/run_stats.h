@@ -1,0 +1,33 @@
+// Where the time goes and where the tokens go: per-phase seconds summed over layers and steps,
+// tokens per expert per layer, rows per rank. Printed by --stats, included in --json.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace moe {
+
+struct PhaseSeconds {
+  double attention = 0;  // norms, q/k/v/o projections, RoPE, attention
+  double routing = 0;    // router matmul, softmax, top-k
+  double dispatch = 0;   // planning, packing, the dispatch exchange
+  double expert = 0;     // expert compute (the slowest worker's, per layer)
+  double combine = 0;    // waiting for results beyond expert compute, and the weighted sum
+  double lm_head = 0;    // final norm and lm_head
+};
+
+struct RunStats {
+  PhaseSeconds seconds;
+  int64_t layer_passes = 0;                         // layers x steps
+  std::vector<std::vector<int64_t>> expert_tokens;  // [L][E] tokens routed to each expert
+  std::vector<int64_t> rank_rows;                   // [ranks] rows dispatched to each rank
+  std::vector<int64_t> rank_bytes;                  // [ranks] bytes dispatched + returned
+
+  void Reset(int layers, int experts, int ranks);
+  nlohmann::json ToJson() const;
+  std::string ToText() const;  // a table for --stats
+};
+
+}  // namespace moe

@@ -1,0 +1,97 @@
+#include "worker/expert_worker.h"
+
+#include <chrono>
+#include <cstring>
+
+#include "common/wire_format.h"
+
+namespace moe {
+
+Status ExpertWorker::Process(int layer, int64_t step, int rows, const uint8_t* body,
+                             int64_t body_bytes, std::vector<uint8_t>* reply) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t row_bytes = wire::RowBytes(K_, D_);
+  if (body_bytes != rows * row_bytes)
+    return Internal("dispatch for layer " + std::to_string(layer) + " holds " +
+                    std::to_string(body_bytes) + " bytes, expected " +
+                    std::to_string(rows * row_bytes));
+  const std::vector<ExpertSlice>& slices = store_->layer(layer);
+  auto meta = [&](int r) { return reinterpret_cast<const int32_t*>(body + r * row_bytes); };
+  auto weights = [&](int r) { return reinterpret_cast<const float*>(meta(r) + 1 + K_); };
+  auto hidden = [&](int r) { return weights(r) + K_; };
+  auto find = [&](int expert) -> const ExpertSlice* {
+    for (const ExpertSlice& s : slices)
+      if (s.expert == expert) return &s;
+    return nullptr;
+  };
+
+  // Output layout: one vector per row of whole experts, the slice's blocks for a sliced row.
+  std::vector<int> first_vector(rows + 1, 0);
+  for (int r = 0; r < rows; ++r) {
+    const int n = meta(r)[0];
+    if (n < 1 || n > K_) return Internal("dispatch row with " + std::to_string(n) + " experts");
+    int vectors = 1;
+    for (int j = 0; j < n; ++j) {
+      const ExpertSlice* s = find(meta(r)[1 + j]);
+      if (s == nullptr)
+        return Internal("dispatch names expert " + std::to_string(meta(r)[1 + j]) +
+                        ", which this rank does not hold");
+      if (s->block_end - s->block_begin != store_->blocks()) {
+        if (n != 1) return Internal("a sliced expert must travel alone in its row");
+        vectors = s->block_end - s->block_begin;
+      }
+    }
+    first_vector[r + 1] = first_vector[r] + vectors;
+  }
+  const int total_vectors = first_vector[rows];
+  const size_t header_at = reply->size();
+  reply->resize(header_at + sizeof(wire::ResultHeader) + int64_t{total_vectors} * D_ * 4, 0);
+  float* out = reinterpret_cast<float*>(reply->data() + header_at + sizeof(wire::ResultHeader));
+  std::fill(out, out + int64_t{total_vectors} * D_, 0.0f);
+
+  // Each held slice once over all of its rows, in expert-id order.
+  for (const ExpertSlice& s : slices) {
+    row_of_.clear();
+    weight_of_.clear();
+    for (int r = 0; r < rows; ++r)
+      for (int j = 0; j < meta(r)[0]; ++j)
+        if (meta(r)[1 + j] == s.expert) {
+          row_of_.push_back(r);
+          weight_of_.push_back(weights(r)[j]);
+        }
+    const int n = static_cast<int>(row_of_.size());
+    if (n == 0) continue;
+    x_.resize(int64_t{n} * D_);
+    for (int i = 0; i < n; ++i) std::memcpy(&x_[int64_t{i} * D_], hidden(row_of_[i]), D_ * 4);
+    const int blocks = s.block_end - s.block_begin;
+    partials_.resize(int64_t{blocks} * n * D_);
+    ExpertBlockPartials(s, store_->block_size(), x_.data(), n, partials_.data(), scratch_, *pool_);
+    if (blocks == store_->blocks()) {
+      // Whole expert: sum its blocks, weight, add into the row's vector (id order).
+      out_.resize(int64_t{n} * D_);
+      SumBlocks(partials_.data(), blocks, int64_t{n} * D_, out_.data());
+      for (int i = 0; i < n; ++i) {
+        float* v = out + int64_t{first_vector[row_of_[i]]} * D_;
+        const float w = weight_of_[i];
+        for (int d = 0; d < D_; ++d) v[d] += w * out_[int64_t{i} * D_ + d];
+      }
+    } else {
+      // Slice: its blocks' partial outputs, unweighted, in block order.
+      for (int i = 0; i < n; ++i)
+        for (int b = 0; b < blocks; ++b)
+          std::memcpy(out + (int64_t{first_vector[row_of_[i]]} + b) * D_,
+                      &partials_[(int64_t{b} * n + i) * D_], D_ * 4);
+    }
+  }
+
+  wire::ResultHeader header;
+  header.layer = layer;
+  header.vectors = total_vectors;
+  header.step = step;
+  header.compute_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::memcpy(reply->data() + header_at, &header, sizeof(header));
+  return Status::Ok();
+}
+
+}  // namespace moe
