@@ -39,8 +39,8 @@ class Checkpoint {
   StatusOr<TensorView> Take(const std::string& name, const std::vector<int64_t>& shape);
   // Marks a tensor as owned by another rank: it must exist, it is not read here.
   Status Skip(const std::string& name);
-  // Skips every tensor of `expected` that this rank did not take, checking it exists with the
-  // expected shape: the tensors other ranks own.
+  // Skips every tensor of `expected` that this rank did not take, checking it exists: the
+  // tensors other ranks own (and check).
   Status SkipUnclaimed(const std::vector<std::pair<std::string, std::vector<int64_t>>>& expected);
   // Error naming the first tensors that were neither taken nor skipped.
   Status Finish() const;

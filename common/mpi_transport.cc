@@ -9,15 +9,31 @@
 #include <cstring>
 #include <thread>
 
+#include "common/activity.h"
 #include "common/check.h"
 
 namespace moe {
 namespace {
 
 constexpr int kTagCounts = 11;
+constexpr int kTagPing = 12;  // "are you alive?", answered from inside every wait
+constexpr int kTagPong = 13;
 constexpr int kHostLen = 64;
 
 using Clock = std::chrono::steady_clock;
+
+// Answers a pending ping from any rank, so a rank stuck waiting still proves it is alive.
+void AnswerPings() {
+  int flag = 0;
+  MPI_Status status;
+  MPI_Iprobe(MPI_ANY_SOURCE, kTagPing, MPI_COMM_WORLD, &flag, &status);
+  if (!flag) return;
+  char byte = 0;
+  MPI_Recv(&byte, 1, MPI_CHAR, status.MPI_SOURCE, kTagPing, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+  MPI_Request req;
+  MPI_Isend(&byte, 1, MPI_CHAR, status.MPI_SOURCE, kTagPong, MPI_COMM_WORLD, &req);
+  MPI_Request_free(&req);
+}
 
 // Tests `reqs` until all complete, sleeping 1 us, 2 us, ... up to `max_sleep_us` between tests.
 // Returns false at the deadline (timeout < 0: none).
@@ -25,6 +41,7 @@ bool WaitAll(std::vector<MPI_Request>& reqs, double timeout_seconds, int max_sle
   const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_seconds);
   int sleep_us = 0;
   for (;;) {
+    AnswerPings();
     int done = 0;
     MOE_CHECK(MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &done,
                           MPI_STATUSES_IGNORE) == MPI_SUCCESS,
@@ -57,6 +74,7 @@ class MpiTransport : public Transport {
   Status Exchange(const ByteRuns& send, ByteRuns* recv, const ExchangeLabel& label,
                   double timeout_seconds) override {
     MOE_CHECK(static_cast<int>(send.counts.size()) == size_, "send counts per rank");
+    SetActivity(label.phase, label.layer, label.step);
     // Counts first, point to point: a peer that does not answer is known by rank.
     recv->counts.assign(size_, 0);
     std::vector<MPI_Request> reqs;
@@ -83,8 +101,7 @@ class MpiTransport : public Transport {
         MPI_Test(&reqs[i], &done, MPI_STATUS_IGNORE);
         if (!done) missing += (missing.empty() ? "" : ", ") + Describe(peers[i]);
       }
-      return TimedOut(missing.empty() ? "a peer (its counts were not delivered)" : missing, label,
-                      timeout_seconds);
+      return TimedOut(missing.empty() ? Unresponsive() : missing, label, timeout_seconds);
     }
     // Then the bytes, in one non-blocking all-to-all.
     std::vector<int> sc(size_), sd(size_), rc(size_), rd(size_);
@@ -104,8 +121,7 @@ class MpiTransport : public Transport {
     std::vector<MPI_Request> all(1);
     MPI_Ialltoallv(send.data.data(), sc.data(), sd.data(), MPI_BYTE, recv->data.data(), rc.data(),
                    rd.data(), MPI_BYTE, MPI_COMM_WORLD, &all[0]);
-    if (!WaitAll(all, timeout_seconds, max_sleep))
-      return TimedOut("a peer (the row exchange did not complete)", label, timeout_seconds);
+    if (!WaitAll(all, timeout_seconds, max_sleep)) return TimedOut(Unresponsive(), label, timeout_seconds);
     return Status::Ok();
   }
 
@@ -144,6 +160,29 @@ class MpiTransport : public Transport {
   }
 
  private:
+  // Pings every peer and names those that do not answer within a second.
+  std::string Unresponsive() {
+    std::vector<char> out(size_, 0), in(size_, 0);
+    std::vector<MPI_Request> sends, recvs;
+    std::vector<int> peers;
+    for (int p = 0; p < size_; ++p) {
+      if (p == rank_) continue;
+      sends.emplace_back();
+      MPI_Isend(&out[p], 1, MPI_CHAR, p, kTagPing, MPI_COMM_WORLD, &sends.back());
+      recvs.emplace_back();
+      MPI_Irecv(&in[p], 1, MPI_CHAR, p, kTagPong, MPI_COMM_WORLD, &recvs.back());
+      peers.push_back(p);
+    }
+    WaitAll(recvs, 1.0, 1000);
+    std::string missing;
+    for (size_t i = 0; i < peers.size(); ++i) {
+      int done = 0;
+      MPI_Test(&recvs[i], &done, MPI_STATUS_IGNORE);
+      if (!done) missing += (missing.empty() ? "" : ", ") + Describe(peers[i]);
+    }
+    return missing.empty() ? "a peer (every rank answers pings, yet the exchange stalled)" : missing;
+  }
+
   std::string Describe(int r) const { return "rank " + std::to_string(r) + " on " + host(r); }
 
   Status TimedOut(const std::string& who, const ExchangeLabel& label, double timeout) const {

@@ -38,6 +38,7 @@ Status ExpertParallel::Fail(Status s) {
 
 Status ExpertParallel::Run(int layer, const float* h, int T, const Routes& routes, float* y) {
   if (broken_) return Status(StatusCode::kUnavailable, "a rank was lost earlier; restart the job");
+  if (layer == 0) ++step_;  // each forward pass is one step
   MOE_ASSIGN_OR_RETURN(DispatchHandle handle, Dispatch(layer, h, T, routes));
   return Combine(handle, routes, y);
 }

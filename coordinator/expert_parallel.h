@@ -45,7 +45,7 @@ class ExpertParallel : public ExpertBackend {
   // Tells every worker to stop (once); after a failed exchange it does nothing.
   Status Stop();
   bool broken() const { return broken_; }
-  void set_step(int64_t step) { step_ = step; }
+  int64_t step() const { return step_; }  // forward passes so far
 
  private:
   StatusOr<DispatchHandle> Dispatch(int layer, const float* h, int T, const Routes& routes);
@@ -58,7 +58,7 @@ class ExpertParallel : public ExpertBackend {
   ExpertWorker* local_;
   double timeout_;
   RunStats* stats_;
-  int64_t step_ = 0;
+  int64_t step_ = -1;
   bool broken_ = false, stopped_ = false;
   ByteRuns send_, recv_;
   std::vector<int64_t> replica_counter_;

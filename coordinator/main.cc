@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "common/activity.h"
 #include "common/launch_env.h"
 #include "common/mpi_transport.h"
 #include "common/transport.h"
@@ -65,6 +66,7 @@ int main(int argc, char** argv) {
   {
     auto transport = moe::MakeMpiTransport();
     moe::cli::SetRank(transport->rank());
+    if (transport->rank() == 0) moe::ReportActivityOnTermination(0, transport->host(0));
     rc = command->run(argc - 1, argv + 1, *transport);
   }
   moe::FinalizeMpi();

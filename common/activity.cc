@@ -1,0 +1,39 @@
+#include "common/activity.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+
+namespace moe {
+namespace {
+
+char g_activity[160] = "startup";
+char g_who[96] = "moe";
+
+void OnTermination(int sig) {
+  char line[320];
+  const int n = std::snprintf(line, sizeof(line), "moe: %s ended by signal %d during %s\n", g_who,
+                              sig, g_activity);
+  if (n > 0) (void)!write(STDERR_FILENO, line, static_cast<size_t>(n));
+  _exit(128 + sig);
+}
+
+}  // namespace
+
+void SetActivity(const char* phase, int layer, int64_t step) {
+  std::snprintf(g_activity, sizeof(g_activity), "%s of layer %d, step %lld", phase, layer,
+                static_cast<long long>(step));
+}
+
+void ReportActivityOnTermination(int rank, const std::string& host) {
+  std::snprintf(g_who, sizeof(g_who), "rank %d on %s", rank, host.c_str());
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = OnTermination;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+}
+
+}  // namespace moe

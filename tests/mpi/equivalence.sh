@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# N ranks == 1 process, byte for byte: logits dumped by `moe generate` for N = 1, 2, 3, 5, 9, 10
+# (10 ranks = 9 workers, more than the 8 experts, so experts are sliced across ranks).
+source "$(dirname "$0")/common.sh"
+PROMPT="1 5 9 200 3 17 44 80 81 82 83 84 99 7"
+for model in mixtral-f32 mixtral-window mixtral-bf16-sharded mistral-window; do
+  "$MOE" generate --model "$DATA/models/$model" --prompt-ids "$PROMPT" --max-tokens 12 \
+    --ignore-eos --dump-logits "$SCRATCH/$model-1" --json > "$SCRATCH/$model-1.json"
+  for n in 2 3 5 9 10; do
+    # A dense model has one expert of 8 blocks: at most 9 ranks.
+    [ "$model" = mistral-window ] && [ "$n" -gt 9 ] && continue
+    "${MPIRUN[@]}" -np "$n" "$MOE" generate --model "$DATA/models/$model" --prompt-ids "$PROMPT" \
+      --max-tokens 12 --ignore-eos --dump-logits "$SCRATCH/$model-$n" --json \
+      > "$SCRATCH/$model-$n.json" 2> "$SCRATCH/$model-$n.err" || { cat "$SCRATCH/$model-$n.err"; fail "$model n=$n"; }
+    same_bytes "$SCRATCH/$model-1.prompt.npy" "$SCRATCH/$model-$n.prompt.npy"
+    same_bytes "$SCRATCH/$model-1.gen.npy" "$SCRATCH/$model-$n.gen.npy"
+    echo "ok: $model with $n ranks is bit-identical to one process"
+  done
+done
