@@ -4,7 +4,6 @@
 #include <cmath>
 #include <vector>
 
-#include "common/check.h"
 #include "common/kernels.h"
 
 namespace moe {
@@ -15,9 +14,13 @@ void AttendChunk(const AttentionShape& shape, const float* q, const float* k, co
   const int group = H / KV;
   const int kv_width = KV * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  // Keys before p0 must still be in the cache: a window that fits in the slots, or a full cache.
-  MOE_CHECK(shape.window > 0 ? cache.slots() >= shape.window : cache.slots() >= p0 + C,
-            "KV cache too small for the chunk");
+  // Rows of every position any query of the chunk may see: cache before p0, chunk after.
+  const int first = shape.window > 0 ? std::max(0, p0 - shape.window + 1) : 0;
+  std::vector<const float*> keys(p0 + C - first), values(p0 + C - first);
+  for (int j = first; j < p0 + C; ++j) {
+    keys[j - first] = j < p0 ? cache.K(layer, j) : k + int64_t{j - p0} * kv_width;
+    values[j - first] = j < p0 ? cache.V(layer, j) : v + int64_t{j - p0} * kv_width;
+  }
 
   pool.ParallelFor(int64_t{C} * H, [&](int64_t begin, int64_t end) {
     std::vector<float> scores;
@@ -25,29 +28,23 @@ void AttendChunk(const AttentionShape& shape, const float* q, const float* k, co
       const int t = static_cast<int>(task / H), h = static_cast<int>(task % H);
       const int p = p0 + t;
       const int lo = shape.window > 0 ? std::max(0, p - shape.window + 1) : 0;
-      const int kvh = h / group;
+      const int kv_off = (h / group) * hd;
       const float* qh = q + (int64_t{t} * H + h) * hd;
-      auto key = [&](int j) {
-        return j < p0 ? cache.K(layer, j) + kvh * hd : k + int64_t{j - p0} * kv_width + kvh * hd;
-      };
-      auto value = [&](int j) {
-        return j < p0 ? cache.V(layer, j) + kvh * hd : v + int64_t{j - p0} * kv_width + kvh * hd;
-      };
       scores.resize(p - lo + 1);
-      for (int j = lo; j <= p; ++j) scores[j - lo] = Dot(qh, key(j), hd) * scale;
+      for (int j = lo; j <= p; ++j) scores[j - lo] = Dot(qh, keys[j - first] + kv_off, hd) * scale;
       Softmax(scores.data(), p - lo + 1);
       float* o = out + (int64_t{t} * H + h) * hd;
       std::fill(o, o + hd, 0.0f);
       for (int j = lo; j <= p; ++j) {
         const float w = scores[j - lo];
-        const float* vj = value(j);
+        const float* vj = values[j - first] + kv_off;
         for (int d = 0; d < hd; ++d) o[d] += w * vj[d];
       }
     }
   });
 
-  // Only the last `slots` positions of a long chunk survive in a rolling buffer.
-  for (int t = std::max(0, C - cache.slots()); t < C; ++t) {
+  // Then the chunk's keys and values join the cache (a rolling buffer keeps the last ones).
+  for (int t = 0; t < C; ++t) {
     std::copy(k + int64_t{t} * kv_width, k + int64_t{t + 1} * kv_width, cache.K(layer, p0 + t));
     std::copy(v + int64_t{t} * kv_width, v + int64_t{t + 1} * kv_width, cache.V(layer, p0 + t));
   }

@@ -21,7 +21,8 @@ struct AttentionShape {
 };
 
 // q [C, H*hd] and k [C, KV*hd] already rotated; v [C, KV*hd]; positions p0 .. p0 + C - 1.
-// out [C, H*hd]. Appends the chunk's k and v to `cache` at `layer`.
+// out [C, H*hd]. Appends the chunk's k and v to `cache` at `layer` (reserved by the caller).
+// A rolling cache needs C <= its slots.
 void AttendChunk(const AttentionShape& shape, const float* q, const float* k, const float* v,
                  int C, int p0, KvCache& cache, int layer, float* out, ThreadPool& pool);
 

@@ -17,7 +17,12 @@ int ParseFlags(const std::string& command, const std::string& usage,
   po::options_description all(options);
   all.add_options()("help,h", "print this help");
   try {
-    po::store(po::command_line_parser(argc, argv).options(all).run(), vm);
+    po::parsed_options parsed = po::command_line_parser(argc, argv).options(all).run();
+    for (const po::option& o : parsed.options)
+      if (o.position_key >= 0 && !o.value.empty())
+        throw po::error("unexpected argument '" + o.value[0] +
+                        "' (flags take one value; quote values with spaces)");
+    po::store(parsed, vm);
     if (vm.count("help")) {
       if (g_rank != 0) return kExitOk;
       std::cout << "usage: moe " << command << " " << usage << "\n\n" << all << "\n";

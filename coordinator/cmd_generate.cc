@@ -1,4 +1,6 @@
 // moe generate: one prompt in, tokens out (streamed as text, or one JSON object).
+#include <sys/stat.h>
+
 #include <chrono>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -89,7 +91,15 @@ int Generate(int argc, char** argv, Transport& transport) {
     prompt = *ids;
   }
   f.gen.keep_logits = !f.dump_logits.empty();
-  if (!f.dump_activations.empty()) rt.model().set_activation_sink(ActivationWriter(f.dump_activations));
+  if (!f.dump_activations.empty()) {
+    // The writer cannot report failures mid-run: check the directory now, not silently write
+    // nothing.
+    struct stat st;
+    if (stat(f.dump_activations.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+      return Fail("generate", InvalidArgument("--dump-activations: '" + f.dump_activations +
+                                              "' is not an existing directory"));
+    rt.model().set_activation_sink(ActivationWriter(f.dump_activations));
+  }
 
   // Stream text as it comes: decode everything so far and print what is new.
   std::vector<int> so_far;

@@ -1,8 +1,16 @@
-// One sequence's key/value cache: per layer, `slots` rows of [KV * hd] f32 keys and values.
-// Position p lives in slot p % slots. With slots == sliding window W this is Mistral's rolling
-// buffer; with slots >= the sequence length it is a plain full cache.
+// Key/value caches. Index legend: L = layers, KV = kv heads, hd = head dim, B = block size.
+// A cache maps (layer, position) to a row of KV * hd f32 keys and one of values.
+//
+// RollingKvCache: one sequence, `slots` rows per layer, position p in slot p % slots. With
+//   slots == the sliding window W this is Mistral's rolling buffer; with slots >= the sequence
+//   length, a plain full cache.
+// PagedKvCache: one sequence's block table over a shared KvBlockPool of fixed-size blocks
+//   (B positions of every layer each). Blocks are taken from the pool's free list as the
+//   sequence grows; with a sliding window, blocks whose positions all fell out of the window go
+//   back to the pool.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -10,24 +18,69 @@ namespace moe {
 
 class KvCache {
  public:
-  KvCache(int layers, int slots, int kv_width)
-      : slots_(slots), width_(kv_width),
-        k_(static_cast<size_t>(layers) * slots * kv_width),
-        v_(static_cast<size_t>(layers) * slots * kv_width) {}
+  virtual ~KvCache() = default;
+  // Makes positions [0, end) writable; false when there is no room.
+  virtual bool Reserve(int end) = 0;
+  // Attention will never again read positions before `pos`.
+  virtual void ReleaseBefore(int pos) {}
+  virtual float* K(int layer, int pos) = 0;  // [KV * hd]
+  virtual float* V(int layer, int pos) = 0;  // [KV * hd]
+};
 
+class RollingKvCache : public KvCache {
+ public:
+  RollingKvCache(int layers, int slots, int kv_width);
+  bool Reserve(int end) override { return true; }
+  float* K(int layer, int pos) override { return &k_[Index(layer, pos)]; }
+  float* V(int layer, int pos) override { return &v_[Index(layer, pos)]; }
   int slots() const { return slots_; }
-  float* K(int layer, int pos) { return &k_[Index(layer, pos)]; }
-  float* V(int layer, int pos) { return &v_[Index(layer, pos)]; }
-  const float* K(int layer, int pos) const { return &k_[Index(layer, pos)]; }
-  const float* V(int layer, int pos) const { return &v_[Index(layer, pos)]; }
 
  private:
   size_t Index(int layer, int pos) const {
     return (static_cast<size_t>(layer) * slots_ + pos % slots_) * width_;
   }
-  int slots_;
-  int width_;
+  int slots_, width_;
   std::vector<float> k_, v_;  // [L, slots, KV * hd]
+};
+
+class KvBlockPool {
+ public:
+  KvBlockPool(int layers, int kv_width, int block_size, int blocks);
+  int block_size() const { return block_size_; }
+  int total_blocks() const { return total_; }
+  int free_blocks() const { return static_cast<int>(free_.size()); }
+  int Allocate();        // -1 when none is free
+  void Free(int block);
+  float* K(int block, int layer, int offset) { return &k_[Index(block, layer, offset)]; }
+  float* V(int block, int layer, int offset) { return &v_[Index(block, layer, offset)]; }
+
+ private:
+  size_t Index(int block, int layer, int offset) const {
+    return ((static_cast<size_t>(block) * layers_ + layer) * block_size_ + offset) * width_;
+  }
+  int layers_, width_, block_size_, total_;
+  std::vector<int> free_;
+  std::vector<float> k_, v_;  // [blocks, L, B, KV * hd]
+};
+
+class PagedKvCache : public KvCache {
+ public:
+  // `window` > 0: blocks entirely before the window are released.
+  PagedKvCache(KvBlockPool* pool, int window) : pool_(pool), window_(window) {}
+  ~PagedKvCache() override;
+  bool Reserve(int end) override;
+  void ReleaseBefore(int pos) override;
+  float* K(int layer, int pos) override;
+  float* V(int layer, int pos) override;
+  int blocks_held() const { return held_; }
+  // Blocks a sequence of `length` positions needs at most (a window bounds it).
+  static int BlocksNeeded(int length, int block_size, int window);
+
+ private:
+  KvBlockPool* pool_;
+  int window_;
+  int held_ = 0;
+  std::vector<int> table_;  // block of each B positions; -1 once released
 };
 
 }  // namespace moe

@@ -68,10 +68,10 @@ Model::Model(ModelConfig config, ModelWeights weights, ExpertBackend* experts, T
       pool_(pool),
       rope_(config_.head_dim, config_.rope_theta) {}
 
-std::unique_ptr<KvCache> Model::NewCache(int max_len) const {
+std::unique_ptr<RollingKvCache> Model::NewCache(int max_len) const {
   const int slots = config_.sliding_window > 0 ? std::min(config_.sliding_window, max_len) : max_len;
-  return std::make_unique<KvCache>(config_.layers, std::max(slots, 1),
-                                   config_.kv_heads * config_.head_dim);
+  return std::make_unique<RollingKvCache>(config_.layers, std::max(slots, 1),
+                                          config_.kv_heads * config_.head_dim);
 }
 
 void Model::Trace(const char* name, int layer, const float* data, int64_t rows, int64_t cols) {

@@ -65,7 +65,7 @@ class Model {
   void set_stats(RunStats* stats) { stats_ = stats; }
 
   // A cache for one sequence of up to `max_len` tokens (rolling when there is a window).
-  std::unique_ptr<KvCache> NewCache(int max_len) const;
+  std::unique_ptr<RollingKvCache> NewCache(int max_len) const;
 
  private:
   void Trace(const char* name, int layer, const float* data, int64_t rows, int64_t cols);

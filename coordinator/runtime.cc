@@ -37,6 +37,11 @@ struct Loaded {
 };
 
 Status LoadRank(const RuntimeOptions& o, const Transport& t, Loaded* out) {
+  if (o.threads < 0 || o.threads > 4096)
+    return InvalidArgument("--threads must be in [0, 4096] (0 = automatic), got " +
+                           std::to_string(o.threads));
+  if (!(o.rank_timeout > 0))
+    return InvalidArgument("--rank-timeout must be > 0 seconds");
   if (!IsDirectory(o.model_dir))
     return NotFound("model directory '" + o.model_dir +
                     "' does not exist; pass --model DIR with config.json and *.safetensors");

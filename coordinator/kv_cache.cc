@@ -1,0 +1,79 @@
+#include "coordinator/kv_cache.h"
+
+#include <algorithm>
+
+#include "common/check.h"
+
+namespace moe {
+
+RollingKvCache::RollingKvCache(int layers, int slots, int kv_width)
+    : slots_(slots),
+      width_(kv_width),
+      k_(static_cast<size_t>(layers) * slots * kv_width),
+      v_(static_cast<size_t>(layers) * slots * kv_width) {}
+
+KvBlockPool::KvBlockPool(int layers, int kv_width, int block_size, int blocks)
+    : layers_(layers), width_(kv_width), block_size_(block_size), total_(blocks) {
+  const size_t n = static_cast<size_t>(blocks) * layers * block_size * kv_width;
+  k_.resize(n);
+  v_.resize(n);
+  for (int b = blocks - 1; b >= 0; --b) free_.push_back(b);
+}
+
+int KvBlockPool::Allocate() {
+  if (free_.empty()) return -1;
+  const int b = free_.back();
+  free_.pop_back();
+  return b;
+}
+
+void KvBlockPool::Free(int block) { free_.push_back(block); }
+
+PagedKvCache::~PagedKvCache() {
+  for (int b : table_)
+    if (b >= 0) pool_->Free(b);
+}
+
+int PagedKvCache::BlocksNeeded(int length, int block_size, int window) {
+  const int all = (length + block_size - 1) / block_size;
+  // A window of W positions touches at most ceil(W / B) + 1 blocks at once.
+  return window > 0 ? std::min(all, (window + block_size - 1) / block_size + 1) : all;
+}
+
+bool PagedKvCache::Reserve(int end) {
+  const int B = pool_->block_size();
+  while (static_cast<int>(table_.size()) * B < end) {
+    const int b = pool_->Allocate();
+    if (b < 0) return false;
+    table_.push_back(b);
+    ++held_;
+  }
+  return true;
+}
+
+void PagedKvCache::ReleaseBefore(int pos) {
+  if (window_ <= 0) return;
+  const int B = pool_->block_size();
+  for (int i = 0; i < static_cast<int>(table_.size()) && (i + 1) * B <= pos; ++i) {
+    if (table_[i] < 0) continue;
+    pool_->Free(table_[i]);
+    table_[i] = -1;
+    --held_;
+  }
+}
+
+float* PagedKvCache::K(int layer, int pos) {
+  const int B = pool_->block_size();
+  MOE_CHECK(pos / B < static_cast<int>(table_.size()) && table_[pos / B] >= 0,
+            "KV position not reserved or already released");
+  return pool_->K(table_[pos / B], layer, pos % B);
+}
+
+float* PagedKvCache::V(int layer, int pos) {
+  const int B = pool_->block_size();
+  MOE_CHECK(pos / B < static_cast<int>(table_.size()) && table_[pos / B] >= 0,
+            "KV position not reserved or already released");
+  return pool_->V(table_[pos / B], layer, pos % B);
+}
+
+}  // namespace moe
