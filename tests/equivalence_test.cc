@@ -81,7 +81,7 @@ TEST_P(EquivalenceTest, RollingBufferEqualsFullCacheWithWindowMask) {
   ASSERT_EQ(rolling->slots(), window());
   for (int chunk : {1, 4, window()}) {
     auto r = model().NewCache(static_cast<int>(prompt.size()));
-    KvCache f(c.layers, static_cast<int>(prompt.size()), c.kv_heads * c.head_dim);
+    RollingKvCache f(c.layers, static_cast<int>(prompt.size()), c.kv_heads * c.head_dim);
     EXPECT_TRUE(BitEqual(PrefillAll(prompt, chunk, r.get()), PrefillAll(prompt, chunk, &f)))
         << "chunk " << chunk;
   }

@@ -200,7 +200,7 @@ TEST(Attention, MatchesReferenceLoop) {
   for (int window : {0, 4}) {
     AttentionShape shape{H, KV, hd, window};
     auto q = Random(C * H * hd, 12), k = Random(C * KV * hd, 13), v = Random(C * KV * hd, 14);
-    KvCache cache(1, window ? window : C, KV * hd);
+    RollingKvCache cache(1, window ? window : C, KV * hd);
     std::vector<float> out(C * H * hd);
     AttendChunk(shape, q.data(), k.data(), v.data(), C, 0, cache, 0, out.data(), pool);
     for (int t = 0; t < C; ++t)
@@ -230,7 +230,7 @@ TEST(Attention, RollingBufferChunksEqualFullCache) {
   const int H = 2, KV = 1, hd = 16, C = 23, W = 5;
   AttentionShape shape{H, KV, hd, W};
   auto q = Random(C * H * hd, 15), k = Random(C * KV * hd, 16), v = Random(C * KV * hd, 17);
-  KvCache full(1, C, KV * hd), rolling(1, W, KV * hd);
+  RollingKvCache full(1, C, KV * hd), rolling(1, W, KV * hd);
   std::vector<float> a(C * H * hd), b(C * H * hd);
   AttendChunk(shape, q.data(), k.data(), v.data(), C, 0, full, 0, a.data(), pool);
   for (int p0 = 0; p0 < C; p0 += 3) {
