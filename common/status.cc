@@ -12,6 +12,9 @@ const char* CodeName(StatusCode code) {
     case StatusCode::kFailedPrecondition: return "failed precondition";
     case StatusCode::kResourceExhausted: return "resource exhausted";
     case StatusCode::kUnavailable: return "unavailable";
+    case StatusCode::kCancelled: return "cancelled";
+    case StatusCode::kDeadlineExceeded: return "deadline exceeded";
+    case StatusCode::kUnauthenticated: return "unauthenticated";
     case StatusCode::kInternal: return "internal";
   }
   return "unknown";

@@ -18,6 +18,9 @@ enum class StatusCode {
   kFailedPrecondition, // inputs that disagree with each other (config vs tensors)
   kResourceExhausted,
   kUnavailable,
+  kCancelled,
+  kDeadlineExceeded,
+  kUnauthenticated,    // a missing or wrong API key
   kInternal,
 };
 

@@ -5,6 +5,7 @@
 // Index legend: T = tokens, K = experts per token, D = hidden.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <vector>
 
@@ -59,7 +60,8 @@ class ExpertParallel : public ExpertBackend {
   double timeout_;
   RunStats* stats_;
   int64_t step_ = -1;
-  bool broken_ = false, stopped_ = false;
+  std::atomic<bool> broken_{false};  // read by request threads
+  bool stopped_ = false;
   ByteRuns send_, recv_;
   std::vector<int64_t> replica_counter_;
   std::vector<float> slice_sum_;

@@ -15,8 +15,8 @@ RollingKvCache::RollingKvCache(int layers, int slots, int kv_width)
 KvBlockPool::KvBlockPool(int layers, int kv_width, int block_size, int blocks)
     : layers_(layers), width_(kv_width), block_size_(block_size), total_(blocks) {
   const size_t n = static_cast<size_t>(blocks) * layers * block_size * kv_width;
-  k_.resize(n);
-  v_.resize(n);
+  k_.reset(new float[n]);
+  v_.reset(new float[n]);
   for (int b = blocks - 1; b >= 0; --b) free_.push_back(b);
 }
 
@@ -36,8 +36,7 @@ PagedKvCache::~PagedKvCache() {
 
 int PagedKvCache::BlocksNeeded(int length, int block_size, int window) {
   const int all = (length + block_size - 1) / block_size;
-  // A window of W positions touches at most ceil(W / B) + 1 blocks at once.
-  return window > 0 ? std::min(all, (window + block_size - 1) / block_size + 1) : all;
+  return window > 0 ? std::min(all, (2 * window - 1 + block_size - 1) / block_size + 1) : all;
 }
 
 bool PagedKvCache::Reserve(int end) {

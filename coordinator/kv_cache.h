@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace moe {
@@ -60,7 +61,8 @@ class KvBlockPool {
   }
   int layers_, width_, block_size_, total_;
   std::vector<int> free_;
-  std::vector<float> k_, v_;  // [blocks, L, B, KV * hd]
+  // [blocks, L, B, KV * hd], left uninitialised so untouched blocks cost no memory.
+  std::unique_ptr<float[]> k_, v_;
 };
 
 class PagedKvCache : public KvCache {
@@ -73,7 +75,8 @@ class PagedKvCache : public KvCache {
   float* K(int layer, int pos) override;
   float* V(int layer, int pos) override;
   int blocks_held() const { return held_; }
-  // Blocks a sequence of `length` positions needs at most (a window bounds it).
+  // Blocks a sequence of `length` positions holds at most at once. With a window W and chunks of
+  // at most W, a chunk's attention spans at most 2W - 1 positions.
   static int BlocksNeeded(int length, int block_size, int window);
 
  private:

@@ -16,6 +16,7 @@ namespace moe::cli {
 int Generate(int argc, char** argv, moe::Transport& transport);
 int Score(int argc, char** argv, moe::Transport& transport);
 int Inspect(int argc, char** argv, moe::Transport& transport);
+int Serve(int argc, char** argv, moe::Transport& transport);
 }  // namespace moe::cli
 
 namespace {
@@ -30,6 +31,7 @@ const Command kCommands[] = {
     {"generate", moe::cli::Generate, "generate text from a prompt"},
     {"score", moe::cli::Score, "teacher-forced log-likelihood and perplexity of a text"},
     {"inspect", moe::cli::Inspect, "print a checkpoint's config, tensors and parameter counts"},
+    {"serve", moe::cli::Serve, "serve the gRPC inference endpoint (moe.v1.InferenceService)"},
 };
 
 int Usage(std::ostream& out) {
@@ -66,7 +68,10 @@ int main(int argc, char** argv) {
   {
     auto transport = moe::MakeMpiTransport();
     moe::cli::SetRank(transport->rank());
-    if (transport->rank() == 0) moe::ReportActivityOnTermination(0, transport->host(0));
+    // Batch commands report what they were doing if the launcher ends the job; the server
+    // handles SIGTERM itself (a graceful drain).
+    if (transport->rank() == 0 && name != "serve")
+      moe::ReportActivityOnTermination(0, transport->host(0));
     rc = command->run(argc - 1, argv + 1, *transport);
   }
   moe::FinalizeMpi();

@@ -1,41 +1,118 @@
 #include "coordinator/tokenizer.h"
 
-#include <sentencepiece_processor.h>
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <climits>
+#include <mutex>
 
 namespace moe {
 
-Tokenizer::~Tokenizer() = default;
+struct Tokenizer::Api {
+  void* (*load)(const char*, char*, int);
+  void (*free)(void*);
+  int (*encode)(void*, const char*, int, int*, int);
+  int (*decode)(void*, const int*, int, char*, int);
+  int (*piece_size)(void*);
+  int (*bos_id)(void*);
+  int (*eos_id)(void*);
+  int (*is_control)(void*, int);
+};
+
+namespace {
+
+std::string ExeDir() {
+  char buf[PATH_MAX];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return ".";
+  std::string path(buf, n);
+  return path.substr(0, path.rfind('/'));
+}
+
+// The shim sits beside the binary (or in the build tree, for tests).
+StatusOr<const Tokenizer::Api*> LoadApi() {
+  static std::once_flag once;
+  static Tokenizer::Api api;
+  static std::string error;
+  std::call_once(once, [] {
+    void* lib = nullptr;
+    for (const std::string& dir : {ExeDir(), std::string(MOE_SHIM_DIR)}) {
+      lib = dlopen((dir + "/libmoe_sentencepiece.so").c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+      if (lib != nullptr) break;
+      error = dlerror();
+    }
+    if (lib == nullptr) return;
+    auto sym = [lib](const char* name) { return dlsym(lib, name); };
+    api.load = reinterpret_cast<decltype(api.load)>(sym("moe_spm_load"));
+    api.free = reinterpret_cast<decltype(api.free)>(sym("moe_spm_free"));
+    api.encode = reinterpret_cast<decltype(api.encode)>(sym("moe_spm_encode"));
+    api.decode = reinterpret_cast<decltype(api.decode)>(sym("moe_spm_decode"));
+    api.piece_size = reinterpret_cast<decltype(api.piece_size)>(sym("moe_spm_piece_size"));
+    api.bos_id = reinterpret_cast<decltype(api.bos_id)>(sym("moe_spm_bos_id"));
+    api.eos_id = reinterpret_cast<decltype(api.eos_id)>(sym("moe_spm_eos_id"));
+    api.is_control = reinterpret_cast<decltype(api.is_control)>(sym("moe_spm_is_control"));
+    if (!api.load || !api.free || !api.encode || !api.decode || !api.piece_size || !api.bos_id ||
+        !api.eos_id || !api.is_control)
+      api.load = nullptr, error = "libmoe_sentencepiece.so lacks a symbol";
+    else
+      error.clear();
+  });
+  if (api.load == nullptr)
+    return Internal("cannot load libmoe_sentencepiece.so beside the moe binary (" + error +
+                    "); rebuild with scripts/build.sh");
+  return &api;
+}
+
+}  // namespace
+
+Tokenizer::~Tokenizer() {
+  if (sp_ != nullptr) api_->free(sp_);
+}
 
 StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& path) {
-  auto tok = std::unique_ptr<Tokenizer>(new Tokenizer());
-  tok->sp_ = std::make_unique<sentencepiece::SentencePieceProcessor>();
-  const auto status = tok->sp_->Load(path);
-  if (!status.ok())
-    return NotFound(path + ": cannot load the SentencePiece tokenizer (" + status.ToString() +
+  MOE_ASSIGN_OR_RETURN(const Api* api, LoadApi());
+  char error[512] = {0};
+  void* sp = api->load(path.c_str(), error, sizeof(error));
+  if (sp == nullptr)
+    return NotFound(path + ": cannot load the SentencePiece tokenizer (" + error +
                     "); pass --prompt-ids to run without one");
+  auto tok = std::unique_ptr<Tokenizer>(new Tokenizer());
+  tok->api_ = api;
+  tok->sp_ = sp;
+  tok->vocab_ = api->piece_size(sp);
+  tok->bos_ = api->bos_id(sp);
+  tok->eos_ = api->eos_id(sp);
+  tok->control_.resize(tok->vocab_);
+  for (int id = 0; id < tok->vocab_; ++id) tok->control_[id] = api->is_control(sp, id) != 0;
   return tok;
 }
 
 std::vector<int> Tokenizer::Encode(const std::string& text, bool add_bos) const {
-  std::vector<int> ids;
-  if (add_bos) ids.push_back(sp_->bos_id());
-  std::vector<int> pieces;
-  sp_->Encode(text, &pieces).IgnoreError();
-  ids.insert(ids.end(), pieces.begin(), pieces.end());
+  std::vector<int> ids(text.size() + 8);
+  int n = api_->encode(sp_, text.data(), static_cast<int>(text.size()), ids.data(),
+                       static_cast<int>(ids.size()));
+  if (n > static_cast<int>(ids.size())) {
+    ids.resize(n);
+    n = api_->encode(sp_, text.data(), static_cast<int>(text.size()), ids.data(), n);
+  }
+  ids.resize(n);
+  if (add_bos) ids.insert(ids.begin(), bos_);
   return ids;
 }
 
 std::string Tokenizer::Decode(const std::vector<int>& ids) const {
   std::vector<int> kept;
   for (int id : ids)
-    if (id >= 0 && id < sp_->GetPieceSize() && !sp_->IsControl(id)) kept.push_back(id);
-  std::string text;
-  sp_->Decode(kept, &text).IgnoreError();
+    if (id >= 0 && id < vocab_ && !control_[id]) kept.push_back(id);
+  std::string text(kept.size() * 8 + 16, '\0');
+  int n = api_->decode(sp_, kept.data(), static_cast<int>(kept.size()), text.data(),
+                       static_cast<int>(text.size()));
+  if (n > static_cast<int>(text.size())) {
+    text.resize(n);
+    n = api_->decode(sp_, kept.data(), static_cast<int>(kept.size()), text.data(), n);
+  }
+  text.resize(n);
   return text;
 }
-
-int Tokenizer::vocab_size() const { return sp_->GetPieceSize(); }
-int Tokenizer::bos_id() const { return sp_->bos_id(); }
-int Tokenizer::eos_id() const { return sp_->eos_id(); }
 
 }  // namespace moe

@@ -1,5 +1,6 @@
 // The SentencePiece tokenizer of Mistral and Mixtral (tokenizer.model): encoding adds BOS and
-// no EOS; decoding drops special tokens.
+// no EOS; decoding drops special tokens. libsentencepiece is reached through a small shim
+// library loaded in a private symbol scope (see sentencepiece_shim.cc for why).
 #pragma once
 
 #include <memory>
@@ -7,10 +8,6 @@
 #include <vector>
 
 #include "common/status.h"
-
-namespace sentencepiece {
-class SentencePieceProcessor;
-}
 
 namespace moe {
 
@@ -21,13 +18,18 @@ class Tokenizer {
 
   std::vector<int> Encode(const std::string& text, bool add_bos = true) const;
   std::string Decode(const std::vector<int>& ids) const;
-  int vocab_size() const;
-  int bos_id() const;
-  int eos_id() const;
+  int vocab_size() const { return vocab_; }
+  int bos_id() const { return bos_; }
+  int eos_id() const { return eos_; }
+
+  struct Api;  // the shim's entry points
 
  private:
   Tokenizer() = default;
-  std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  const Api* api_ = nullptr;
+  void* sp_ = nullptr;
+  int vocab_ = 0, bos_ = 1, eos_ = 2;
+  std::vector<bool> control_;  // [vocab] special tokens, dropped by Decode
 };
 
 }  // namespace moe
