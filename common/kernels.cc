@@ -5,12 +5,10 @@
 #include <vector>
 
 #include "common/check.h"
+#include "common/kernels_isa.h"
 
 namespace moe {
 namespace {
-
-constexpr int kLanes = 16;  // accumulation lanes of every dot product
-constexpr int kRowTile = 4;  // activation rows sharing one pass over a weight row
 
 // Exact f16 -> f32 through a table, built once.
 const float* F16Table() {
@@ -22,74 +20,47 @@ const float* F16Table() {
   return table.data();
 }
 
-struct F32W {
-  const float* p;
-  float operator[](int64_t k) const { return p[k]; }
-};
-struct Bf16W {
-  const uint16_t* p;
-  float operator[](int64_t k) const { return Bf16ToF32(p[k]); }
-};
-struct F16W {
-  const uint16_t* p;
-  const float* table;
-  float operator[](int64_t k) const { return table[p[k]]; }
-};
-
-// Reduces the lanes in a fixed tree: 16 -> 8 -> 4 -> 2 -> 1.
-inline float ReduceLanes(float* acc) {
-  for (int width = kLanes / 2; width >= 1; width /= 2)
-    for (int j = 0; j < width; ++j) acc[j] += acc[j + width];
-  return acc[0];
+isa::Kernels Best() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return isa::Avx512Kernels();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+      __builtin_cpu_supports("f16c"))
+    return isa::Avx2Kernels();
+  return isa::GenericKernels();
 }
 
-// R rows of x against one weight row. Each row's lanes see exactly the sequence of products
-// that Dot() would, so tiling does not change any result.
-template <int R, typename W>
-inline void DotTile(const float* const* x, W w, int64_t K, float* out) {
-  float acc[R][kLanes] = {};
-  const int64_t k_main = K / kLanes * kLanes;
-  for (int64_t k = 0; k < k_main; k += kLanes) {
-    float wv[kLanes];
-    for (int j = 0; j < kLanes; ++j) wv[j] = w[k + j];
-    for (int r = 0; r < R; ++r)
-      for (int j = 0; j < kLanes; ++j) acc[r][j] += x[r][k + j] * wv[j];
-  }
-  for (int64_t k = k_main; k < K; ++k) {
-    const float wk = w[k];
-    for (int r = 0; r < R; ++r) acc[r][k - k_main] += x[r][k] * wk;
-  }
-  for (int r = 0; r < R; ++r) out[r] = ReduceLanes(acc[r]);
-}
-
-template <typename W>
-void MatMulRows(const float* x, int64_t T, int64_t ldx, W wrow0, int64_t row_stride, int64_t K,
-                int64_t n0, int64_t n1, int64_t N, float* y) {
-  for (int64_t n = n0; n < n1; ++n) {
-    W w = wrow0;
-    w.p += n * row_stride;
-    int64_t t = 0;
-    for (; t + kRowTile <= T; t += kRowTile) {
-      const float* rows[kRowTile];
-      float out[kRowTile];
-      for (int r = 0; r < kRowTile; ++r) rows[r] = x + (t + r) * ldx;
-      DotTile<kRowTile>(rows, w, K, out);
-      for (int r = 0; r < kRowTile; ++r) y[(t + r) * N + n] = out[r];
-    }
-    for (; t < T; ++t) {
-      const float* row = x + t * ldx;
-      DotTile<1>(&row, w, K, &y[t * N + n]);
-    }
-  }
+isa::Kernels& Active() {
+  static isa::Kernels kernels = Best();
+  return kernels;
 }
 
 }  // namespace
 
-float Dot(const float* a, const float* b, int64_t n) {
-  float out;
-  DotTile<1>(&a, F32W{b}, n, &out);
-  return out;
+const char* KernelIsa() { return Active().name; }
+
+Status SetKernelIsa(const std::string& name) {
+  __builtin_cpu_init();
+  if (name == "generic") {
+    Active() = isa::GenericKernels();
+  } else if (name == "avx2") {
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") ||
+        !__builtin_cpu_supports("f16c"))
+      return InvalidArgument("this CPU has no AVX2/FMA/F16C");
+    Active() = isa::Avx2Kernels();
+  } else if (name == "avx512") {
+    if (!__builtin_cpu_supports("avx512f")) return InvalidArgument("this CPU has no AVX-512F");
+    Active() = isa::Avx512Kernels();
+  } else if (name == "auto" || name.empty()) {
+    Active() = Best();
+  } else {
+    return InvalidArgument("kernel ISA '" + name + "' is not one of auto, generic, avx2, avx512");
+  }
+  return Status::Ok();
 }
+
+float Dot(const float* a, const float* b, int64_t n) { return Active().dot(a, b, n); }
+
+void Axpy(float a, const float* x, float* y, int64_t n) { Active().axpy(a, x, y, n); }
 
 void WidenRow(const Matrix& w, int64_t r, float* out) {
   const int64_t K = w.cols, ld = w.row_stride();
@@ -113,29 +84,18 @@ void WidenRow(const Matrix& w, int64_t r, float* out) {
 
 void MatMul(const float* x, int64_t T, const Matrix& w, float* y, ThreadPool& pool,
             int64_t ldx) {
-  const int64_t N = w.rows, K = w.cols, ldw = w.row_stride();
+  const int64_t N = w.rows, K = w.cols;
   if (ldx < 0) ldx = K;
   if (T == 0 || N == 0) return;
-  // Each thread takes a range of weight rows, so every weight byte is read once per call.
-  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(K, 1));
+  const isa::Kernels& k = Active();
+  // Threads take ranges of weight rows (multiples of 16, the panel), so each weight byte is read
+  // by one thread, once per call.
   pool.ParallelFor(
       N,
       [&](int64_t n0, int64_t n1) {
-        switch (w.dtype) {
-          case DType::kF32:
-            MatMulRows(x, T, ldx, F32W{static_cast<const float*>(w.data)}, ldw, K, n0, n1, N, y);
-            break;
-          case DType::kBF16:
-            MatMulRows(x, T, ldx, Bf16W{static_cast<const uint16_t*>(w.data)}, ldw, K, n0, n1, N,
-                       y);
-            break;
-          case DType::kF16:
-            MatMulRows(x, T, ldx, F16W{static_cast<const uint16_t*>(w.data), F16Table()}, ldw, K,
-                       n0, n1, N, y);
-            break;
-        }
+        k.matmul_rows(x, T, ldx, w.data, w.dtype, w.row_stride(), K, n0, n1, y, N);
       },
-      grain);
+      16);
 }
 
 void RmsNorm(const float* x, int64_t T, int64_t D, const Matrix& weight, float eps, float* y) {

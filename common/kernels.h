@@ -1,13 +1,17 @@
 // CPU kernels. Index legend: T = tokens (rows), K = input width, N = output width, D = hidden.
 //
 // Determinism: every output element of MatMul is one dot product accumulated along K in a fixed
-// order (16 lanes, then a fixed tree), whatever T is and however rows are tiled or threads
-// split the work. So a token's numbers never depend on which other tokens share its batch.
+// order (16 lanes of fused multiply-adds, then a fixed tree; common/simd_matmul.h), whatever T
+// is, however rows are tiled or threads split the work, and whichever instruction set runs it.
+// So a token's numbers never depend on which other tokens share its batch or on the CPU.
 #pragma once
 
 #include <cstdint>
 
+#include <string>
+
 #include "common/dtype.h"
+#include "common/status.h"
 #include "common/thread_pool.h"
 
 namespace moe {
@@ -32,6 +36,14 @@ void MatMul(const float* x, int64_t T, const Matrix& w, float* y, ThreadPool& po
 
 // The f32 dot product in the fixed order used by every kernel.
 float Dot(const float* a, const float* b, int64_t n);
+
+// y[i] = fma(a, x[i], y[i]).
+void Axpy(float a, const float* x, float* y, int64_t n);
+
+// The instruction set the kernels use: the best this CPU has, unless set. Every choice gives
+// the same bits; "generic" is the portable reference.
+const char* KernelIsa();
+Status SetKernelIsa(const std::string& name);  // auto, generic, avx2, avx512
 
 // Row `r` of a weight matrix, widened to f32: out[K].
 void WidenRow(const Matrix& w, int64_t r, float* out);

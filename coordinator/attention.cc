@@ -35,11 +35,7 @@ void AttendChunk(const AttentionShape& shape, const float* q, const float* k, co
       Softmax(scores.data(), p - lo + 1);
       float* o = out + (int64_t{t} * H + h) * hd;
       std::fill(o, o + hd, 0.0f);
-      for (int j = lo; j <= p; ++j) {
-        const float w = scores[j - lo];
-        const float* vj = values[j - first] + kv_off;
-        for (int d = 0; d < hd; ++d) o[d] += w * vj[d];
-      }
+      for (int j = lo; j <= p; ++j) Axpy(scores[j - lo], values[j - first] + kv_off, o, hd);
     }
   });
 

@@ -62,10 +62,13 @@ Status LoadRank(const RuntimeOptions& o, const Transport& t, Loaded* out) {
   if (out->config.tie_embeddings && out->ckpt->tensors().count(names::LmHead()))
     MOE_RETURN_IF_ERROR(out->ckpt->Skip(names::LmHead()));
   MOE_RETURN_IF_ERROR(out->ckpt->Finish());
-  if (t.size() > 1)
-    std::cerr << "moe: rank " << t.rank() << " on " << t.host(t.rank()) << " holds "
-              << (out->store ? out->store->bytes() : 0) + (t.rank() == 0 ? out->ckpt->taken_bytes() : 0)
-              << " bytes of weights\n";
+  if (t.size() > 1) {
+    // One write per line, so the ranks' lines do not interleave.
+    const int64_t bytes = (out->store ? out->store->bytes() : 0) +
+                          (t.rank() == 0 ? static_cast<int64_t>(out->ckpt->taken_bytes()) : 0);
+    std::cerr << ("moe: rank " + std::to_string(t.rank()) + " on " + t.host(t.rank()) +
+                  " holds " + std::to_string(bytes) + " bytes of weights\n");
+  }
   return Status::Ok();
 }
 

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "coordinator/attention.h"
@@ -239,6 +241,49 @@ TEST(Attention, RollingBufferChunksEqualFullCache) {
                 &b[p0 * H * hd], pool);
   }
   EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+}
+
+}  // namespace
+}  // namespace moe
+
+namespace moe {
+namespace {
+
+// Every instruction set computes the same bits as the portable reference.
+TEST(Kernels, EveryIsaGivesIdenticalBits) {
+  ThreadPool pool(2);
+  std::vector<std::string> isas = {"generic"};
+  for (const char* name : {"avx2", "avx512"})
+    if (SetKernelIsa(name).ok()) isas.push_back(name);
+  ASSERT_TRUE(SetKernelIsa("auto").ok());
+  for (auto [T, N, K] : {std::tuple{1, 33, 100}, std::tuple{7, 50, 64}, std::tuple{13, 17, 300}}) {
+    auto x = Random(T * K, 20), w = Random(N * K, 21);
+    auto wb = ToBf16(w);
+    std::vector<uint16_t> wh(w.size());
+    for (size_t i = 0; i < w.size(); ++i) wh[i] = static_cast<uint16_t>(wb[i] >> 1);  // some f16
+    for (const Matrix& m : {Matrix{w.data(), DType::kF32, N, K}, Matrix{wb.data(), DType::kBF16, N, K},
+                            Matrix{wh.data(), DType::kF16, N, K}}) {
+      std::vector<std::vector<float>> out;
+      std::vector<float> dots, axpy;
+      for (const std::string& isa : isas) {
+        ASSERT_TRUE(SetKernelIsa(isa).ok());
+        out.emplace_back(T * N);
+        MatMul(x.data(), T, m, out.back().data(), pool);
+        dots.push_back(Dot(x.data(), w.data(), K));
+        std::vector<float> y(w.begin(), w.begin() + K);
+        Axpy(0.37f, x.data(), y.data(), K);
+        if (axpy.empty()) axpy = y;
+        EXPECT_EQ(std::memcmp(axpy.data(), y.data(), K * 4), 0) << isa;
+      }
+      for (size_t i = 1; i < out.size(); ++i) {
+        EXPECT_EQ(std::memcmp(out[0].data(), out[i].data(), out[0].size() * 4), 0)
+            << isas[i] << " vs generic, dtype " << DTypeName(m.dtype) << " T=" << T << " K=" << K;
+        EXPECT_EQ(dots[0], dots[i]) << isas[i];
+      }
+    }
+  }
+  ASSERT_TRUE(SetKernelIsa("auto").ok());
+  EXPECT_FALSE(SetKernelIsa("sse9").ok());
 }
 
 }  // namespace

@@ -1,0 +1,59 @@
+// AVX2 + FMA + F16C kernels: a 16-lane vector is two 256-bit registers.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/kernels_isa.h"
+
+namespace moe::isa {
+namespace {
+
+struct V {
+  __m256 lo, hi;  // lanes 0-7, 8-15
+  static V Zero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+  static V Broadcast(float a) { return {_mm256_set1_ps(a), _mm256_set1_ps(a)}; }
+  static V Load(const float* p) { return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+  static void Store(float* p, const V& v) {
+    _mm256_storeu_ps(p, v.lo);
+    _mm256_storeu_ps(p + 8, v.hi);
+  }
+  static __m256 Bf16x8(const uint16_t* p) {
+    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+  }
+  static V LoadBf16(const uint16_t* p) { return {Bf16x8(p), Bf16x8(p + 8)}; }
+  static V LoadF16(const uint16_t* p) {
+    return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))),
+            _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8)))};
+  }
+  static V Fma(const V& a, const V& b, const V& c) {
+    return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
+  }
+  // 16 -> 8: lane j + lane j+8; 8 -> 4; 4 -> 2; 2 -> 1.
+  static float Reduce(const V& v) {
+    const __m256 s8 = _mm256_add_ps(v.lo, v.hi);
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    const __m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+    return _mm_cvtss_f32(s1);
+  }
+};
+
+#include "common/simd_matmul.h"
+
+void MatMulRows(const float* x, int64_t T, int64_t ldx, const void* w, DType dtype, int64_t ldw,
+                int64_t K, int64_t n0, int64_t n1, float* y, int64_t N) {
+  // 2 x 2 tiles: 8 accumulator registers, 4 for weights, and the activation rows.
+  switch (dtype) {
+    case DType::kF32: return MatMulRowsT<V, WF32, 2, 2>(x, T, ldx, w, ldw, K, n0, n1, y, N);
+    case DType::kBF16: return MatMulRowsT<V, WBf16, 2, 2>(x, T, ldx, w, ldw, K, n0, n1, y, N);
+    case DType::kF16: return MatMulRowsT<V, WF16, 2, 2>(x, T, ldx, w, ldw, K, n0, n1, y, N);
+  }
+}
+
+}  // namespace
+
+Kernels Avx2Kernels() { return {Isa::kAvx2, "avx2", MatMulRows, DotT<V>, AxpyT<V>}; }
+
+}  // namespace moe::isa

@@ -1,0 +1,54 @@
+// AVX-512F kernels: a 16-lane vector is one 512-bit register.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/kernels_isa.h"
+
+namespace moe::isa {
+namespace {
+
+struct V {
+  __m512 v;
+  static V Zero() { return {_mm512_setzero_ps()}; }
+  static V Broadcast(float a) { return {_mm512_set1_ps(a)}; }
+  static V Load(const float* p) { return {_mm512_loadu_ps(p)}; }
+  static void Store(float* p, const V& x) { _mm512_storeu_ps(p, x.v); }
+  static V LoadBf16(const uint16_t* p) {
+    const __m512i wide =
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return {_mm512_castsi512_ps(_mm512_slli_epi32(wide, 16))};
+  }
+  static V LoadF16(const uint16_t* p) {
+    return {_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)))};
+  }
+  static V Fma(const V& a, const V& b, const V& c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+  // 16 -> 8: lane j + lane j+8; 8 -> 4; 4 -> 2; 2 -> 1.
+  static float Reduce(const V& x) {
+    const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(x.v),
+                                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x.v), 1)));
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    const __m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+    return _mm_cvtss_f32(s1);
+  }
+};
+
+#include "common/simd_matmul.h"
+
+void MatMulRows(const float* x, int64_t T, int64_t ldx, const void* w, DType dtype, int64_t ldw,
+                int64_t K, int64_t n0, int64_t n1, float* y, int64_t N) {
+  // 4 x 4 tiles: 16 accumulator registers, 4 for weights, 1 for activations (of 32).
+  switch (dtype) {
+    case DType::kF32: return MatMulRowsT<V, WF32, 4, 4>(x, T, ldx, w, ldw, K, n0, n1, y, N);
+    case DType::kBF16: return MatMulRowsT<V, WBf16, 4, 4>(x, T, ldx, w, ldw, K, n0, n1, y, N);
+    case DType::kF16: return MatMulRowsT<V, WF16, 4, 4>(x, T, ldx, w, ldw, K, n0, n1, y, N);
+  }
+}
+
+}  // namespace
+
+Kernels Avx512Kernels() { return {Isa::kAvx512, "avx512", MatMulRows, DotT<V>, AxpyT<V>}; }
+
+}  // namespace moe::isa
