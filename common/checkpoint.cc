@@ -3,9 +3,13 @@
 #include <sys/stat.h>
 
 #include <nlohmann/json.hpp>
+#include <algorithm>
+#include <cmath>
 #include <set>
 
 #include "common/safetensors.h"
+#include "common/synthetic.h"
+#include "common/tensor_names.h"
 
 namespace moe {
 namespace {
@@ -90,8 +94,39 @@ Status Checkpoint::AddFile(const std::string& dir, const std::string& file,
   return Status::Ok();
 }
 
+std::unique_ptr<Checkpoint> Checkpoint::Synthetic(const ModelConfig& config) {
+  auto ckpt = std::unique_ptr<Checkpoint>(new Checkpoint());
+  ckpt->dir_ = "synthetic";
+  for (const auto& [name, shape] : names::AllTensors(config)) {
+    TensorView v;
+    v.name = name;
+    v.file = "synthetic";
+    v.dtype = DType::kBF16;
+    v.shape = shape;
+    v.bytes = 2;
+    for (int64_t d : shape) v.bytes *= d;
+    ckpt->tensors_[name] = v;
+    ckpt->claimed_[name] = false;
+  }
+  return ckpt;
+}
+
 StatusOr<TensorView> Checkpoint::Take(const std::string& name, const std::vector<int64_t>& shape) {
   auto it = tensors_.find(name);
+  if (it != tensors_.end() && it->second.data == nullptr && it->second.file == "synthetic") {
+    // Make it now: norms 1, embeddings std 1, matrices std 1/sqrt(fan in).
+    const int64_t n = static_cast<int64_t>(it->second.bytes / 2);
+    synthetic_.emplace_back(new uint16_t[n]);
+    const auto& sh = it->second.shape;
+    const float std = sh.size() == 1 ? 0.0f
+                      : name == names::Embed() ? 1.0f
+                                               : 1.0f / std::sqrt(static_cast<float>(sh[1]));
+    if (sh.size() == 1)
+      std::fill(synthetic_.back().get(), synthetic_.back().get() + n, F32ToBf16(1.0f));
+    else
+      FillSynthetic(name, std, synthetic_.back().get(), n);
+    it->second.data = synthetic_.back().get();
+  }
   if (it == tensors_.end())
     return NotFound(dir_ + ": tensor '" + name + "' is missing from the checkpoint");
   if (it->second.shape != shape)

@@ -12,6 +12,7 @@
 
 #include "common/dtype.h"
 #include "common/mapped_file.h"
+#include "common/model_config.h"
 #include "common/status.h"
 
 namespace moe {
@@ -31,6 +32,8 @@ std::string ShapeString(const std::vector<int64_t>& shape);  // "[4096, 14336]"
 class Checkpoint {
  public:
   static StatusOr<std::unique_ptr<Checkpoint>> Open(const std::string& model_dir);
+  // Every tensor of `config` in bf16, made (randomly, see common/synthetic.h) when taken.
+  static std::unique_ptr<Checkpoint> Synthetic(const ModelConfig& config);
 
   // All tensors, by name.
   const std::map<std::string, TensorView>& tensors() const { return tensors_; }
@@ -53,6 +56,7 @@ class Checkpoint {
 
   std::string dir_;
   std::vector<std::unique_ptr<MappedFile>> files_;
+  std::vector<std::unique_ptr<uint16_t[]>> synthetic_;  // storage of made tensors
   std::map<std::string, TensorView> tensors_;
   std::map<std::string, bool> claimed_;
   uint64_t taken_bytes_ = 0;

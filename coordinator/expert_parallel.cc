@@ -1,5 +1,6 @@
 #include "coordinator/expert_parallel.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -85,6 +86,12 @@ StatusOr<DispatchHandle> ExpertParallel::Dispatch(int layer, const float* h, int
         ++j;
       }
     }
+  }
+
+  if (stats_) {
+    std::vector<bool> hit(E, false);
+    for (int e : routes.expert) hit[e] = true;
+    stats_->experts_touched += std::count(hit.begin(), hit.end(), true);
   }
 
   // Pack: per rank a header, then its rows in token order.

@@ -17,6 +17,7 @@ int Generate(int argc, char** argv, moe::Transport& transport);
 int Score(int argc, char** argv, moe::Transport& transport);
 int Inspect(int argc, char** argv, moe::Transport& transport);
 int Serve(int argc, char** argv, moe::Transport& transport);
+int Bench(int argc, char** argv, moe::Transport& transport);
 }  // namespace moe::cli
 
 namespace {
@@ -31,6 +32,7 @@ const Command kCommands[] = {
     {"generate", moe::cli::Generate, "generate text from a prompt"},
     {"score", moe::cli::Score, "teacher-forced log-likelihood and perplexity of a text"},
     {"inspect", moe::cli::Inspect, "print a checkpoint's config, tensors and parameter counts"},
+    {"bench", moe::cli::Bench, "prefill and decode speed on a checkpoint or a synthetic model"},
     {"serve", moe::cli::Serve, "serve the gRPC inference endpoint (moe.v1.InferenceService)"},
 };
 

@@ -74,6 +74,14 @@ std::unique_ptr<RollingKvCache> Model::NewCache(int max_len) const {
                                           config_.kv_heads * config_.head_dim);
 }
 
+int64_t Model::dense_weight_bytes() const {
+  int64_t bytes = w_.final_norm.bytes() + w_.lm_head.bytes();
+  for (const LayerWeights& l : w_.layers)
+    bytes += l.attn_norm.bytes() + l.wq.bytes() + l.wk.bytes() + l.wv.bytes() + l.wo.bytes() +
+             l.ffn_norm.bytes() + l.router.bytes();
+  return bytes;
+}
+
 void Model::Trace(const char* name, int layer, const float* data, int64_t rows, int64_t cols) {
   if (sink_) sink_(name, layer, data, rows, cols);
 }

@@ -56,6 +56,8 @@ class Model {
   Model(ModelConfig config, ModelWeights weights, ExpertBackend* experts, ThreadPool* pool);
 
   const ModelConfig& config() const { return config_; }
+  // Bytes of the weights one step reads besides the experts: attention, norms, routers, lm_head.
+  int64_t dense_weight_bytes() const;
 
   // tokens [T], the chunks laid end to end; logits [R, V] for the step rows in `logit_rows`.
   Status Forward(const std::vector<int>& tokens, const std::vector<SequenceChunk>& chunks,

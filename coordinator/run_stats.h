@@ -21,6 +21,7 @@ struct PhaseSeconds {
 struct RunStats {
   PhaseSeconds seconds;
   int64_t layer_passes = 0;                         // layers x steps
+  int64_t experts_touched = 0;                      // sum over layer passes of experts with rows
   std::vector<std::vector<int64_t>> expert_tokens;  // [L][E] tokens routed to each expert
   std::vector<int64_t> rank_rows;                   // [ranks] rows dispatched to each rank
   std::vector<int64_t> rank_bytes;                  // [ranks] bytes dispatched + returned

@@ -7,6 +7,7 @@
 
 #include "common/identity.h"
 #include "common/mapped_file.h"
+#include "common/synthetic.h"
 #include "common/tensor_names.h"
 #include "worker/worker_loop.h"
 
@@ -42,13 +43,20 @@ Status LoadRank(const RuntimeOptions& o, const Transport& t, Loaded* out) {
                            std::to_string(o.threads));
   if (!(o.rank_timeout > 0))
     return InvalidArgument("--rank-timeout must be > 0 seconds");
-  if (!IsDirectory(o.model_dir))
-    return NotFound("model directory '" + o.model_dir +
-                    "' does not exist; pass --model DIR with config.json and *.safetensors");
-  MOE_ASSIGN_OR_RETURN(out->config_text, ReadFileToString(o.model_dir + "/config.json"));
-  MOE_ASSIGN_OR_RETURN(out->config, ParseModelConfig(out->config_text, o.model_dir + "/config.json"));
+  if (!o.synthetic.empty()) {
+    MOE_ASSIGN_OR_RETURN(out->config, SyntheticPreset(o.synthetic, o.synthetic_layers));
+    out->config_text = o.synthetic + " " + out->config.Summary();
+    out->ckpt = Checkpoint::Synthetic(out->config);
+  } else {
+    if (!IsDirectory(o.model_dir))
+      return NotFound("model directory '" + o.model_dir +
+                      "' does not exist; pass --model DIR with config.json and *.safetensors");
+    MOE_ASSIGN_OR_RETURN(out->config_text, ReadFileToString(o.model_dir + "/config.json"));
+    MOE_ASSIGN_OR_RETURN(out->config,
+                         ParseModelConfig(out->config_text, o.model_dir + "/config.json"));
+    MOE_ASSIGN_OR_RETURN(out->ckpt, Checkpoint::Open(o.model_dir));
+  }
   MOE_ASSIGN_OR_RETURN(out->placement, LoadPlacement(out->config, t.size() - 1, o.placement_file));
-  MOE_ASSIGN_OR_RETURN(out->ckpt, Checkpoint::Open(o.model_dir));
   if (t.rank() == 0) {
     MOE_ASSIGN_OR_RETURN(out->weights, LoadCoordinatorWeights(out->config, *out->ckpt));
   }
@@ -114,7 +122,7 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeOptions& options,
                                        rt->pool_.get());
   rt->model_->set_stats(&rt->stats_);
   const std::string tok_path = options.model_dir + "/tokenizer.model";
-  if (access(tok_path.c_str(), F_OK) == 0) {
+  if (options.synthetic.empty() && access(tok_path.c_str(), F_OK) == 0) {
     MOE_ASSIGN_OR_RETURN(rt->tokenizer_, Tokenizer::Load(tok_path));
     if (rt->tokenizer_->vocab_size() > rt->config_.vocab)
       return FailedPrecondition(tok_path + ": the tokenizer has " +

@@ -1,0 +1,193 @@
+// moe bench: prompt-processing and decode speed, as median and spread over repetitions (the
+// way llama-bench reports them), with the bytes of weights a decode step reads and the implied
+// bandwidth, on a checkpoint or on a synthetic model at the real shapes.
+#include <algorithm>
+#include <chrono>
+#include <iomanip>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "common/kernels.h"
+#include "common/synthetic.h"
+#include "coordinator/cli_common.h"
+#include "coordinator/sampler.h"
+
+namespace moe::cli {
+namespace {
+
+struct Spread {
+  double median = 0, min = 0, max = 0;
+};
+
+Spread Summarize(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return {n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]), v.front(), v.back()};
+}
+
+nlohmann::json ToJson(const Spread& s) {
+  return {{"median", s.median}, {"min", s.min}, {"max", s.max}};
+}
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Floating-point operations of a prefill of `B` sequences of `P` tokens: matmuls as
+// 2 x rows x cols per token, attention as 2 x 2 x visible keys x H x hd, lm_head for the last
+// token of each sequence.
+double PrefillFlops(const ModelConfig& c, int B, int P) {
+  const double D = c.hidden, hd = c.head_dim, T = static_cast<double>(B) * P;
+  const double q = c.heads * hd, kv = c.kv_heads * hd;
+  const double experts = c.is_moe() ? c.experts_per_token : 1;
+  double per_token = 2 * D * (q + 2 * kv) + 2 * q * D + 2 * experts * 3 * D * c.ffn;
+  if (c.is_moe()) per_token += 2 * D * c.num_experts;
+  double keys = 0;  // visible keys summed over one sequence's positions
+  for (int p = 0; p < P; ++p) keys += c.sliding_window ? std::min(p + 1, c.sliding_window) : p + 1;
+  const double attention = 4 * keys * c.heads * hd * B;
+  return c.layers * (T * per_token + attention) + 2.0 * B * D * c.vocab;
+}
+
+}  // namespace
+
+int Bench(int argc, char** argv, Transport& transport) {
+  RuntimeOptions runtime;
+  int prompt = 128, gen = 64, batch = 1, reps = 3;
+  bool json = false;
+  std::string isa = "auto";
+  po::options_description options("bench flags");
+  options.add_options()
+      ("model", po::value(&runtime.model_dir), "Hugging Face checkpoint directory")
+      ("synthetic", po::value(&runtime.synthetic),
+       ("random weights at a preset's shapes: " + SyntheticPresetNames()).c_str())
+      ("layers", po::value(&runtime.synthetic_layers)->default_value(0),
+       "cut the synthetic model to this many layers (0 = all)")
+      ("threads", po::value(&runtime.threads)->default_value(0),
+       "compute threads per rank (0 = this machine's cores shared among its ranks)")
+      ("placement", po::value(&runtime.placement_file), "JSON expert placement")
+      ("rank-timeout", po::value(&runtime.rank_timeout)->default_value(120.0),
+       "seconds a rank may take to answer")
+      ("prompt", po::value(&prompt)->default_value(128), "prompt tokens per sequence")
+      ("gen", po::value(&gen)->default_value(64), "decode steps")
+      ("batch", po::value(&batch)->default_value(1), "sequences decoded together")
+      ("reps", po::value(&reps)->default_value(3), "repetitions (median and spread)")
+      ("isa", po::value(&isa)->default_value("auto"), "kernels: auto, generic, avx2, avx512")
+      ("json", po::bool_switch(&json), "print one JSON object");
+  po::variables_map vm;
+  if (int rc = ParseFlags("bench", "(--model DIR | --synthetic PRESET [--layers L]) [flags]",
+                          options, argc, argv, vm);
+      rc >= 0)
+    return rc;
+  if (runtime.model_dir.empty() == runtime.synthetic.empty())
+    return Fail("bench", InvalidArgument("give exactly one of --model and --synthetic"));
+  if (prompt < 1 || gen < 1 || batch < 1 || reps < 1)
+    return Fail("bench", InvalidArgument("--prompt, --gen, --batch and --reps must be >= 1"));
+  if (Status s = SetKernelIsa(isa); !s.ok()) return Fail("bench", s);
+
+  const double t_load = Now();
+  auto rt_or = Runtime::Open(runtime, &transport);
+  if (!rt_or.ok()) return Fail("bench", rt_or.status());
+  if (*rt_or == nullptr) return kExitOk;  // a worker rank, done serving
+  Runtime& rt = **rt_or;
+  const double load_seconds = Now() - t_load;
+  const ModelConfig& c = rt.config();
+  if (int64_t{prompt} + gen > c.max_positions)
+    return Fail("bench", InvalidArgument("--prompt + --gen exceeds the context length " +
+                                         std::to_string(c.max_positions)));
+  const int chunk = c.sliding_window ? std::min(prompt, c.sliding_window) : prompt;
+  Model& model = rt.model();
+  const int V = c.vocab;
+  const int64_t expert_bytes_per_layer =
+      3ll * c.hidden * c.ffn * 2;  // bf16 (synthetic); checkpoints: by their dtype below
+  int64_t expert_bytes = expert_bytes_per_layer;
+  if (runtime.synthetic.empty()) {
+    for (const auto& [name, t] : rt.checkpoint().tensors())
+      if (name.find(".experts.0.") != std::string::npos || name.find(".mlp.") != std::string::npos) {
+        expert_bytes = 3ll * c.hidden * c.ffn * DTypeSize(t.dtype);
+        break;
+      }
+  }
+
+  std::vector<double> prefill_tok_s, decode_tok_s, decode_gb_s;
+  double bytes_per_step = 0;
+  std::mt19937 rng(1234);
+  for (int rep = 0; rep < reps; ++rep) {
+    std::vector<std::unique_ptr<RollingKvCache>> caches;
+    for (int b = 0; b < batch; ++b) caches.push_back(model.NewCache(prompt + gen));
+    std::vector<int> next(batch);
+    // Prefill: all sequences' prompts, `chunk` tokens of each per step.
+    const double t0 = Now();
+    for (int start = 0; start < prompt; start += chunk) {
+      const int len = std::min(chunk, prompt - start);
+      std::vector<int> tokens, rows;
+      std::vector<SequenceChunk> chunks;
+      for (int b = 0; b < batch; ++b) {
+        for (int i = 0; i < len; ++i) tokens.push_back(start + i == 0 ? c.bos_id : 3 + rng() % (V - 3));
+        chunks.push_back({caches[b].get(), start, len});
+        if (start + len == prompt) rows.push_back(static_cast<int>(tokens.size()) - 1);
+      }
+      std::vector<float> logits(rows.size() * static_cast<size_t>(V));
+      if (Status s = model.Forward(tokens, chunks, rows, logits.data()); !s.ok())
+        return Fail("bench", s);
+      for (size_t r = 0; r < rows.size(); ++r) next[r] = Argmax(&logits[r * V], V);
+    }
+    const double t1 = Now();
+    // Decode: one token per sequence per step, greedy.
+    const int64_t touched0 = rt.stats().experts_touched;
+    std::vector<float> logits(static_cast<size_t>(batch) * V);
+    std::vector<int> rows(batch);
+    for (int b = 0; b < batch; ++b) rows[b] = b;
+    for (int step = 0; step < gen; ++step) {
+      std::vector<SequenceChunk> chunks;
+      for (int b = 0; b < batch; ++b) chunks.push_back({caches[b].get(), prompt + step, 1});
+      if (Status s = model.Forward(next, chunks, rows, logits.data()); !s.ok())
+        return Fail("bench", s);
+      for (int b = 0; b < batch; ++b) next[b] = Argmax(&logits[static_cast<size_t>(b) * V], V);
+    }
+    const double t2 = Now();
+    const double experts_per_step =
+        static_cast<double>(rt.stats().experts_touched - touched0) / gen;
+    bytes_per_step = model.dense_weight_bytes() + experts_per_step * expert_bytes +
+                     static_cast<double>(batch) * c.hidden * 2;  // embedding rows
+    prefill_tok_s.push_back(static_cast<double>(batch) * prompt / (t1 - t0));
+    decode_tok_s.push_back(static_cast<double>(batch) * gen / (t2 - t1));
+    decode_gb_s.push_back(bytes_per_step * gen / (t2 - t1) / 1e9);
+  }
+  const Spread pf = Summarize(prefill_tok_s), dc = Summarize(decode_tok_s),
+               bw = Summarize(decode_gb_s);
+  const double flops = PrefillFlops(c, batch, prompt);
+  nlohmann::json out = {
+      {"model", runtime.synthetic.empty() ? runtime.model_dir : "synthetic:" + runtime.synthetic},
+      {"config", c.Summary()},
+      {"ranks", transport.size()},
+      {"threads_rank0", rt.pool().size()},
+      {"isa", KernelIsa()},
+      {"prompt", prompt},
+      {"gen", gen},
+      {"batch", batch},
+      {"reps", reps},
+      {"load_s", load_seconds},
+      {"prefill_tok_s", ToJson(pf)},
+      {"decode_tok_s", ToJson(dc)},
+      {"decode_weight_bytes_per_step", bytes_per_step},
+      {"decode_gb_s", ToJson(bw)},
+      {"prefill_gflop_s", ToJson({pf.median * flops / (static_cast<double>(batch) * prompt) / 1e9,
+                                  pf.min * flops / (static_cast<double>(batch) * prompt) / 1e9,
+                                  pf.max * flops / (static_cast<double>(batch) * prompt) / 1e9})},
+      {"stats", rt.stats().ToJson()}};
+  if (json) {
+    std::cout << out.dump() << "\n";
+  } else {
+    std::cout << std::fixed << std::setprecision(2) << out["model"].get<std::string>() << " ("
+              << c.Summary() << "), " << transport.size() << " rank(s), isa " << KernelIsa()
+              << "\n  prefill " << prompt << " x " << batch << ": " << pf.median << " tok/s ["
+              << pf.min << ", " << pf.max << "], " << out["prefill_gflop_s"]["median"].get<double>()
+              << " GFLOP/s\n  decode  " << gen << " x " << batch << ": " << dc.median
+              << " tok/s [" << dc.min << ", " << dc.max << "], " << bytes_per_step / 1e6
+              << " MB of weights per step, " << bw.median << " GB/s\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace moe::cli
