@@ -17,6 +17,10 @@
 //   then applies the routing weight).
 //
 // A dispatch with command kStop ends the worker loop; it carries no rows.
+//
+// With two micro-batches every rank exchanges, per layer: dispatch A, dispatch B, combine A,
+// combine B. A worker computes A between the two dispatches and B after combine A, so its
+// experts run while the coordinator does attention for the other micro-batch.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +38,8 @@ struct DispatchHeader {
   int32_t layer = 0;
   int32_t rows = 0;
   int64_t step = 0;
+  int32_t micro_batch = 0;    // which micro-batch of the step this is
+  int32_t micro_batches = 1;  // 2: ping-pong (see coordinator/model.cc), else 1
 };
 
 struct ResultHeader {

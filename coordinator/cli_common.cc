@@ -52,7 +52,9 @@ void AddModelFlags(po::options_description& options, RuntimeOptions& runtime) {
       ("placement", po::value(&runtime.placement_file),
        "JSON expert placement {\"experts\": {\"0\": [1], ...}} (default: spread evenly)")
       ("rank-timeout", po::value(&runtime.rank_timeout)->default_value(30.0),
-       "seconds a rank may take to answer before the job fails");
+       "seconds a rank may take to answer before the job fails")
+      ("micro-batches", po::value(&runtime.micro_batches)->default_value(1),
+       "2: overlap attention of one half of each step with the experts of the other");
 }
 
 StatusOr<std::vector<int>> ParseIds(const std::string& text, const std::string& what) {

@@ -68,6 +68,8 @@ int Bench(int argc, char** argv, Transport& transport) {
       ("placement", po::value(&runtime.placement_file), "JSON expert placement")
       ("rank-timeout", po::value(&runtime.rank_timeout)->default_value(120.0),
        "seconds a rank may take to answer")
+      ("micro-batches", po::value(&runtime.micro_batches)->default_value(1),
+       "2: overlap attention of one half of each step with the experts of the other")
       ("prompt", po::value(&prompt)->default_value(128), "prompt tokens per sequence")
       ("gen", po::value(&gen)->default_value(64), "decode steps")
       ("batch", po::value(&batch)->default_value(1), "sequences decoded together")

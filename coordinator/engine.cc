@@ -179,11 +179,12 @@ void Engine::Finish(Sequence& s, FinishReason reason, Status status) {
 void Engine::Sweep() {
   const auto now = Clock::now();
   auto check = [&](Sequence& s) {
-    if (s.sink->Cancelled())
-      Finish(s, FinishReason::kCancelled, Status(StatusCode::kCancelled, "cancelled by the client"));
-    else if (now > s.req.deadline)
+    // The deadline first: gRPC also cancels a call whose deadline passed.
+    if (now > s.req.deadline)
       Finish(s, FinishReason::kCancelled,
              Status(StatusCode::kDeadlineExceeded, "the deadline passed before the request finished"));
+    else if (s.sink->Cancelled())
+      Finish(s, FinishReason::kCancelled, Status(StatusCode::kCancelled, "cancelled by the client"));
   };
   for (auto& s : waiting_) check(*s);
   for (auto& s : running_) check(*s);
@@ -232,6 +233,7 @@ void Engine::CancelAllWith(const Status& status) {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& s : inbox_) waiting_.push_back(std::move(s));
     inbox_.clear();
+    queued_ = static_cast<int>(waiting_.size());  // Submit counts inbox_ + queued_: keep it exact
   }
   for (auto& s : waiting_) Finish(*s, FinishReason::kCancelled, status);
   for (auto& s : running_) Finish(*s, FinishReason::kCancelled, status);
@@ -246,6 +248,7 @@ StatusOr<bool> Engine::Step() {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& s : inbox_) waiting_.push_back(std::move(s));
     inbox_.clear();
+    queued_ = static_cast<int>(waiting_.size());  // Submit counts inbox_ + queued_: keep it exact
   }
   Sweep();
   Admit();

@@ -37,20 +37,16 @@ Status ExpertParallel::Fail(Status s) {
   return s;
 }
 
-Status ExpertParallel::Run(int layer, const float* h, int T, const Routes& routes, float* y) {
+StatusOr<DispatchHandle> ExpertParallel::Dispatch(int layer, int micro, int micros,
+                                                  const float* h, int T, const Routes& routes) {
   if (broken_) return Status(StatusCode::kUnavailable, "a rank was lost earlier; restart the job");
-  if (layer == 0) ++step_;  // each forward pass is one step
-  MOE_ASSIGN_OR_RETURN(DispatchHandle handle, Dispatch(layer, h, T, routes));
-  return Combine(handle, routes, y);
-}
-
-StatusOr<DispatchHandle> ExpertParallel::Dispatch(int layer, const float* h, int T,
-                                                  const Routes& routes) {
+  if (layer == 0 && micro == 0) ++step_;  // each forward pass is one step
   const auto t0 = std::chrono::steady_clock::now();
   const int R = transport_->size(), K = routes.k, D = config_.hidden, E = placement_->experts;
   DispatchHandle handle;
   handle.layer = layer;
   handle.tokens = T;
+  handle.routes = &routes;
   handle.segments.assign(T, {});
   handle.expected_vectors.assign(R, 0);
   replica_counter_.assign(E, 0);
@@ -110,6 +106,8 @@ StatusOr<DispatchHandle> ExpertParallel::Dispatch(int layer, const float* h, int
     header.layer = layer;
     header.rows = static_cast<int32_t>(per_rank[r].size());
     header.step = step_;
+    header.micro_batch = micro;
+    header.micro_batches = micros;
     Append(send_.data, &header, 1);
     for (const auto& [t, s] : per_rank[r]) {
       const Segment& seg = handle.segments[t][s];
@@ -131,26 +129,28 @@ StatusOr<DispatchHandle> ExpertParallel::Dispatch(int layer, const float* h, int
       stats_->rank_bytes[r] += send_.counts[r];
     }
   }
-  if (Status s = transport_->Exchange(send_, &recv_, {"dispatch", layer, step_}, timeout_); !s.ok())
+  if (Status s = transport_->Exchange(send_, &handle.received, {"dispatch", layer, step_}, timeout_);
+      !s.ok())
     return Fail(s);
   if (stats_) stats_->seconds.dispatch += Since(t0);
   return handle;
 }
 
-Status ExpertParallel::Combine(const DispatchHandle& handle, const Routes& routes, float* y) {
+Status ExpertParallel::Combine(const DispatchHandle& handle, float* y) {
   const auto t0 = std::chrono::steady_clock::now();
+  const Routes& routes = *handle.routes;
   const int R = transport_->size(), K = routes.k, D = config_.hidden;
   // Rank 0's own share (one process): answer it here, then exchange the answers.
   send_.data.clear();
   send_.counts.assign(R, 0);
   double local_seconds = 0;
-  if (local_ != nullptr && recv_.counts[0] > 0) {
-    const uint8_t* msg = recv_.at(0);
+  if (local_ != nullptr && handle.received.counts[0] > 0) {
+    const uint8_t* msg = handle.received.at(0);
     wire::DispatchHeader header;
     std::memcpy(&header, msg, sizeof(header));
     MOE_RETURN_IF_ERROR(local_->Process(header.layer, header.step, header.rows,
-                                        msg + sizeof(header), recv_.counts[0] - sizeof(header),
-                                        &send_.data));
+                                        msg + sizeof(header),
+                                        handle.received.counts[0] - sizeof(header), &send_.data));
     send_.counts[0] = static_cast<int64_t>(send_.data.size());
     wire::ResultHeader result;
     std::memcpy(&result, send_.data.data(), sizeof(result));

@@ -11,7 +11,7 @@
 
 #include "common/placement.h"
 #include "common/transport.h"
-#include "coordinator/expert_backend.h"
+#include "coordinator/router.h"
 #include "coordinator/run_stats.h"
 #include "worker/expert_worker.h"
 
@@ -31,17 +31,25 @@ struct Segment {
 struct DispatchHandle {
   int layer = 0;
   int tokens = 0;
+  const Routes* routes = nullptr;
   std::vector<std::vector<Segment>> segments;  // [T][pieces], in the token's expert order
   std::vector<int64_t> expected_vectors;       // [ranks]
+  ByteRuns received;                           // rank 0's own share (one process)
 };
 
-class ExpertParallel : public ExpertBackend {
+class ExpertParallel {
  public:
   // `local` answers rank 0's own share (the one-process case); null when workers hold it all.
   ExpertParallel(const ModelConfig& config, const Placement* placement, Transport* transport,
                  ExpertWorker* local, double rank_timeout_seconds, RunStats* stats);
 
-  Status Run(int layer, const float* h, int T, const Routes& routes, float* y) override;
+  // Sends each row of h [T, D] to the ranks holding its routed experts (micro-batch `micro` of
+  // `micros` in this step). `routes` must outlive the handle.
+  StatusOr<DispatchHandle> Dispatch(int layer, int micro, int micros, const float* h, int T,
+                                    const Routes& routes);
+  // Waits for the answers and writes y [T, D]: per token, its experts' weighted outputs added
+  // in expert-id order.
+  Status Combine(const DispatchHandle& handle, float* y);
 
   // Tells every worker to stop (once); after a failed exchange it does nothing.
   Status Stop();
@@ -49,8 +57,6 @@ class ExpertParallel : public ExpertBackend {
   int64_t step() const { return step_; }  // forward passes so far
 
  private:
-  StatusOr<DispatchHandle> Dispatch(int layer, const float* h, int T, const Routes& routes);
-  Status Combine(const DispatchHandle& handle, const Routes& routes, float* y);
   Status Fail(Status s);
 
   const ModelConfig& config_;

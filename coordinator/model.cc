@@ -61,7 +61,7 @@ StatusOr<ModelWeights> LoadCoordinatorWeights(const ModelConfig& c, Checkpoint& 
   return w;
 }
 
-Model::Model(ModelConfig config, ModelWeights weights, ExpertBackend* experts, ThreadPool* pool)
+Model::Model(ModelConfig config, ModelWeights weights, ExpertParallel* experts, ThreadPool* pool)
     : config_(std::move(config)),
       w_(std::move(weights)),
       experts_(experts),
@@ -86,12 +86,84 @@ void Model::Trace(const char* name, int layer, const float* data, int64_t rows, 
   if (sink_) sink_(name, layer, data, rows, cols);
 }
 
+std::vector<Model::MicroBatch> Model::Split(const std::vector<SequenceChunk>& chunks,
+                                            int T) const {
+  std::vector<MicroBatch> mbs(micro_batches_ == 2 && T >= 2 ? 2 : 1);
+  if (mbs.size() == 1) {
+    mbs[0].rows = T;
+    mbs[0].chunks = chunks;
+    return mbs;
+  }
+  // Two halves of the rows; a chunk that straddles the middle is cut in two (the second part's
+  // attention runs after the first part's in every layer, so it finds its keys in the cache).
+  const int half = T / 2;
+  int row = 0;
+  for (const SequenceChunk& c : chunks) {
+    const int first = std::clamp(half - row, 0, c.length);
+    if (first > 0) mbs[0].chunks.push_back({c.cache, c.start_pos, first});
+    if (c.length > first) mbs[1].chunks.push_back({c.cache, c.start_pos + first, c.length - first});
+    row += c.length;
+  }
+  mbs[0].rows = half;
+  mbs[1].row0 = half;
+  mbs[1].rows = T - half;
+  return mbs;
+}
+
+void Model::AttendAndRoute(int l, MicroBatch& mb) {
+  const ModelConfig& c = config_;
+  const LayerWeights& lw = w_.layers[l];
+  const int64_t D = c.hidden, H = c.heads, KV = c.kv_heads, hd = c.head_dim;
+  const AttentionShape shape{c.heads, c.kv_heads, c.head_dim, c.sliding_window};
+  const int64_t r0 = mb.row0, T = mb.rows;
+  PhaseSeconds* times = stats_ ? &stats_->seconds : nullptr;
+  auto t = Clock::now();
+  // h = rmsnorm(x); q, k, v = h Wq, h Wk, h Wv                           [T, H*hd], [T, KV*hd]
+  RmsNorm(&x_[r0 * D], T, D, lw.attn_norm, c.rms_norm_eps, &h_[r0 * D]);
+  MatMul(&h_[r0 * D], T, lw.wq, &q_[r0 * H * hd], *pool_);
+  MatMul(&h_[r0 * D], T, lw.wk, &k_[r0 * KV * hd], *pool_);
+  MatMul(&h_[r0 * D], T, lw.wv, &v_[r0 * KV * hd], *pool_);
+  // RoPE on q and k at each token's position, then attention chunk by chunk.
+  int64_t row = r0;
+  for (const SequenceChunk& chunk : mb.chunks) {
+    for (int i = 0; i < chunk.length; ++i) {
+      rope_.Apply(&q_[(row + i) * H * hd], c.heads, chunk.start_pos + i);
+      rope_.Apply(&k_[(row + i) * KV * hd], c.kv_heads, chunk.start_pos + i);
+    }
+    AttendChunk(shape, &q_[row * H * hd], &k_[row * KV * hd], &v_[row * KV * hd], chunk.length,
+                chunk.start_pos, *chunk.cache, l, &attn_[row * H * hd], *pool_);
+    row += chunk.length;
+  }
+  MOE_CHECK(row == r0 + T, "chunks do not cover the micro-batch's rows");
+  // x = x + attn Wo                                                     [T, D]
+  MatMul(&attn_[r0 * H * hd], T, lw.wo, &proj_[r0 * D], *pool_);
+  for (int64_t i = r0 * D; i < (r0 + T) * D; ++i) x_[i] += proj_[i];
+  Lap(t, times ? &times->attention : nullptr);
+  // h = rmsnorm(x); routes = router(h)                                   [T, D], [T, K]
+  RmsNorm(&x_[r0 * D], T, D, lw.ffn_norm, c.rms_norm_eps, &h_[r0 * D]);
+  if (c.is_moe())
+    Route(&h_[r0 * D], static_cast<int>(T), lw.router, c.experts_per_token, *pool_,
+          router_logits_, &mb.routes);
+  else
+    RouteDense(static_cast<int>(T), &mb.routes);
+  Lap(t, times ? &times->routing : nullptr);
+}
+
+Status Model::CombineInto(int l, MicroBatch& mb) {
+  const int64_t D = config_.hidden, r0 = mb.row0;
+  const auto t = Clock::now();
+  MOE_RETURN_IF_ERROR(experts_->Combine(mb.handle, &moe_out_[r0 * D]));
+  for (int64_t i = r0 * D; i < (r0 + mb.rows) * D; ++i) x_[i] += moe_out_[i];
+  if (stats_) stats_->seconds.moe_wait += std::chrono::duration<double>(Clock::now() - t).count();
+  return Status::Ok();
+}
+
 Status Model::Forward(const std::vector<int>& tokens, const std::vector<SequenceChunk>& chunks,
                       const std::vector<int>& logit_rows, float* logits) {
   const ModelConfig& c = config_;
   const int T = static_cast<int>(tokens.size());
   const int64_t D = c.hidden, V = c.vocab, H = c.heads, KV = c.kv_heads, hd = c.head_dim;
-  const AttentionShape shape{c.heads, c.kv_heads, c.head_dim, c.sliding_window};
+  const auto t_start = Clock::now();
   x_.resize(T * D);
   h_.resize(T * D);
   q_.resize(T * H * hd);
@@ -108,49 +180,50 @@ Status Model::Forward(const std::vector<int>& tokens, const std::vector<Sequence
   }
   Trace("embed", -1, x_.data(), T, D);
 
-  PhaseSeconds* times = stats_ ? &stats_->seconds : nullptr;
-  auto t = Clock::now();
-  for (int l = 0; l < c.layers; ++l) {
-    const LayerWeights& lw = w_.layers[l];
-    // h = rmsnorm(x); q, k, v = h Wq, h Wk, h Wv                           [T, H*hd], [T, KV*hd]
-    RmsNorm(x_.data(), T, D, lw.attn_norm, c.rms_norm_eps, h_.data());
-    MatMul(h_.data(), T, lw.wq, q_.data(), *pool_);
-    MatMul(h_.data(), T, lw.wk, k_.data(), *pool_);
-    MatMul(h_.data(), T, lw.wv, v_.data(), *pool_);
-    // RoPE on q and k at each token's position, then attention chunk by chunk.
-    int row = 0;
-    for (const SequenceChunk& chunk : chunks) {
-      for (int t = 0; t < chunk.length; ++t) {
-        rope_.Apply(&q_[(row + t) * H * hd], c.heads, chunk.start_pos + t);
-        rope_.Apply(&k_[(row + t) * KV * hd], c.kv_heads, chunk.start_pos + t);
-      }
-      AttendChunk(shape, &q_[row * H * hd], &k_[row * KV * hd], &v_[row * KV * hd], chunk.length,
-                  chunk.start_pos, *chunk.cache, l, &attn_[row * H * hd], *pool_);
-      row += chunk.length;
-    }
-    MOE_CHECK(row == T, "chunks do not cover the step's tokens");
-    // x = x + attn Wo                                                     [T, D]
-    MatMul(attn_.data(), T, lw.wo, proj_.data(), *pool_);
-    for (int64_t i = 0; i < T * D; ++i) x_[i] += proj_[i];
-    Trace("attn_out", l, proj_.data(), T, D);
-    Lap(t, times ? &times->attention : nullptr);
-
-    // h = rmsnorm(x); routes = router(h); y = experts(h); x = x + y        [T, D]
-    RmsNorm(x_.data(), T, D, lw.ffn_norm, c.rms_norm_eps, h_.data());
-    if (c.is_moe())
-      Route(h_.data(), T, lw.router, c.experts_per_token, *pool_, router_logits_, &routes_);
-    else
-      RouteDense(T, &routes_);
-    Lap(t, times ? &times->routing : nullptr);
-    // Dispatch to the experts' ranks, run, combine (the backend times its own phases).
-    MOE_RETURN_IF_ERROR(experts_->Run(l, h_.data(), T, routes_, moe_out_.data()));
-    t = Clock::now();
-    for (int64_t i = 0; i < T * D; ++i) x_[i] += moe_out_[i];
+  std::vector<MicroBatch> mbs = Split(chunks, T);
+  auto dispatch = [&](int l, MicroBatch& mb) -> Status {
+    const auto t = Clock::now();
+    auto handle = experts_->Dispatch(l, static_cast<int>(&mb - mbs.data()),
+                                     static_cast<int>(mbs.size()), &h_[mb.row0 * D], mb.rows,
+                                     mb.routes);
+    if (!handle.ok()) return handle.status();
+    mb.handle = std::move(handle).value();
+    if (stats_) stats_->seconds.moe_wait += std::chrono::duration<double>(Clock::now() - t).count();
+    return Status::Ok();
+  };
+  auto trace_layer = [&](int l) {
     Trace("moe_out", l, moe_out_.data(), T, D);
     Trace("residual", l, x_.data(), T, D);
+  };
+
+  if (mbs.size() == 1) {
+    for (int l = 0; l < c.layers; ++l) {
+      AttendAndRoute(l, mbs[0]);                      // x += attention; routes
+      MOE_RETURN_IF_ERROR(dispatch(l, mbs[0]));       // rows to the experts' ranks
+      MOE_RETURN_IF_ERROR(CombineInto(l, mbs[0]));    // x += their answers, in token order
+      trace_layer(l);
+    }
+  } else {
+    // Ping-pong: the workers run one micro-batch's experts while this rank runs the other's
+    // attention. Exchanges per layer, the same order on every rank: dispatch A, dispatch B,
+    // combine A, combine B.
+    MicroBatch& a = mbs[0];
+    MicroBatch& b = mbs[1];
+    AttendAndRoute(0, a);
+    MOE_RETURN_IF_ERROR(dispatch(0, a));
+    for (int l = 0; l < c.layers; ++l) {
+      AttendAndRoute(l, b);                           // workers: A's experts
+      MOE_RETURN_IF_ERROR(dispatch(l, b));
+      MOE_RETURN_IF_ERROR(CombineInto(l, a));
+      if (l + 1 < c.layers) AttendAndRoute(l + 1, a);  // workers: B's experts
+      MOE_RETURN_IF_ERROR(CombineInto(l, b));
+      if (l + 1 < c.layers) MOE_RETURN_IF_ERROR(dispatch(l + 1, a));
+      trace_layer(l);
+    }
   }
 
   // logits = lm_head(rmsnorm(x)) for the wanted rows                     [R, V]
+  auto t = Clock::now();
   const int R = static_cast<int>(logit_rows.size());
   h_.resize(std::max<int64_t>(h_.size(), R * D));
   for (int r = 0; r < R; ++r) {
@@ -159,8 +232,11 @@ Status Model::Forward(const std::vector<int>& tokens, const std::vector<Sequence
   }
   MatMul(h_.data(), R, w_.lm_head, logits, *pool_);
   Trace("logits", -1, logits, R, V);
-  Lap(t, times ? &times->lm_head : nullptr);
-  if (stats_) stats_->layer_passes += c.layers;
+  if (stats_) {
+    Lap(t, &stats_->seconds.lm_head);
+    stats_->layer_passes += c.layers;
+    stats_->seconds.forward += std::chrono::duration<double>(Clock::now() - t_start).count();
+  }
   return Status::Ok();
 }
 

@@ -12,7 +12,7 @@
 #include "common/checkpoint.h"
 #include "common/kernels.h"
 #include "common/model_config.h"
-#include "coordinator/expert_backend.h"
+#include "coordinator/expert_parallel.h"
 #include "coordinator/kv_cache.h"
 #include "coordinator/rope.h"
 #include "coordinator/run_stats.h"
@@ -53,7 +53,7 @@ using ActivationSink =
 
 class Model {
  public:
-  Model(ModelConfig config, ModelWeights weights, ExpertBackend* experts, ThreadPool* pool);
+  Model(ModelConfig config, ModelWeights weights, ExpertParallel* experts, ThreadPool* pool);
 
   const ModelConfig& config() const { return config_; }
   // Bytes of the weights one step reads besides the experts: attention, norms, routers, lm_head.
@@ -65,21 +65,36 @@ class Model {
 
   void set_activation_sink(ActivationSink sink) { sink_ = std::move(sink); }
   void set_stats(RunStats* stats) { stats_ = stats; }
+  // 2: split each step into two micro-batches and overlap one's attention with the other's
+  // experts (ping-pong); 1: one batch. The numbers are the same either way.
+  void set_micro_batches(int n) { micro_batches_ = n; }
 
   // A cache for one sequence of up to `max_len` tokens (rolling when there is a window).
   std::unique_ptr<RollingKvCache> NewCache(int max_len) const;
 
  private:
+  // The rows of a step that travel together to the experts.
+  struct MicroBatch {
+    int row0 = 0, rows = 0;             // rows [row0, row0 + rows) of the step
+    std::vector<SequenceChunk> chunks;  // their sequences' chunks
+    Routes routes;
+    DispatchHandle handle;
+  };
+  std::vector<MicroBatch> Split(const std::vector<SequenceChunk>& chunks, int T) const;
+  // x += attention(rmsnorm(x)); h = rmsnorm(x); routes = router(h), for one micro-batch.
+  void AttendAndRoute(int layer, MicroBatch& mb);
+  // x += the experts' answer for one micro-batch.
+  Status CombineInto(int layer, MicroBatch& mb);
   void Trace(const char* name, int layer, const float* data, int64_t rows, int64_t cols);
 
   ModelConfig config_;
   ModelWeights w_;
-  ExpertBackend* experts_;
+  ExpertParallel* experts_;
+  int micro_batches_ = 1;
   ThreadPool* pool_;
   Rope rope_;
   ActivationSink sink_;
   RunStats* stats_ = nullptr;
-  Routes routes_;
   // Step buffers, reused across steps.
   std::vector<float> x_, h_, q_, k_, v_, attn_, proj_, moe_out_, router_logits_;
 };

@@ -16,6 +16,8 @@ struct PhaseSeconds {
   double expert = 0;     // expert compute (the slowest worker's, per layer)
   double combine = 0;    // waiting for results beyond expert compute, and the weighted sum
   double lm_head = 0;    // final norm and lm_head
+  double moe_wait = 0;   // wall time rank 0 spends in dispatch and combine calls
+  double forward = 0;    // wall time of whole forward passes
 };
 
 struct RunStats {

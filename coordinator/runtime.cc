@@ -41,6 +41,8 @@ Status LoadRank(const RuntimeOptions& o, const Transport& t, Loaded* out) {
   if (o.threads < 0 || o.threads > 4096)
     return InvalidArgument("--threads must be in [0, 4096] (0 = automatic), got " +
                            std::to_string(o.threads));
+  if (o.micro_batches != 1 && o.micro_batches != 2)
+    return InvalidArgument("--micro-batches must be 1 or 2, got " + std::to_string(o.micro_batches));
   if (!(o.rank_timeout > 0))
     return InvalidArgument("--rank-timeout must be > 0 seconds");
   if (!o.synthetic.empty()) {
@@ -121,6 +123,7 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeOptions& options,
   rt->model_ = std::make_unique<Model>(rt->config_, std::move(loaded.weights), rt->experts_.get(),
                                        rt->pool_.get());
   rt->model_->set_stats(&rt->stats_);
+  rt->model_->set_micro_batches(options.micro_batches);
   const std::string tok_path = options.model_dir + "/tokenizer.model";
   if (options.synthetic.empty() && access(tok_path.c_str(), F_OK) == 0) {
     MOE_ASSIGN_OR_RETURN(rt->tokenizer_, Tokenizer::Load(tok_path));

@@ -25,6 +25,7 @@ struct RuntimeOptions {
   int threads = 0;              // 0 = this machine's cores shared among its ranks
   std::string placement_file;   // optional JSON expert placement
   double rank_timeout = 30.0;   // seconds a rank may take to answer before the job fails
+  int micro_batches = 1;        // 2: ping-pong attention and experts (coordinator/model.cc)
   std::string synthetic;        // a preset (common/synthetic.h) instead of model_dir
   int synthetic_layers = 0;     // depth of the synthetic model (0 = the preset's)
 };

@@ -17,3 +17,16 @@ for model in mixtral-f32 mixtral-window mixtral-bf16-sharded mistral-window; do
     echo "ok: $model with $n ranks is bit-identical to one process"
   done
 done
+
+# Micro-batch ping-pong (attention of one half overlapping the experts of the other) changes
+# nothing either: every prefill step is split in two, with and without sliced experts.
+for n in 1 3 10; do
+  model=mixtral-window
+  if [ "$n" = 1 ]; then run=("$MOE"); else run=("${MPIRUN[@]}" -np "$n" "$MOE"); fi
+  "${run[@]}" generate --model "$DATA/models/$model" --prompt-ids "$PROMPT" --max-tokens 12 \
+    --ignore-eos --micro-batches 2 --dump-logits "$SCRATCH/pp-$n" --json > /dev/null 2> "$SCRATCH/pp-$n.err" \
+    || { cat "$SCRATCH/pp-$n.err"; fail "ping-pong n=$n"; }
+  same_bytes "$SCRATCH/$model-1.prompt.npy" "$SCRATCH/pp-$n.prompt.npy"
+  same_bytes "$SCRATCH/$model-1.gen.npy" "$SCRATCH/pp-$n.gen.npy"
+  echo "ok: two micro-batches with $n rank(s) are bit-identical to one batch"
+done
