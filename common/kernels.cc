@@ -1,5 +1,6 @@
 #include "common/kernels.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -94,6 +95,32 @@ void MatMul(const float* x, int64_t T, const Matrix& w, float* y, ThreadPool& po
       N,
       [&](int64_t n0, int64_t n1) {
         k.matmul_rows(x, T, ldx, w.data, w.dtype, w.row_stride(), K, n0, n1, y, N);
+      },
+      16);
+}
+
+void MatMulMany(const MatMulJob* jobs, int count, ThreadPool& pool) {
+  // Weight rows of all jobs laid end to end; each job's rows start at a multiple of 16.
+  std::vector<int64_t> start(count + 1, 0);
+  for (int j = 0; j < count; ++j) start[j + 1] = start[j] + (jobs[j].w->rows + 15) / 16 * 16;
+  const isa::Kernels& k = Active();
+  pool.ParallelFor(
+      start[count],
+      [&](int64_t r0, int64_t r1) {
+        for (int j = 0; j < count; ++j) {
+          const MatMulJob& job = jobs[j];
+          const int64_t n0 = std::max(r0, start[j]) - start[j];
+          const int64_t n1 = std::min({r1, start[j + 1], start[j] + job.w->rows}) - start[j];
+          if (n0 >= n1 || job.T == 0) continue;
+          const int64_t K = job.w->cols, ldx = job.ldx < 0 ? K : job.ldx;
+          if (job.blocks > 1)
+            k.matmul_blocked(job.x, job.T, ldx, job.w->data, job.w->dtype, job.w->row_stride(),
+                             K / job.blocks, job.blocks, n0, n1, job.y, job.w->rows,
+                             job.T * job.w->rows);
+          else
+            k.matmul_rows(job.x, job.T, ldx, job.w->data, job.w->dtype, job.w->row_stride(), K,
+                          n0, n1, job.y, job.w->rows);
+        }
       },
       16);
 }

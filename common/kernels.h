@@ -34,6 +34,17 @@ struct Matrix {
 void MatMul(const float* x, int64_t T, const Matrix& w, float* y, ThreadPool& pool,
             int64_t ldx = -1);
 
+// Several matmuls in one parallel pass (one wake-up of the thread pool instead of one each).
+struct MatMulJob {
+  const float* x;      // [T, K], rows ldx apart (-1: K)
+  int64_t T;
+  const Matrix* w;     // [N, K]
+  float* y;            // [T, N]; with blocks > 1: [blocks, T, N]
+  int64_t ldx = -1;
+  int blocks = 1;      // > 1: y[b] = x[:, block b] W[:, block b]^T over K / blocks columns each
+};
+void MatMulMany(const MatMulJob* jobs, int count, ThreadPool& pool);
+
 // The f32 dot product in the fixed order used by every kernel.
 float Dot(const float* a, const float* b, int64_t n);
 

@@ -47,8 +47,21 @@ void MatMulRows(const float* x, int64_t T, int64_t ldx, const void* w, DType dty
   }
 }
 
+void MatMulBlocked(const float* x, int64_t T, int64_t ldx, const void* w, DType dtype,
+                   int64_t ldw, int64_t Kb, int blocks, int64_t n0, int64_t n1, float* y,
+                   int64_t N, int64_t y_block) {
+  switch (dtype) {
+    case DType::kF32:
+      return MatMulRowsBlockedT<V, WF32, 4, 4>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
+    case DType::kBF16:
+      return MatMulRowsBlockedT<V, WBf16, 4, 4>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
+    case DType::kF16:
+      return MatMulRowsBlockedT<V, WF16, 4, 4>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
+  }
+}
+
 }  // namespace
 
-Kernels Avx512Kernels() { return {Isa::kAvx512, "avx512", MatMulRows, DotT<V>, AxpyT<V>}; }
+Kernels Avx512Kernels() { return {Isa::kAvx512, "avx512", MatMulRows, MatMulBlocked, DotT<V>, AxpyT<V>}; }
 
 }  // namespace moe::isa

@@ -91,6 +91,21 @@ inline void MatMulRowsT(const float* x, int64_t T, int64_t ldx, const void* wdat
     PanelRows<V, W, TR, TN>(x, T, ldx, w, ldw, K, p, std::min(n1, p + kPanel), y, N);
 }
 
+// The same for `blocks` column blocks of Kb columns each: y_b [T, N] (y + b * y_block) takes
+// columns [b Kb, (b+1) Kb). All blocks of a 16-row panel are done before the next panel, so a
+// panel's rows are read once, front to back.
+template <typename V, typename W, int TR, int TN>
+inline void MatMulRowsBlockedT(const float* x, int64_t T, int64_t ldx, const void* wdata,
+                               int64_t ldw, int64_t Kb, int blocks, int64_t n0, int64_t n1,
+                               float* y, int64_t N, int64_t y_block) {
+  const auto* w = static_cast<const typename W::T*>(wdata);
+  constexpr int64_t kPanel = 16;
+  for (int64_t p = n0; p < n1; p += kPanel)
+    for (int b = 0; b < blocks; ++b)
+      PanelRows<V, W, TR, TN>(x + b * Kb, T, ldx, w + b * Kb, ldw, Kb, p, std::min(n1, p + kPanel),
+                              y + b * y_block, N);
+}
+
 template <typename V>
 inline float DotT(const float* a, const float* b, int64_t n) {
   float out;

@@ -5,6 +5,9 @@
 #include <algorithm>
 
 namespace moe {
+namespace {
+constexpr int kSpins = 20000;  // about 50-100 us of pause instructions
+}  // namespace
 
 ThreadPool::ThreadPool(int threads) {
   for (int i = 1; i < std::max(threads, 1); ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
@@ -49,6 +52,9 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
   }
   start_cv_.notify_all();
   fn(chunks[0].first, chunks[0].second);
+  // Kernels are short: spin a little before sleeping on the condition variable.
+  for (int spin = 0; spin < kSpins && pending_.load(std::memory_order_acquire) != 0; ++spin)
+    __builtin_ia32_pause();
   std::unique_lock<std::mutex> lock(mu_);
   done_cv_.wait(lock, [this] { return pending_ == 0; });
   job_ = nullptr;
@@ -59,6 +65,9 @@ void ThreadPool::WorkerLoop(int index) {
   for (;;) {
     std::pair<int64_t, int64_t> chunk;
     const std::function<void(int64_t, int64_t)>* job;
+    // The next job usually follows within microseconds: spin a little before sleeping.
+    for (int spin = 0; spin < kSpins && generation_.load(std::memory_order_acquire) == seen; ++spin)
+      __builtin_ia32_pause();
     {
       std::unique_lock<std::mutex> lock(mu_);
       start_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });

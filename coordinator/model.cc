@@ -120,9 +120,10 @@ void Model::AttendAndRoute(int l, MicroBatch& mb) {
   auto t = Clock::now();
   // h = rmsnorm(x); q, k, v = h Wq, h Wk, h Wv                           [T, H*hd], [T, KV*hd]
   RmsNorm(&x_[r0 * D], T, D, lw.attn_norm, c.rms_norm_eps, &h_[r0 * D]);
-  MatMul(&h_[r0 * D], T, lw.wq, &q_[r0 * H * hd], *pool_);
-  MatMul(&h_[r0 * D], T, lw.wk, &k_[r0 * KV * hd], *pool_);
-  MatMul(&h_[r0 * D], T, lw.wv, &v_[r0 * KV * hd], *pool_);
+  const MatMulJob qkv[3] = {{&h_[r0 * D], T, &lw.wq, &q_[r0 * H * hd]},
+                            {&h_[r0 * D], T, &lw.wk, &k_[r0 * KV * hd]},
+                            {&h_[r0 * D], T, &lw.wv, &v_[r0 * KV * hd]}};
+  MatMulMany(qkv, 3, *pool_);
   // RoPE on q and k at each token's position, then attention chunk by chunk.
   int64_t row = r0;
   for (const SequenceChunk& chunk : mb.chunks) {

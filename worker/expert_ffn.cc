@@ -4,21 +4,35 @@
 
 namespace moe {
 
-void ExpertBlockPartials(const ExpertSlice& slice, int block_size, const float* x, int n,
-                         float* partials, ExpertScratch& scratch, ThreadPool& pool) {
-  const int64_t D = slice.w1.cols, Fs = slice.w1.rows;
-  MOE_CHECK(Fs == int64_t{slice.block_end - slice.block_begin} * block_size, "slice width");
-  if (n == 0) return;
-  scratch.gate.resize(n * Fs);
-  scratch.up.resize(n * Fs);
-  MatMul(x, n, slice.w1, scratch.gate.data(), pool);  // [n, Fs]
-  MatMul(x, n, slice.w3, scratch.up.data(), pool);    // [n, Fs]
-  SiluMul(scratch.gate.data(), scratch.up.data(), n * Fs);
-  for (int b = 0; b < slice.block_end - slice.block_begin; ++b) {
-    const Matrix w2b = slice.w2.Columns(int64_t{b} * block_size, int64_t{b + 1} * block_size);
-    MatMul(scratch.gate.data() + int64_t{b} * block_size, n, w2b, partials + b * n * D, pool,
-           /*ldx=*/Fs);
+void ExpertBlockPartials(const std::vector<ExpertTask>& tasks, int block_size,
+                         ExpertScratch& scratch, ThreadPool& pool) {
+  std::vector<int64_t> offset(tasks.size() + 1, 0);  // into gate/up, per task
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    const ExpertSlice& s = *tasks[i].slice;
+    MOE_CHECK(s.w1.rows == int64_t{s.block_end - s.block_begin} * block_size, "slice width");
+    offset[i + 1] = offset[i] + int64_t{tasks[i].n} * s.w1.rows;
   }
+  scratch.gate.resize(offset.back());
+  scratch.up.resize(offset.back());
+  // gate = x w1, up = x w3 for every task                                [n, Fs] each
+  scratch.jobs.clear();
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    const ExpertTask& t = tasks[i];
+    if (t.n == 0) continue;
+    scratch.jobs.push_back({t.x, t.n, &t.slice->w1, &scratch.gate[offset[i]]});
+    scratch.jobs.push_back({t.x, t.n, &t.slice->w3, &scratch.up[offset[i]]});
+  }
+  MatMulMany(scratch.jobs.data(), static_cast<int>(scratch.jobs.size()), pool);
+  SiluMul(scratch.gate.data(), scratch.up.data(), offset.back());
+  // partial[b] = act[:, block b] w2[:, block b] for every task and block [blocks, n, D] each
+  scratch.jobs.clear();
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    const ExpertTask& t = tasks[i];
+    if (t.n > 0)
+      scratch.jobs.push_back({&scratch.gate[offset[i]], t.n, &t.slice->w2, t.partials, -1,
+                              t.slice->block_end - t.slice->block_begin});
+  }
+  MatMulMany(scratch.jobs.data(), static_cast<int>(scratch.jobs.size()), pool);
 }
 
 void SumBlocks(const float* partials, int blocks, int64_t n_times_d, float* y) {

@@ -28,12 +28,22 @@ struct ExpertSlice {
 
 // Scratch reused across calls, so steady-state steps do not allocate.
 struct ExpertScratch {
-  std::vector<float> gate, up;  // [n, Fs]
+  std::vector<float> gate, up;  // per task [n, Fs], laid end to end
+  std::vector<MatMulJob> jobs;
 };
 
-// partials[(b - block_begin), n, D]: the output of block b over the rows x[n, D].
-void ExpertBlockPartials(const ExpertSlice& slice, int block_size, const float* x, int n,
-                         float* partials, ExpertScratch& scratch, ThreadPool& pool);
+// One slice's work: its rows x [n, D] and where its block partials go [blocks, n, D].
+struct ExpertTask {
+  const ExpertSlice* slice;
+  const float* x;
+  int n;
+  float* partials;
+};
+
+// partials[(b - block_begin), n, D] = the output of block b over the rows, for every task:
+// the gate/up matmuls of all tasks in one parallel pass, then all down matmuls in another.
+void ExpertBlockPartials(const std::vector<ExpertTask>& tasks, int block_size,
+                         ExpertScratch& scratch, ThreadPool& pool);
 
 // y[n, D] = partials[0] + partials[1] + ... in block order.
 void SumBlocks(const float* partials, int blocks, int64_t n_times_d, float* y);

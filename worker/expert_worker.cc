@@ -49,38 +49,56 @@ Status ExpertWorker::Process(int layer, int64_t step, int rows, const uint8_t* b
   float* out = reinterpret_cast<float*>(reply->data() + header_at + sizeof(wire::ResultHeader));
   std::fill(out, out + int64_t{total_vectors} * D_, 0.0f);
 
-  // Each held slice once over all of its rows, in expert-id order.
-  for (const ExpertSlice& s : slices) {
-    row_of_.clear();
-    weight_of_.clear();
-    for (int r = 0; r < rows; ++r)
-      for (int j = 0; j < meta(r)[0]; ++j)
-        if (meta(r)[1 + j] == s.expert) {
-          row_of_.push_back(r);
-          weight_of_.push_back(weights(r)[j]);
+  // Gather each held slice's rows, run every slice once over its rows (all slices together),
+  // then add the answers in expert-id order.
+  const int S = static_cast<int>(slices.size());
+  rows_.assign(S, {});
+  weights_.assign(S, {});
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < meta(r)[0]; ++j)
+      for (int si = 0; si < S; ++si)
+        if (slices[si].expert == meta(r)[1 + j]) {
+          rows_[si].push_back(r);
+          weights_[si].push_back(weights(r)[j]);
         }
-    const int n = static_cast<int>(row_of_.size());
+  std::vector<int64_t> x_at(S + 1, 0), p_at(S + 1, 0);
+  for (int si = 0; si < S; ++si) {
+    const int64_t n = static_cast<int64_t>(rows_[si].size());
+    x_at[si + 1] = x_at[si] + n * D_;
+    p_at[si + 1] = p_at[si] + n * D_ * (slices[si].block_end - slices[si].block_begin);
+  }
+  x_.resize(x_at[S]);
+  partials_.resize(p_at[S]);
+  std::vector<ExpertTask> tasks;
+  for (int si = 0; si < S; ++si) {
+    const int n = static_cast<int>(rows_[si].size());
+    for (int i = 0; i < n; ++i)
+      std::memcpy(&x_[x_at[si] + int64_t{i} * D_], hidden(rows_[si][i]), D_ * 4);
+    if (n > 0) tasks.push_back({&slices[si], &x_[x_at[si]], n, &partials_[p_at[si]]});
+  }
+  ExpertBlockPartials(tasks, store_->block_size(), scratch_, *pool_);
+
+  for (int si = 0; si < S; ++si) {
+    const ExpertSlice& s = slices[si];
+    const int n = static_cast<int>(rows_[si].size());
     if (n == 0) continue;
-    x_.resize(int64_t{n} * D_);
-    for (int i = 0; i < n; ++i) std::memcpy(&x_[int64_t{i} * D_], hidden(row_of_[i]), D_ * 4);
     const int blocks = s.block_end - s.block_begin;
-    partials_.resize(int64_t{blocks} * n * D_);
-    ExpertBlockPartials(s, store_->block_size(), x_.data(), n, partials_.data(), scratch_, *pool_);
+    const float* partials = &partials_[p_at[si]];
     if (blocks == store_->blocks()) {
       // Whole expert: sum its blocks, weight, add into the row's vector (id order).
       out_.resize(int64_t{n} * D_);
-      SumBlocks(partials_.data(), blocks, int64_t{n} * D_, out_.data());
+      SumBlocks(partials, blocks, int64_t{n} * D_, out_.data());
       for (int i = 0; i < n; ++i) {
-        float* v = out + int64_t{first_vector[row_of_[i]]} * D_;
-        const float w = weight_of_[i];
+        float* v = out + int64_t{first_vector[rows_[si][i]]} * D_;
+        const float w = weights_[si][i];
         for (int d = 0; d < D_; ++d) v[d] += w * out_[int64_t{i} * D_ + d];
       }
     } else {
       // Slice: its blocks' partial outputs, unweighted, in block order.
       for (int i = 0; i < n; ++i)
         for (int b = 0; b < blocks; ++b)
-          std::memcpy(out + (int64_t{first_vector[row_of_[i]]} + b) * D_,
-                      &partials_[(int64_t{b} * n + i) * D_], D_ * 4);
+          std::memcpy(out + (int64_t{first_vector[rows_[si][i]]} + b) * D_,
+                      &partials[(int64_t{b} * n + i) * D_], D_ * 4);
     }
   }
 

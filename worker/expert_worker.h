@@ -27,8 +27,9 @@ class ExpertWorker {
   int K_, D_;
   ThreadPool* pool_;
   ExpertScratch scratch_;
-  std::vector<int> row_of_, vector_of_;  // per gathered row: message row, first output vector
-  std::vector<float> weight_of_;
+  // Per held slice: the message rows routed to it and their routing weights.
+  std::vector<std::vector<int>> rows_;
+  std::vector<std::vector<float>> weights_;
   std::vector<float> x_, partials_, out_;
 };
 
