@@ -96,13 +96,17 @@ void MatMul(const float* x, int64_t T, const Matrix& w, float* y, ThreadPool& po
       [&](int64_t n0, int64_t n1) {
         k.matmul_rows(x, T, ldx, w.data, w.dtype, w.row_stride(), K, n0, n1, y, N);
       },
-      16);
+      16, T * N * K);
 }
 
 void MatMulMany(const MatMulJob* jobs, int count, ThreadPool& pool) {
   // Weight rows of all jobs laid end to end; each job's rows start at a multiple of 16.
   std::vector<int64_t> start(count + 1, 0);
-  for (int j = 0; j < count; ++j) start[j + 1] = start[j] + (jobs[j].w->rows + 15) / 16 * 16;
+  int64_t work = 0;
+  for (int j = 0; j < count; ++j) {
+    start[j + 1] = start[j] + (jobs[j].w->rows + 15) / 16 * 16;
+    work += jobs[j].T * jobs[j].w->rows * jobs[j].w->cols;
+  }
   const isa::Kernels& k = Active();
   pool.ParallelFor(
       start[count],
@@ -122,7 +126,7 @@ void MatMulMany(const MatMulJob* jobs, int count, ThreadPool& pool) {
                           n0, n1, job.y, job.w->rows);
         }
       },
-      16);
+      16, work);
 }
 
 void RmsNorm(const float* x, int64_t T, int64_t D, const Matrix& weight, float eps, float* y) {

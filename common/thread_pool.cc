@@ -29,8 +29,12 @@ int ThreadPool::DefaultThreads() {
 }
 
 void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn,
-                             int64_t grain) {
+                             int64_t grain, int64_t work) {
   if (n <= 0) return;
+  if (work < kInlineWork) {
+    fn(0, n);
+    return;
+  }
   grain = std::max<int64_t>(grain, 1);
   const int64_t units = (n + grain - 1) / grain;
   const int64_t parts = std::min<int64_t>(units, size());

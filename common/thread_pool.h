@@ -23,7 +23,11 @@ class ThreadPool {
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
   // Calls fn(begin, end) over disjoint chunks covering [0, n); chunks are multiples of `grain`.
-  void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);
+  // `work` (in multiply-adds, say) below kInlineWork runs on the calling thread: waking a thread
+  // costs more than that, and much more when the machine is busy.
+  void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1,
+                   int64_t work = INT64_MAX);
+  static constexpr int64_t kInlineWork = 1 << 16;
 
   static int DefaultThreads();  // the cores this process may use
 

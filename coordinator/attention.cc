@@ -22,6 +22,7 @@ void AttendChunk(const AttentionShape& shape, const float* q, const float* k, co
     values[j - first] = j < p0 ? cache.V(layer, j) : v + int64_t{j - p0} * kv_width;
   }
 
+  const int64_t work = int64_t{C} * H * (p0 + C - first) * hd * 2;  // dots and axpys
   pool.ParallelFor(int64_t{C} * H, [&](int64_t begin, int64_t end) {
     std::vector<float> scores;
     for (int64_t task = begin; task < end; ++task) {
@@ -37,7 +38,7 @@ void AttendChunk(const AttentionShape& shape, const float* q, const float* k, co
       std::fill(o, o + hd, 0.0f);
       for (int j = lo; j <= p; ++j) Axpy(scores[j - lo], values[j - first] + kv_off, o, hd);
     }
-  });
+  }, 1, work);
 
   // Then the chunk's keys and values join the cache (a rolling buffer keeps the last ones).
   for (int t = 0; t < C; ++t) {
