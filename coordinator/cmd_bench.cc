@@ -55,7 +55,7 @@ int Bench(int argc, char** argv, Transport& transport) {
   RuntimeOptions runtime;
   int prompt = 128, gen = 64, batch = 1, reps = 3;
   bool json = false;
-  std::string isa = "auto";
+  std::string isa = "auto", skew = "real";
   po::options_description options("bench flags");
   options.add_options()
       ("model", po::value(&runtime.model_dir), "Hugging Face checkpoint directory")
@@ -75,6 +75,8 @@ int Bench(int argc, char** argv, Transport& transport) {
       ("batch", po::value(&batch)->default_value(1), "sequences decoded together")
       ("reps", po::value(&reps)->default_value(3), "repetitions (median and spread)")
       ("isa", po::value(&isa)->default_value("auto"), "kernels: auto, generic, avx2, avx512")
+      ("router-skew", po::value(&skew)->default_value("real"),
+       "routing: real (the router), uniform, or zipf:S (injected, for scaling studies)")
       ("json", po::bool_switch(&json), "print one JSON object");
   po::variables_map vm;
   if (int rc = ParseFlags("bench", "(--model DIR | --synthetic PRESET [--layers L]) [flags]",
@@ -94,6 +96,13 @@ int Bench(int argc, char** argv, Transport& transport) {
   Runtime& rt = **rt_or;
   const double load_seconds = Now() - t_load;
   const ModelConfig& c = rt.config();
+  if (c.is_moe()) {
+    auto route_skew = RouteSkew::Parse(skew, c.num_experts);
+    if (!route_skew.ok()) return Fail("bench", route_skew.status());
+    rt.model().set_route_skew(std::move(route_skew).value());
+  } else if (skew != "real") {
+    return Fail("bench", InvalidArgument("--router-skew needs a mixture-of-experts model"));
+  }
   if (int64_t{prompt} + gen > c.max_positions)
     return Fail("bench", InvalidArgument("--prompt + --gen exceeds the context length " +
                                          std::to_string(c.max_positions)));
@@ -165,6 +174,8 @@ int Bench(int argc, char** argv, Transport& transport) {
       {"ranks", transport.size()},
       {"threads_rank0", rt.pool().size()},
       {"isa", KernelIsa()},
+      {"router_skew", skew},
+      {"micro_batches", runtime.micro_batches},
       {"prompt", prompt},
       {"gen", gen},
       {"batch", batch},

@@ -49,6 +49,7 @@ StatusOr<DispatchHandle> ExpertParallel::Dispatch(int layer, int micro, int micr
   handle.routes = &routes;
   handle.segments.assign(T, {});
   handle.expected_vectors.assign(R, 0);
+  handle.rows_sent.assign(R, 0);
   replica_counter_.assign(E, 0);
 
   // Plan: each token's experts in id order, cut into runs of whole experts on one rank, and one
@@ -124,6 +125,7 @@ StatusOr<DispatchHandle> ExpertParallel::Dispatch(int layer, int micro, int micr
       Append(send_.data, h + int64_t{t} * D, D);
     }
     send_.counts[r] = static_cast<int64_t>(send_.data.size() - begin);
+    handle.rows_sent[r] = static_cast<int64_t>(per_rank[r].size());
     if (stats_) {
       stats_->rank_rows[r] += static_cast<int64_t>(per_rank[r].size());
       stats_->rank_bytes[r] += send_.counts[r];
@@ -170,14 +172,22 @@ Status ExpertParallel::Combine(const DispatchHandle& handle, float* y) {
       return Fail(Internal("rank " + std::to_string(r) + " sent a short combine message"));
     std::memcpy(&header, recv_.at(r), sizeof(header));
     const int64_t bytes = sizeof(header) + int64_t{header.vectors} * D * 4;
+    if (stats_) {
+      stats_->rows_sent[handle.layer][r] += handle.rows_sent[r];
+      stats_->rows_received[handle.layer][r] += header.rows_received;
+      stats_->vectors_expected[handle.layer][r] += handle.expected_vectors[r];
+      stats_->vectors_returned[handle.layer][r] += header.vectors;
+    }
     if (header.magic != wire::kResultMagic || header.layer != handle.layer ||
         header.step != step_ || header.vectors != handle.expected_vectors[r] ||
-        bytes != recv_.counts[r])
+        header.rows_received != handle.rows_sent[r] || bytes != recv_.counts[r])
       return Fail(Internal("rank " + std::to_string(r) + " answered layer " +
                            std::to_string(header.layer) + " with " +
-                           std::to_string(header.vectors) + " vectors; expected layer " +
+                           std::to_string(header.vectors) + " vectors for " +
+                           std::to_string(header.rows_received) + " rows; expected layer " +
                            std::to_string(handle.layer) + " with " +
-                           std::to_string(handle.expected_vectors[r])));
+                           std::to_string(handle.expected_vectors[r]) + " vectors for " +
+                           std::to_string(handle.rows_sent[r]) + " rows"));
     vectors[r] = reinterpret_cast<const float*>(recv_.at(r) + sizeof(header));
     slowest = std::max(slowest, header.compute_seconds);
     if (stats_ && r > 0) stats_->rank_bytes[r] += recv_.counts[r];

@@ -34,6 +34,7 @@ struct DispatchHandle {
   const Routes* routes = nullptr;
   std::vector<std::vector<Segment>> segments;  // [T][pieces], in the token's expert order
   std::vector<int64_t> expected_vectors;       // [ranks]
+  std::vector<int64_t> rows_sent;              // [ranks]
   ByteRuns received;                           // rank 0's own share (one process)
 };
 

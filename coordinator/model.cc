@@ -142,10 +142,11 @@ void Model::AttendAndRoute(int l, MicroBatch& mb) {
   Lap(t, times ? &times->attention : nullptr);
   // h = rmsnorm(x); routes = router(h)                                   [T, D], [T, K]
   RmsNorm(&x_[r0 * D], T, D, lw.ffn_norm, c.rms_norm_eps, &h_[r0 * D]);
-  if (c.is_moe())
+  if (c.is_moe()) {
     Route(&h_[r0 * D], static_cast<int>(T), lw.router, c.experts_per_token, *pool_,
           router_logits_, &mb.routes);
-  else
+    skew_.Apply(&mb.routes);
+  } else
     RouteDense(static_cast<int>(T), &mb.routes);
   Lap(t, times ? &times->routing : nullptr);
 }

@@ -15,6 +15,7 @@
 #include "coordinator/expert_parallel.h"
 #include "coordinator/kv_cache.h"
 #include "coordinator/rope.h"
+#include "coordinator/route_skew.h"
 #include "coordinator/run_stats.h"
 
 namespace moe {
@@ -68,6 +69,8 @@ class Model {
   // 2: split each step into two micro-batches and overlap one's attention with the other's
   // experts (ping-pong); 1: one batch. The numbers are the same either way.
   void set_micro_batches(int n) { micro_batches_ = n; }
+  // Scaling experiments only: replace the router's choices (coordinator/route_skew.h).
+  void set_route_skew(RouteSkew skew) { skew_ = std::move(skew); }
 
   // A cache for one sequence of up to `max_len` tokens (rolling when there is a window).
   std::unique_ptr<RollingKvCache> NewCache(int max_len) const;
@@ -91,6 +94,7 @@ class Model {
   ModelWeights w_;
   ExpertParallel* experts_;
   int micro_batches_ = 1;
+  RouteSkew skew_;
   ThreadPool* pool_;
   Rope rope_;
   ActivationSink sink_;

@@ -10,6 +10,8 @@ void RunStats::Reset(int layers, int experts, int ranks) {
   expert_tokens.assign(layers, std::vector<int64_t>(experts, 0));
   rank_rows.assign(ranks, 0);
   rank_bytes.assign(ranks, 0);
+  for (auto* v : {&rows_sent, &rows_received, &vectors_expected, &vectors_returned})
+    v->assign(layers, std::vector<int64_t>(ranks, 0));
 }
 
 nlohmann::json RunStats::ToJson() const {
@@ -33,7 +35,13 @@ nlohmann::json RunStats::ToJson() const {
           {"layer_passes", layer_passes},
           {"expert_tokens", expert_tokens},
           {"rank_rows", rank_rows},
-          {"rank_bytes", rank_bytes}};
+          {"rank_bytes", rank_bytes},
+          {"conservation",
+           {{"rows_sent", rows_sent},
+            {"rows_received", rows_received},
+            {"vectors_expected", vectors_expected},
+            {"vectors_returned", vectors_returned},
+            {"ok", rows_sent == rows_received && vectors_expected == vectors_returned}}}};
 }
 
 std::string RunStats::ToText() const {

@@ -27,6 +27,10 @@ struct RunStats {
   std::vector<std::vector<int64_t>> expert_tokens;  // [L][E] tokens routed to each expert
   std::vector<int64_t> rank_rows;                   // [ranks] rows dispatched to each rank
   std::vector<int64_t> rank_bytes;                  // [ranks] bytes dispatched + returned
+  // Conservation, per layer and rank: rows sent, rows the rank says it received, vectors
+  // expected back, vectors received. Combine fails the step if any pair disagrees.
+  std::vector<std::vector<int64_t>> rows_sent, rows_received;        // [L][ranks]
+  std::vector<std::vector<int64_t>> vectors_expected, vectors_returned;  // [L][ranks]
 
   void Reset(int layers, int experts, int ranks);
   nlohmann::json ToJson() const;

@@ -105,6 +105,7 @@ Status ExpertWorker::Process(int layer, int64_t step, int rows, const uint8_t* b
   wire::ResultHeader header;
   header.layer = layer;
   header.vectors = total_vectors;
+  header.rows_received = rows;
   header.step = step;
   header.compute_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
