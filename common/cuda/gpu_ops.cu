@@ -1,0 +1,303 @@
+// CUDA kernels of common/cuda/gpu_ops.h. Reductions use warp shuffles and one block per row;
+// every kernel is checked against the CPU operation in tests/gpu_ops_test.cc.
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cfloat>
+#include <mutex>
+
+#include "common/cuda/gpu_ops.h"
+
+namespace moe::gpu {
+namespace {
+
+constexpr int kThreads = 256;
+
+Status Check(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return Status::Ok();
+  return Internal(std::string("CUDA ") + what + ": " + cudaGetErrorString(e));
+}
+
+Status Launched(const char* what) { return Check(cudaGetLastError(), what); }
+
+__device__ float Bf16(uint16_t v) { return __uint_as_float(static_cast<uint32_t>(v) << 16); }
+
+__device__ float WarpSum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ float WarpMax(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024).
+__device__ float BlockSum(float v) {
+  __shared__ float partial[32];
+  v = WarpSum(v);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  v = threadIdx.x < blockDim.x / 32 ? partial[lane] : 0.0f;
+  if (warp == 0) v = WarpSum(v);
+  if (threadIdx.x == 0) partial[0] = v;
+  __syncthreads();
+  const float out = partial[0];
+  __syncthreads();
+  return out;
+}
+
+__device__ float BlockMax(float v) {
+  __shared__ float partial[32];
+  v = WarpMax(v);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  v = threadIdx.x < blockDim.x / 32 ? partial[lane] : -FLT_MAX;
+  if (warp == 0) v = WarpMax(v);
+  if (threadIdx.x == 0) partial[0] = v;
+  __syncthreads();
+  const float out = partial[0];
+  __syncthreads();
+  return out;
+}
+
+__global__ void RmsNormKernel(const float* x, const uint16_t* w, float eps, int D, float* y) {
+  const float* row = x + static_cast<int64_t>(blockIdx.x) * D;
+  float ss = 0;
+  for (int i = threadIdx.x; i < D; i += blockDim.x) ss += row[i] * row[i];
+  const float inv = rsqrtf(BlockSum(ss) / D + eps);
+  for (int i = threadIdx.x; i < D; i += blockDim.x)
+    y[static_cast<int64_t>(blockIdx.x) * D + i] = Bf16(w[i]) * (row[i] * inv);
+}
+
+__global__ void RopeKernel(float* x, const int32_t* positions, const float* inv_freq, int heads,
+                           int hd) {
+  const int t = blockIdx.x, half = hd / 2;
+  for (int i = threadIdx.x; i < heads * half; i += blockDim.x) {
+    const int h = i / half, j = i % half;
+    float s, c;
+    sincosf(static_cast<float>(positions[t]) * inv_freq[j], &s, &c);
+    float* v = x + (static_cast<int64_t>(t) * heads + h) * hd;
+    const float a = v[j], b = v[j + half];
+    v[j] = a * c - b * s;
+    v[j + half] = b * c + a * s;
+  }
+}
+
+__global__ void SiluMulKernel(float* gate, const float* up, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float g = gate[i];
+    gate[i] = g / (1.0f + expf(-g)) * up[i];
+  }
+}
+
+__global__ void EmbedKernel(const int32_t* ids, const uint16_t* table, int D, float* x) {
+  const uint16_t* row = table + static_cast<int64_t>(ids[blockIdx.x]) * D;
+  for (int i = threadIdx.x; i < D; i += blockDim.x)
+    x[static_cast<int64_t>(blockIdx.x) * D + i] = Bf16(row[i]);
+}
+
+// One thread per token: E and K are small (8 and 2 for Mixtral; at most 64 here).
+__global__ void RouteKernel(const float* logits, int T, int E, int K, int32_t* ids,
+                            float* weights) {
+  const int t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= T) return;
+  const float* l = logits + static_cast<int64_t>(t) * E;
+  float p[64];
+  float mx = -FLT_MAX, sum = 0;
+  for (int e = 0; e < E; ++e) mx = fmaxf(mx, l[e]);
+  for (int e = 0; e < E; ++e) sum += (p[e] = expf(l[e] - mx));
+  for (int e = 0; e < E; ++e) p[e] /= sum;
+  int chosen[64];
+  float top = 0;
+  for (int j = 0; j < K; ++j) {  // the largest not yet taken; ties to the lower id
+    int best = -1;
+    for (int e = 0; e < E; ++e) {
+      bool taken = false;
+      for (int i = 0; i < j; ++i) taken |= chosen[i] == e;
+      if (!taken && (best < 0 || p[e] > p[best])) best = e;
+    }
+    chosen[j] = best;
+    top += p[best];
+  }
+  for (int a = 1; a < K; ++a)  // sort the chosen by id
+    for (int b = a; b > 0 && chosen[b - 1] > chosen[b]; --b) {
+      const int tmp = chosen[b];
+      chosen[b] = chosen[b - 1];
+      chosen[b - 1] = tmp;
+    }
+  for (int j = 0; j < K; ++j) {
+    ids[static_cast<int64_t>(t) * K + j] = chosen[j];
+    weights[static_cast<int64_t>(t) * K + j] = p[chosen[j]] / top;
+  }
+}
+
+__global__ void ArgmaxKernel(const float* logits, int V, int32_t* ids) {
+  const float* row = logits + static_cast<int64_t>(blockIdx.x) * V;
+  float best = -FLT_MAX;
+  int at = 0;
+  for (int v = threadIdx.x; v < V; v += blockDim.x)
+    if (row[v] > best) best = row[v], at = v;
+  __shared__ float vals[kThreads];
+  __shared__ int idx[kThreads];
+  vals[threadIdx.x] = best;
+  idx[threadIdx.x] = at;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) {
+      const float o = vals[threadIdx.x + s];
+      const int oi = idx[threadIdx.x + s];
+      if (o > vals[threadIdx.x] || (o == vals[threadIdx.x] && oi < idx[threadIdx.x]))
+        vals[threadIdx.x] = o, idx[threadIdx.x] = oi;
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) ids[blockIdx.x] = idx[0];
+}
+
+// One block per (query, head): scores in shared memory (positions visible at most `span`).
+__global__ void AttentionKernel(const float* q, const float* k, const float* v, int p0, int H,
+                                int KV, int hd, int window, float* out) {
+  extern __shared__ float scores[];
+  const int t = blockIdx.x / H, h = blockIdx.x % H, kvh = h / (H / KV);
+  const int p = p0 + t, lo = window > 0 ? max(0, p - window + 1) : 0, n = p - lo + 1;
+  const float* qh = q + (static_cast<int64_t>(t) * H + h) * hd;
+  const float scale = rsqrtf(static_cast<float>(hd));
+  // One warp per key: a dot product of hd values.
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  for (int j = warp; j < n; j += warps) {
+    const float* kj = k + (static_cast<int64_t>(lo + j) * KV + kvh) * hd;
+    float s = 0;
+    for (int d = lane; d < hd; d += 32) s += qh[d] * kj[d];
+    s = WarpSum(s);
+    if (lane == 0) scores[j] = s * scale;
+  }
+  __syncthreads();
+  float mx = -FLT_MAX;
+  for (int j = threadIdx.x; j < n; j += blockDim.x) mx = fmaxf(mx, scores[j]);
+  mx = BlockMax(mx);
+  float sum = 0;
+  for (int j = threadIdx.x; j < n; j += blockDim.x) sum += (scores[j] = expf(scores[j] - mx));
+  sum = BlockSum(sum);
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float o = 0;
+    for (int j = 0; j < n; ++j) o += scores[j] * v[(static_cast<int64_t>(lo + j) * KV + kvh) * hd + d];
+    out[(static_cast<int64_t>(t) * H + h) * hd + d] = o / sum;
+  }
+}
+
+__global__ void ToBf16Kernel(const float* x, int64_t n, __nv_bfloat16* y) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    y[i] = __float2bfloat16_rn(x[i]);
+}
+
+int Blocks(int64_t n) { return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, 4096)); }
+
+cublasHandle_t Cublas() {
+  static std::once_flag once;
+  static cublasHandle_t handle = nullptr;
+  std::call_once(once, [] {
+    if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) handle = nullptr;
+  });
+  return handle;
+}
+
+}  // namespace
+
+int DeviceCount() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear it: no driver or no GPU is not an error here
+    return 0;
+  }
+  return n;
+}
+
+std::string NoDeviceReason() {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  cudaGetLastError();
+  if (e != cudaSuccess)
+    return "no usable GPU (CUDA error " + std::to_string(static_cast<int>(e)) + ": " +
+           cudaGetErrorString(e) + ")";
+  return n == 0 ? "no GPU visible" : "";
+}
+
+StatusOr<void*> Alloc(size_t bytes) {
+  void* p = nullptr;
+  MOE_RETURN_IF_ERROR(Check(cudaMalloc(&p, bytes), "cudaMalloc"));
+  return p;
+}
+void Free(void* p) { cudaFree(p); }
+Status CopyToDevice(void* dst, const void* src, size_t bytes) {
+  return Check(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "copy to device");
+}
+Status CopyToHost(void* dst, const void* src, size_t bytes) {
+  return Check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "copy to host");
+}
+Status Synchronize() { return Check(cudaDeviceSynchronize(), "synchronize"); }
+
+Status RmsNorm(const float* x, const uint16_t* w, float eps, int T, int D, float* y) {
+  RmsNormKernel<<<T, kThreads>>>(x, w, eps, D, y);
+  return Launched("RmsNorm");
+}
+
+Status Rope(float* x, const int32_t* positions, const float* inv_freq, int T, int heads, int hd) {
+  RopeKernel<<<T, kThreads>>>(x, positions, inv_freq, heads, hd);
+  return Launched("Rope");
+}
+
+Status SiluMul(float* gate, const float* up, int64_t n) {
+  SiluMulKernel<<<Blocks(n), kThreads>>>(gate, up, n);
+  return Launched("SiluMul");
+}
+
+Status Embed(const int32_t* ids, const uint16_t* table, int T, int D, float* x) {
+  EmbedKernel<<<T, kThreads>>>(ids, table, D, x);
+  return Launched("Embed");
+}
+
+Status RouteTopK(const float* logits, int T, int E, int K, int32_t* ids, float* weights) {
+  if (E > 64 || K > E) return InvalidArgument("the GPU router supports at most 64 experts");
+  RouteKernel<<<(T + 127) / 128, 128>>>(logits, T, E, K, ids, weights);
+  return Launched("RouteTopK");
+}
+
+Status Argmax(const float* logits, int R, int V, int32_t* ids) {
+  ArgmaxKernel<<<R, kThreads>>>(logits, V, ids);
+  return Launched("Argmax");
+}
+
+Status Attention(const float* q, const float* k, const float* v, int C, int p0, int H, int KV,
+                 int hd, int window, float* out) {
+  const int span = window > 0 ? window : p0 + C;
+  const size_t shared = static_cast<size_t>(span) * sizeof(float);
+  if (shared > 48 * 1024)
+    return InvalidArgument("the GPU attention kernel holds at most 12288 positions");
+  AttentionKernel<<<C * H, kThreads, shared>>>(q, k, v, p0, H, KV, hd, window, out);
+  return Launched("Attention");
+}
+
+Status MatMulBf16(const float* x, int T, const uint16_t* w, int N, int K, uint16_t* scratch,
+                  float* y) {
+  cublasHandle_t handle = Cublas();
+  if (handle == nullptr) return Internal("cublasCreate failed (no usable GPU?)");
+  auto* xb = reinterpret_cast<__nv_bfloat16*>(scratch);
+  ToBf16Kernel<<<Blocks(int64_t{T} * K), kThreads>>>(x, int64_t{T} * K, xb);
+  MOE_RETURN_IF_ERROR(Launched("ToBf16"));
+  // Column-major view: y^T [N, T] = W [N, K] (stored as W^T col-major [K, N]) x x^T [K, T].
+  const float alpha = 1.0f, beta = 0.0f;
+  const cublasStatus_t s =
+      cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, N, T, K, &alpha, w, CUDA_R_16BF, K, xb,
+                   CUDA_R_16BF, K, &beta, y, CUDA_R_32F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  if (s != CUBLAS_STATUS_SUCCESS)
+    return Internal("cublasGemmEx failed with status " + std::to_string(static_cast<int>(s)));
+  return Status::Ok();
+}
+
+}  // namespace moe::gpu
