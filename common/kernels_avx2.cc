@@ -42,31 +42,13 @@ struct V {
 
 #include "common/simd_matmul.h"
 
-void MatMulRows(const float* x, int64_t T, int64_t ldx, const void* w, DType dtype, int64_t ldw,
-                int64_t K, int64_t n0, int64_t n1, float* y, int64_t N) {
-  // 2 x 2 tiles: 8 accumulator registers, 4 for weights, and the activation rows.
-  switch (dtype) {
-    case DType::kF32: return MatMulRowsT<V, WF32, 2, 2>(x, T, ldx, w, ldw, K, n0, n1, y, N);
-    case DType::kBF16: return MatMulRowsT<V, WBf16, 2, 2>(x, T, ldx, w, ldw, K, n0, n1, y, N);
-    case DType::kF16: return MatMulRowsT<V, WF16, 2, 2>(x, T, ldx, w, ldw, K, n0, n1, y, N);
-  }
-}
-
-void MatMulBlocked(const float* x, int64_t T, int64_t ldx, const void* w, DType dtype,
-                   int64_t ldw, int64_t Kb, int blocks, int64_t n0, int64_t n1, float* y,
-                   int64_t N, int64_t y_block) {
-  switch (dtype) {
-    case DType::kF32:
-      return MatMulRowsBlockedT<V, WF32, 2, 2>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
-    case DType::kBF16:
-      return MatMulRowsBlockedT<V, WBf16, 2, 2>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
-    case DType::kF16:
-      return MatMulRowsBlockedT<V, WF16, 2, 2>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
-  }
-}
+// 2 x 2 tiles: 8 accumulator registers (of 16), 4 for weights; decode: 4 weight rows.
+using Kernel = Entry<V, 2, 2, 4>;
 
 }  // namespace
 
-Kernels Avx2Kernels() { return {Isa::kAvx2, "avx2", MatMulRows, MatMulBlocked, DotT<V>, AxpyT<V>}; }
+Kernels Avx2Kernels() {
+  return {Isa::kAvx2, "avx2", Kernel::MatMulRows, Kernel::MatMulBlocked, DotT<V>, AxpyT<V>};
+}
 
 }  // namespace moe::isa

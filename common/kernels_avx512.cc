@@ -37,39 +37,14 @@ struct V {
 
 #include "common/simd_matmul.h"
 
-void MatMulRows(const float* x, int64_t T, int64_t ldx, const void* w, DType dtype, int64_t ldw,
-                int64_t K, int64_t n0, int64_t n1, float* y, int64_t N) {
-  // 4 x 4 tiles: 16 accumulator registers, 4 for weights, 1 for activations (of 32).
-  // Decode (one row): 8 weight rows at once, for more loads in flight.
-  if (T == 1) {
-    switch (dtype) {
-      case DType::kF32: return MatMulRowsT<V, WF32, 1, 8>(x, T, ldx, w, ldw, K, n0, n1, y, N);
-      case DType::kBF16: return MatMulRowsT<V, WBf16, 1, 8>(x, T, ldx, w, ldw, K, n0, n1, y, N);
-      case DType::kF16: return MatMulRowsT<V, WF16, 1, 8>(x, T, ldx, w, ldw, K, n0, n1, y, N);
-    }
-  }
-  switch (dtype) {
-    case DType::kF32: return MatMulRowsT<V, WF32, 4, 4>(x, T, ldx, w, ldw, K, n0, n1, y, N);
-    case DType::kBF16: return MatMulRowsT<V, WBf16, 4, 4>(x, T, ldx, w, ldw, K, n0, n1, y, N);
-    case DType::kF16: return MatMulRowsT<V, WF16, 4, 4>(x, T, ldx, w, ldw, K, n0, n1, y, N);
-  }
-}
-
-void MatMulBlocked(const float* x, int64_t T, int64_t ldx, const void* w, DType dtype,
-                   int64_t ldw, int64_t Kb, int blocks, int64_t n0, int64_t n1, float* y,
-                   int64_t N, int64_t y_block) {
-  switch (dtype) {
-    case DType::kF32:
-      return MatMulRowsBlockedT<V, WF32, 4, 4>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
-    case DType::kBF16:
-      return MatMulRowsBlockedT<V, WBf16, 4, 4>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
-    case DType::kF16:
-      return MatMulRowsBlockedT<V, WF16, 4, 4>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
-  }
-}
+// 4 x 4 tiles: 16 accumulator registers (of 32), 4 for weights, 1 for activations; decode:
+// 8 weight rows at once, for more loads in flight.
+using Kernel = Entry<V, 4, 4, 8>;
 
 }  // namespace
 
-Kernels Avx512Kernels() { return {Isa::kAvx512, "avx512", MatMulRows, MatMulBlocked, DotT<V>, AxpyT<V>}; }
+Kernels Avx512Kernels() {
+  return {Isa::kAvx512, "avx512", Kernel::MatMulRows, Kernel::MatMulBlocked, DotT<V>, AxpyT<V>};
+}
 
 }  // namespace moe::isa

@@ -46,30 +46,13 @@ struct V {
 
 #include "common/simd_matmul.h"
 
-void MatMulRows(const float* x, int64_t T, int64_t ldx, const void* w, DType dtype, int64_t ldw,
-                int64_t K, int64_t n0, int64_t n1, float* y, int64_t N) {
-  switch (dtype) {
-    case DType::kF32: return MatMulRowsT<V, WF32, 2, 2>(x, T, ldx, w, ldw, K, n0, n1, y, N);
-    case DType::kBF16: return MatMulRowsT<V, WBf16, 2, 2>(x, T, ldx, w, ldw, K, n0, n1, y, N);
-    case DType::kF16: return MatMulRowsT<V, WF16, 2, 2>(x, T, ldx, w, ldw, K, n0, n1, y, N);
-  }
-}
-
-void MatMulBlocked(const float* x, int64_t T, int64_t ldx, const void* w, DType dtype,
-                   int64_t ldw, int64_t Kb, int blocks, int64_t n0, int64_t n1, float* y,
-                   int64_t N, int64_t y_block) {
-  switch (dtype) {
-    case DType::kF32:
-      return MatMulRowsBlockedT<V, WF32, 2, 2>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
-    case DType::kBF16:
-      return MatMulRowsBlockedT<V, WBf16, 2, 2>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
-    case DType::kF16:
-      return MatMulRowsBlockedT<V, WF16, 2, 2>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
-  }
-}
+// Portable: small tiles.
+using Kernel = Entry<V, 2, 2, 2>;
 
 }  // namespace
 
-Kernels GenericKernels() { return {Isa::kGeneric, "generic", MatMulRows, MatMulBlocked, DotT<V>, AxpyT<V>}; }
+Kernels GenericKernels() {
+  return {Isa::kGeneric, "generic", Kernel::MatMulRows, Kernel::MatMulBlocked, DotT<V>, AxpyT<V>};
+}
 
 }  // namespace moe::isa

@@ -106,6 +106,38 @@ inline void MatMulRowsBlockedT(const float* x, int64_t T, int64_t ldx, const voi
                               y + b * y_block, N);
 }
 
+// The entry points of kernels_isa.h for one ISA: tiles of TR x TN, and TR_DECODE x TN_DECODE
+// when there is a single activation row (decode).
+template <typename V, int TR, int TN, int TN_DECODE>
+struct Entry {
+  template <typename W>
+  static void Rows(const float* x, int64_t T, int64_t ldx, const void* w, int64_t ldw, int64_t K,
+                   int64_t n0, int64_t n1, float* y, int64_t N) {
+    if (T == 1) return MatMulRowsT<V, W, 1, TN_DECODE>(x, T, ldx, w, ldw, K, n0, n1, y, N);
+    MatMulRowsT<V, W, TR, TN>(x, T, ldx, w, ldw, K, n0, n1, y, N);
+  }
+  static void MatMulRows(const float* x, int64_t T, int64_t ldx, const void* w, DType dtype,
+                         int64_t ldw, int64_t K, int64_t n0, int64_t n1, float* y, int64_t N) {
+    switch (dtype) {
+      case DType::kF32: return Rows<WF32>(x, T, ldx, w, ldw, K, n0, n1, y, N);
+      case DType::kBF16: return Rows<WBf16>(x, T, ldx, w, ldw, K, n0, n1, y, N);
+      case DType::kF16: return Rows<WF16>(x, T, ldx, w, ldw, K, n0, n1, y, N);
+    }
+  }
+  static void MatMulBlocked(const float* x, int64_t T, int64_t ldx, const void* w, DType dtype,
+                            int64_t ldw, int64_t Kb, int blocks, int64_t n0, int64_t n1, float* y,
+                            int64_t N, int64_t y_block) {
+    switch (dtype) {
+      case DType::kF32:
+        return MatMulRowsBlockedT<V, WF32, TR, TN>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
+      case DType::kBF16:
+        return MatMulRowsBlockedT<V, WBf16, TR, TN>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
+      case DType::kF16:
+        return MatMulRowsBlockedT<V, WF16, TR, TN>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
+    }
+  }
+};
+
 template <typename V>
 inline float DotT(const float* a, const float* b, int64_t n) {
   float out;

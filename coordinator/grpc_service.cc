@@ -164,6 +164,14 @@ Status InferenceServiceImpl::Admit(grpc::CallbackServerContext* context) {
   return Status::Ok();
 }
 
+Status InferenceServiceImpl::AdmitWithTokenizer(grpc::CallbackServerContext* context,
+                                                const Tokenizer** tokenizer) {
+  MOE_RETURN_IF_ERROR(Admit(context));
+  *tokenizer = runtime_.load()->tokenizer();
+  if (*tokenizer == nullptr) return InvalidArgument("this model has no tokenizer.model");
+  return Status::Ok();
+}
+
 StatusOr<GenerationRequest> InferenceServiceImpl::ToEngineRequest(
     grpc::CallbackServerContext* context, const v1::GenerateRequest& r) {
   GenerationRequest g;
@@ -236,14 +244,9 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::Tokenize(grpc::CallbackServerCon
                                                          const v1::TokenizeRequest* request,
                                                          v1::TokenizeResponse* response) {
   auto* reactor = context->DefaultReactor();
-  Status admitted = Admit(context);
-  if (!admitted.ok()) {
-    reactor->Finish(ToGrpcStatus(admitted));
-    return reactor;
-  }
-  const Tokenizer* tok = runtime_.load()->tokenizer();
-  if (tok == nullptr) {
-    reactor->Finish(ToGrpcStatus(InvalidArgument("this model has no tokenizer.model")));
+  const Tokenizer* tok = nullptr;
+  if (Status s = AdmitWithTokenizer(context, &tok); !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
   for (int id : tok->Encode(request->text(), request->has_add_bos() ? request->add_bos() : true))
@@ -256,14 +259,9 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::Detokenize(grpc::CallbackServerC
                                                            const v1::DetokenizeRequest* request,
                                                            v1::DetokenizeResponse* response) {
   auto* reactor = context->DefaultReactor();
-  Status admitted = Admit(context);
-  if (!admitted.ok()) {
-    reactor->Finish(ToGrpcStatus(admitted));
-    return reactor;
-  }
-  const Tokenizer* tok = runtime_.load()->tokenizer();
-  if (tok == nullptr) {
-    reactor->Finish(ToGrpcStatus(InvalidArgument("this model has no tokenizer.model")));
+  const Tokenizer* tok = nullptr;
+  if (Status s = AdmitWithTokenizer(context, &tok); !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
   std::vector<int> ids(request->ids().begin(), request->ids().end());

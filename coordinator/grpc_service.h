@@ -34,6 +34,8 @@ class InferenceServiceImpl final : public moe::v1::InferenceService::CallbackSer
  private:
   // OK, or UNAUTHENTICATED / UNAVAILABLE (loading).
   Status Admit(grpc::CallbackServerContext* context);
+  // Admit, and the tokenizer (INVALID_ARGUMENT when the model has none).
+  Status AdmitWithTokenizer(grpc::CallbackServerContext* context, const Tokenizer** tokenizer);
   StatusOr<GenerationRequest> ToEngineRequest(grpc::CallbackServerContext* context,
                                               const v1::GenerateRequest& request);
 

@@ -33,30 +33,25 @@ __device__ float WarpMax(float v) {
   return v;
 }
 
-// Sum over the block (blockDim.x a multiple of 32, at most 1024).
-__device__ float BlockSum(float v) {
-  __shared__ float partial[32];
-  v = WarpSum(v);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  v = threadIdx.x < blockDim.x / 32 ? partial[lane] : 0.0f;
-  if (warp == 0) v = WarpSum(v);
-  if (threadIdx.x == 0) partial[0] = v;
-  __syncthreads();
-  const float out = partial[0];
-  __syncthreads();
-  return out;
-}
+struct SumOp {
+  __device__ static float Warp(float v) { return WarpSum(v); }
+  static constexpr float kIdentity = 0.0f;
+};
+struct MaxOp {
+  __device__ static float Warp(float v) { return WarpMax(v); }
+  static constexpr float kIdentity = -FLT_MAX;
+};
 
-__device__ float BlockMax(float v) {
+// Reduces over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
+template <typename Op>
+__device__ float BlockReduce(float v) {
   __shared__ float partial[32];
-  v = WarpMax(v);
+  v = Op::Warp(v);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   if (lane == 0) partial[warp] = v;
   __syncthreads();
-  v = threadIdx.x < blockDim.x / 32 ? partial[lane] : -FLT_MAX;
-  if (warp == 0) v = WarpMax(v);
+  v = threadIdx.x < blockDim.x / 32 ? partial[lane] : Op::kIdentity;
+  if (warp == 0) v = Op::Warp(v);
   if (threadIdx.x == 0) partial[0] = v;
   __syncthreads();
   const float out = partial[0];
@@ -68,7 +63,7 @@ __global__ void RmsNormKernel(const float* x, const uint16_t* w, float eps, int 
   const float* row = x + static_cast<int64_t>(blockIdx.x) * D;
   float ss = 0;
   for (int i = threadIdx.x; i < D; i += blockDim.x) ss += row[i] * row[i];
-  const float inv = rsqrtf(BlockSum(ss) / D + eps);
+  const float inv = rsqrtf(BlockReduce<SumOp>(ss) / D + eps);
   for (int i = threadIdx.x; i < D; i += blockDim.x)
     y[static_cast<int64_t>(blockIdx.x) * D + i] = Bf16(w[i]) * (row[i] * inv);
 }
@@ -179,10 +174,10 @@ __global__ void AttentionKernel(const float* q, const float* k, const float* v, 
   __syncthreads();
   float mx = -FLT_MAX;
   for (int j = threadIdx.x; j < n; j += blockDim.x) mx = fmaxf(mx, scores[j]);
-  mx = BlockMax(mx);
+  mx = BlockReduce<MaxOp>(mx);
   float sum = 0;
   for (int j = threadIdx.x; j < n; j += blockDim.x) sum += (scores[j] = expf(scores[j] - mx));
-  sum = BlockSum(sum);
+  sum = BlockReduce<SumOp>(sum);
   for (int d = threadIdx.x; d < hd; d += blockDim.x) {
     float o = 0;
     for (int j = 0; j < n; ++j) o += scores[j] * v[(static_cast<int64_t>(lo + j) * KV + kvh) * hd + d];
