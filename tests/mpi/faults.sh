@@ -15,9 +15,18 @@ fault() {
   "${MPIRUN[@]}" -np 3 "$MOE" generate --model "$LONG" --prompt-ids "1 2 3" --max-tokens 60000 \
     --ignore-eos --json --rank-timeout 3 > /dev/null 2> "$SCRATCH/$sig.err" &
   local job=$!
-  sleep 1.5
-  local victim
-  victim=$(pgrep -f -n "$MOE generate --model $LONG")
+  # Wait until every rank has loaded (each logs its weights), then let the generation run.
+  for _ in $(seq 200); do
+    [ "$(grep -c 'holds .* bytes of weights' "$SCRATCH/$sig.err" 2> /dev/null)" -ge 3 ] && break
+    sleep 0.1
+  done
+  sleep 1
+  # Rank 2, by the rank Open MPI gave it.
+  local victim=""
+  for pid in $(pgrep -f "$MOE generate --model $LONG"); do
+    tr '\0' '\n' < "/proc/$pid/environ" 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=2" && victim=$pid
+  done
+  [ -n "$victim" ] || { kill -9 $job; fail "SIG$sig: rank 2 not found"; }
   kill "-$sig" "$victim"
   # Bounded: the job must end by itself well within 30 s.
   for _ in $(seq 300); do kill -0 $job 2> /dev/null || break; sleep 0.1; done
