@@ -106,6 +106,9 @@ StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text, const std::
   MOE_RETURN_IF_ERROR(r.Int("num_key_value_heads", 1, c.heads, &c.kv_heads, &c.heads));
   const int default_head_dim = c.hidden / c.heads;
   MOE_RETURN_IF_ERROR(r.Int("head_dim", 2, 4096, &c.head_dim, &default_head_dim));
+  if (c.head_dim < 2)
+    return InvalidArgument(label + ": hidden_size / num_attention_heads gives a head dimension of " +
+                           std::to_string(c.head_dim) + "; give 'head_dim' or fix the sizes");
   MOE_RETURN_IF_ERROR(r.Int("vocab_size", 3, 1 << 24, &c.vocab));
   MOE_RETURN_IF_ERROR(r.Int("max_position_embeddings", 1, 1 << 24, &c.max_positions));
   double eps = 0, theta = 0;

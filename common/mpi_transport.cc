@@ -28,7 +28,7 @@ void AnswerPings() {
   MPI_Status status;
   MPI_Iprobe(MPI_ANY_SOURCE, kTagPing, MPI_COMM_WORLD, &flag, &status);
   if (!flag) return;
-  char byte = 0;
+  static char byte = 0;  // static: the send may complete after this returns
   MPI_Recv(&byte, 1, MPI_CHAR, status.MPI_SOURCE, kTagPing, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
   MPI_Request req;
   MPI_Isend(&byte, 1, MPI_CHAR, status.MPI_SOURCE, kTagPong, MPI_COMM_WORLD, &req);
@@ -107,15 +107,16 @@ class MpiTransport : public Transport {
     std::vector<int> sc(size_), sd(size_), rc(size_), rd(size_);
     int64_t s_off = 0, r_off = 0;
     for (int p = 0; p < size_; ++p) {
-      MOE_CHECK(send.counts[p] < INT_MAX && recv->counts[p] < INT_MAX && recv->counts[p] >= 0,
-                "exchange over 2 GiB per peer");
+      if (!(send.counts[p] < INT_MAX && recv->counts[p] < INT_MAX && recv->counts[p] >= 0))
+        return InvalidArgument("an exchange of over 2 GiB with one rank; lower the tokens per step");
       sc[p] = static_cast<int>(send.counts[p]);
       rc[p] = static_cast<int>(recv->counts[p]);
       sd[p] = static_cast<int>(s_off);
       rd[p] = static_cast<int>(r_off);
       s_off += sc[p];
       r_off += rc[p];
-      MOE_CHECK(s_off < INT_MAX && r_off < INT_MAX, "exchange over 2 GiB in total");
+      if (!(s_off < INT_MAX && r_off < INT_MAX))
+        return InvalidArgument("an exchange of over 2 GiB in total; lower the tokens per step");
     }
     recv->data.resize(r_off);
     std::vector<MPI_Request> all(1);
@@ -162,7 +163,10 @@ class MpiTransport : public Transport {
  private:
   // Pings every peer and names those that do not answer within a second.
   std::string Unresponsive() {
-    std::vector<char> out(size_, 0), in(size_, 0);
+    // Static: requests to a dead peer never complete, and the job ends right after this.
+    static std::vector<char> out, in;
+    out.assign(size_, 0);
+    in.assign(size_, 0);
     std::vector<MPI_Request> sends, recvs;
     std::vector<int> peers;
     for (int p = 0; p < size_; ++p) {

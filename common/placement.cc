@@ -39,14 +39,15 @@ Status ApplyFile(const std::string& text, Placement* p) {
       if (used != it.key().size()) e = -1;
     } catch (const std::exception&) {
     }
-    if (e < 0 || e >= p->experts)
+    if (e < 0 || e >= p->experts || std::to_string(e) != it.key())
       return InvalidArgument("expert '" + it.key() + "' is not an expert id in [0, " +
                              std::to_string(p->experts) + ")");
+    if (seen[e]) return InvalidArgument("expert " + it.key() + " is listed twice");
     if (!it.value().is_array() || it.value().empty())
       return InvalidArgument("expert " + it.key() + " must map to a non-empty list of ranks");
     std::vector<int> ranks;
     for (const auto& r : it.value()) {
-      if (!r.is_number_integer() || r.get<int>() < 1 || r.get<int>() > p->workers)
+      if (!r.is_number_integer() || r.get<int64_t>() < 1 || r.get<int64_t>() > p->workers)
         return InvalidArgument("expert " + it.key() + ": rank " + r.dump() +
                                " is not a worker rank in [1, " + std::to_string(p->workers) + "]");
       if (std::count(ranks.begin(), ranks.end(), r.get<int>()))

@@ -1,5 +1,6 @@
 #include "common/synthetic.h"
 
+#include <algorithm>
 #include <cmath>
 #include <thread>
 #include <vector>
@@ -62,19 +63,24 @@ void FillSynthetic(const std::string& name, float std, uint16_t* out, int64_t n)
   // Uniform in [-a, a] has standard deviation a / sqrt(3). Two threads: the machine's cores
   // are few and big tensors are gigabytes.
   const float a = std * std::sqrt(3.0f);
+  // Spans of a fixed size, each with its own stream, so the values do not depend on how many
+  // threads make them (ranks on different hosts must agree).
+  constexpr int64_t kSpan = 1 << 20;
   const uint64_t seed = Fnv1a(name.data(), name.size());
+  const int64_t spans = (n + kSpan - 1) / kSpan;
   const int parts = static_cast<int>(std::max<unsigned>(1, std::thread::hardware_concurrency()));
   std::vector<std::thread> threads;
   for (int p = 0; p < parts; ++p)
     threads.emplace_back([=] {
-      const int64_t i0 = n * p / parts, i1 = n * (p + 1) / parts;
-      uint64_t s = seed ^ (0x9E3779B97F4A7C15ull * (i0 + 1));
-      for (int64_t i = i0; i < i1; ++i) {
-        s ^= s << 13;  // xorshift64
-        s ^= s >> 7;
-        s ^= s << 17;
-        const float u = static_cast<float>(s >> 40) * (1.0f / 16777216.0f);  // [0, 1)
-        out[i] = F32ToBf16((2.0f * u - 1.0f) * a);
+      for (int64_t span = p; span < spans; span += parts) {
+        uint64_t s = seed ^ (0x9E3779B97F4A7C15ull * (span + 1));
+        for (int64_t i = span * kSpan; i < std::min(n, (span + 1) * kSpan); ++i) {
+          s ^= s << 13;  // xorshift64
+          s ^= s >> 7;
+          s ^= s << 17;
+          const float u = static_cast<float>(s >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+          out[i] = F32ToBf16((2.0f * u - 1.0f) * a);
+        }
       }
     });
   for (auto& t : threads) t.join();

@@ -6,8 +6,8 @@
 // dispatch, coordinator -> worker:
 //   DispatchHeader
 //   rows x { int32 n; int32 expert[K]; float weight[K]; float hidden[D] }
-//     n experts of one token, consecutive in the token's id-sorted list and all held by this
-//     worker (a run of whole experts), or n = 1 for an expert the worker holds a slice of.
+//     n experts of one token, the first n of its id-sorted list, all held whole by this worker
+//     (a run), or n = 1: one later expert, or an expert the worker holds a slice of.
 //
 // combine, worker -> coordinator:
 //   ResultHeader

@@ -87,7 +87,8 @@ int Bench(int argc, char** argv, Transport& transport) {
     return Fail("bench", InvalidArgument("give exactly one of --model and --synthetic"));
   if (prompt < 1 || gen < 1 || batch < 1 || reps < 1)
     return Fail("bench", InvalidArgument("--prompt, --gen, --batch and --reps must be >= 1"));
-  if (Status s = SetKernelIsa(isa); !s.ok()) return Fail("bench", s);
+  // Every rank must manage the kernels asked for (hosts may differ).
+  if (Status s = transport.AgreeOnStatus(SetKernelIsa(isa)); !s.ok()) return Fail("bench", s);
 
   const double t_load = Now();
   auto rt_or = Runtime::Open(runtime, &transport);
@@ -107,6 +108,11 @@ int Bench(int argc, char** argv, Transport& transport) {
     return Fail("bench", InvalidArgument("--prompt + --gen exceeds the context length " +
                                          std::to_string(c.max_positions)));
   const int chunk = c.sliding_window ? std::min(prompt, c.sliding_window) : prompt;
+  if (int64_t{batch} * chunk > rt.experts().MaxTokensPerStep())
+    return Fail("bench", InvalidArgument("--batch x the prefill step (" +
+                                         std::to_string(int64_t{batch} * chunk) +
+                                         " tokens) is more than one exchange can carry here (" +
+                                         std::to_string(rt.experts().MaxTokensPerStep()) + ")"));
   Model& model = rt.model();
   const int V = c.vocab;
   const int64_t expert_bytes_per_layer =

@@ -8,6 +8,7 @@
 #include "common/npy.h"
 #include "coordinator/cli_common.h"
 #include "coordinator/generator.h"
+#include "coordinator/text_stream.h"
 
 namespace moe::cli {
 namespace {
@@ -77,6 +78,10 @@ int Generate(int argc, char** argv, Transport& transport) {
   const ModelConfig& c = rt.config();
   if (f.gen.prefill_chunk == 0)
     f.gen.prefill_chunk = c.sliding_window > 0 ? std::min(512, c.sliding_window) : 512;
+  if (f.gen.prefill_chunk > rt.experts().MaxTokensPerStep())
+    return Fail("generate", InvalidArgument("--prefill-chunk must be at most " +
+                                            std::to_string(rt.experts().MaxTokensPerStep()) +
+                                            " with this model and rank count"));
 
   std::vector<int> prompt;
   if (vm.count("prompt")) {
@@ -101,17 +106,14 @@ int Generate(int argc, char** argv, Transport& transport) {
     rt.model().set_activation_sink(ActivationWriter(f.dump_activations));
   }
 
-  // Stream text as it comes: decode everything so far and print what is new.
-  std::vector<int> so_far;
-  std::string printed;
+  // Stream text as it comes (whole characters, with the space after the prompt).
+  TextStream text_stream(rt.tokenizer(), {}, prompt);
+  std::string text;
   auto stream = [&](int token) {
-    so_far.push_back(token);
-    if (f.json || rt.tokenizer() == nullptr) return;
-    std::string text = rt.tokenizer()->Decode(so_far);
-    if (text.size() > printed.size() && text.compare(0, printed.size(), printed) == 0) {
-      std::cout << text.substr(printed.size()) << std::flush;
-      printed = text;
-    }
+    bool stopped = false;
+    const std::string delta = text_stream.Add(token, &stopped);
+    text += delta;
+    if (!f.json) std::cout << delta << std::flush;
   };
   if (!f.json && rt.tokenizer() != nullptr && vm.count("prompt")) std::cout << f.prompt << std::flush;
   auto result = moe::Generate(rt.model(), prompt, f.gen, stream);
@@ -127,7 +129,8 @@ int Generate(int argc, char** argv, Transport& transport) {
                    {static_cast<int64_t>(r.generated.size()), V});
     if (!s.ok()) return Fail("generate", s);
   }
-  const std::string text = rt.tokenizer() ? rt.tokenizer()->Decode(r.generated) : "";
+  const std::string rest = text_stream.Flush();
+  text += rest;
   if (f.json) {
     nlohmann::json out;
     out["prompt_ids"] = prompt;
@@ -147,7 +150,7 @@ int Generate(int argc, char** argv, Transport& transport) {
     for (size_t i = 0; i < r.generated.size(); ++i) std::cout << (i ? " " : "") << r.generated[i];
     std::cout << "\n";
   } else {
-    std::cout << "\n";
+    std::cout << rest << "\n";
   }
   if (f.stats) std::cerr << rt.stats().ToText();
   return kExitOk;

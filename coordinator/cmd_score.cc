@@ -67,6 +67,10 @@ int Score(int argc, char** argv, Transport& transport) {
   GenerateOptions check;
   check.max_tokens = 0;
   check.prefill_chunk = chunk > 0 ? chunk : (c.sliding_window > 0 ? std::min(512, c.sliding_window) : 512);
+  if (check.prefill_chunk > rt.experts().MaxTokensPerStep())
+    return Fail("score", InvalidArgument("--prefill-chunk must be at most " +
+                                         std::to_string(rt.experts().MaxTokensPerStep()) +
+                                         " with this model and rank count"));
   if (Status s = ValidateRequest(c, ids, check); !s.ok()) return Fail("score", s);
 
   auto cache = rt.model().NewCache(static_cast<int>(ids.size()));

@@ -99,52 +99,62 @@ int Serve(int argc, char** argv, Transport& transport) {
                                          "--drain-seconds >= 0, --max-request-bytes >= 1024"));
 
   // Rank 0 listens before loading, answering UNAVAILABLE (and health NOT_SERVING) meanwhile.
-  std::unique_ptr<grpc::Server> server;
+  // The service outlives the server, and the server is shut down on every way out.
   std::unique_ptr<Metrics> metrics;
   std::unique_ptr<InferenceServiceImpl> service;
-  if (transport.rank() == 0) {
+  std::unique_ptr<grpc::Server> server;
+  struct ShutdownOnExit {
+    std::unique_ptr<grpc::Server>& server;
+    ~ShutdownOnExit() {
+      if (server) server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    }
+  } shutdown_on_exit{server};
+  auto start_server = [&]() -> Status {
     std::signal(SIGTERM, OnStopSignal);
     std::signal(SIGINT, OnStopSignal);
     std::string api_key;
     if (!f.api_key_file.empty()) {
-      auto key = ReadFileToString(f.api_key_file);
-      if (!key.ok()) return Fail("serve", key.status());
-      api_key = Trim(*key);
-      if (api_key.empty()) return Fail("serve", InvalidArgument(f.api_key_file + " is empty"));
+      MOE_ASSIGN_OR_RETURN(std::string key, ReadFileToString(f.api_key_file));
+      api_key = Trim(key);
+      if (api_key.empty()) return InvalidArgument(f.api_key_file + " is empty");
     }
-    auto creds = Credentials(f);
-    if (!creds.ok()) return Fail("serve", creds.status());
-    auto config = LoadModelConfig(f.runtime.model_dir);
-    if (!config.ok()) return Fail("serve", config.status());
-    metrics = std::make_unique<Metrics>(config->layers, std::max(config->num_experts, 1));
-    if (!f.metrics.empty())
-      if (Status s = metrics->Listen(f.metrics); !s.ok()) return Fail("serve", s);
+    MOE_ASSIGN_OR_RETURN(auto creds, Credentials(f));
+    int layers = 1, experts = 1;
+    if (f.runtime.synthetic.empty()) {
+      MOE_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(f.runtime.model_dir));
+      layers = config.layers;
+      experts = std::max(config.num_experts, 1);
+    }
+    metrics = std::make_unique<Metrics>(layers, experts);
+    if (!f.metrics.empty()) MOE_RETURN_IF_ERROR(metrics->Listen(f.metrics));
     service = std::make_unique<InferenceServiceImpl>(api_key, metrics.get());
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder builder;
     int port = 0;
-    builder.AddListeningPort(f.listen, *creds, &port);
+    builder.AddListeningPort(f.listen, creds, &port);
     builder.SetMaxReceiveMessageSize(f.max_request_bytes);
     builder.RegisterService(service.get());
     server = builder.BuildAndStart();
     if (server == nullptr || port == 0)
-      return Fail("serve", InvalidArgument("cannot listen on " + f.listen +
-                                           "; give a free host:port with --listen"));
+      return InvalidArgument("cannot listen on " + f.listen + "; give a free host:port with --listen");
     SetHealth(server.get(), false);
     std::cerr << "moe serve: listening on " << f.listen << " (port " << port << "), loading "
               << f.runtime.model_dir << "\n";
-  }
+    return Status::Ok();
+  };
+  // Every rank learns whether rank 0 could start, before any rank starts loading.
+  const Status started = transport.rank() == 0 ? start_server() : Status::Ok();
+  if (Status s = transport.AgreeOnStatus(started); !s.ok()) return Fail("serve", s);
 
   auto runtime = Runtime::Open(f.runtime, &transport);
-  if (!runtime.ok()) {
-    if (server) server->Shutdown(std::chrono::system_clock::now());
-    return Fail("serve", runtime.status());
-  }
+  if (!runtime.ok()) return Fail("serve", runtime.status());
   if (*runtime == nullptr) return kExitOk;  // a worker rank, done serving
   Runtime& rt = **runtime;
 
-  Engine engine(&rt, f.engine, metrics.get());
+  auto engine_or = Engine::Create(&rt, f.engine, metrics.get());
+  if (!engine_or.ok()) return Fail("serve", engine_or.status());
+  Engine& engine = **engine_or;
   service->SetReady(&rt, &engine, f.runtime.model_dir);
   SetHealth(server.get(), true);
   std::cerr << "moe serve: ready (" << transport.size() << " rank(s), "
@@ -164,6 +174,7 @@ int Serve(int argc, char** argv, Transport& transport) {
   if (!lost.ok()) {
     // A rank is gone: requests were told; the runtime ends the job (non-zero) as it unwinds.
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    server.reset();
     return Fail("serve", lost);
   }
   std::cerr << "moe serve: signal " << g_stop_signal << ", draining for up to " << f.drain_seconds
@@ -172,11 +183,16 @@ int Serve(int argc, char** argv, Transport& transport) {
   const auto drain_end = Clock::now() + std::chrono::duration<double>(f.drain_seconds);
   while (!engine.Idle() && Clock::now() < drain_end) {
     auto worked = engine.Step();
-    if (!worked.ok()) return Fail("serve", worked.status());
+    if (!worked.ok()) {
+      server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+      server.reset();
+      return Fail("serve", worked.status());
+    }
     if (!*worked) engine.WaitForWork(std::chrono::milliseconds(5));
   }
   engine.CancelAll();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  server.reset();
   std::cerr << "moe serve: stopped\n";
   return kExitOk;  // ~Runtime stops the workers; every rank exits 0
 }

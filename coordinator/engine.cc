@@ -14,11 +14,20 @@ constexpr int kMaxStops = 16;
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-int PoolBlocks(const ModelConfig& c, const EngineOptions& o) {
+// KV pool blocks for the options, or an error naming the flag.
+StatusOr<int> PoolBlocks(const ModelConfig& c, const EngineOptions& o) {
+  if (o.block_size < 1 || o.block_size > 1024)
+    return InvalidArgument("--kv-block-size must be in [1, 1024], got " + std::to_string(o.block_size));
   if (o.kv_blocks > 0) return o.kv_blocks;
   const double bytes_per_block =
       2.0 * c.layers * o.block_size * c.kv_heads * c.head_dim * sizeof(float);
-  return std::max(1, static_cast<int>(o.kv_cache_mib * 1048576.0 / bytes_per_block));
+  const double blocks = o.kv_cache_mib * 1048576.0 / bytes_per_block;
+  if (blocks < 1)
+    return InvalidArgument("--kv-cache-mib " + std::to_string(o.kv_cache_mib) +
+                           " holds less than one KV block of " +
+                           std::to_string(static_cast<int64_t>(bytes_per_block)) + " bytes");
+  if (blocks > (1 << 30)) return InvalidArgument("--kv-cache-mib is too large");
+  return static_cast<int>(blocks);
 }
 
 // log_softmax of one row at `token`, and the `n` best alternatives.
@@ -72,18 +81,35 @@ struct Engine::Sequence {
   bool done = false;
 
   Sequence(GenerationRequest r, std::shared_ptr<GenerationSink> s, const Tokenizer* tok)
-      : req(std::move(r)), sink(std::move(s)), sampler(req.sampling), text(tok, req.stop) {}
+      : req(std::move(r)),
+        sink(std::move(s)),
+        sampler(req.sampling),
+        text(tok, req.stop, req.prompt) {}
   int prompt_len() const { return static_cast<int>(req.prompt.size()); }
 };
 
-Engine::Engine(Runtime* runtime, const EngineOptions& options, Metrics* metrics)
+StatusOr<std::unique_ptr<Engine>> Engine::Create(Runtime* runtime, const EngineOptions& options,
+                                                 Metrics* metrics) {
+  MOE_ASSIGN_OR_RETURN(const int blocks, PoolBlocks(runtime->config(), options));
+  if (options.max_batch_tokens > runtime->experts().MaxTokensPerStep())
+    return InvalidArgument("--max-batch-tokens must be at most " +
+                           std::to_string(runtime->experts().MaxTokensPerStep()) +
+                           " with this model and rank count");
+  auto engine = std::unique_ptr<Engine>(new Engine(runtime, options, metrics, blocks));
+  if (!engine->pool_.allocated())
+    return Status(StatusCode::kResourceExhausted,
+                  "cannot allocate the KV cache (--kv-cache-mib " +
+                      std::to_string(options.kv_cache_mib) + "); give a smaller size");
+  return engine;
+}
+
+Engine::Engine(Runtime* runtime, const EngineOptions& options, Metrics* metrics, int blocks)
     : rt_(runtime),
       model_(runtime->model()),
       config_(runtime->config()),
       options_(options),
       metrics_(metrics),
-      pool_(config_.layers, config_.kv_heads * config_.head_dim, options.block_size,
-            PoolBlocks(config_, options)) {}
+      pool_(config_.layers, config_.kv_heads * config_.head_dim, options.block_size, blocks) {}
 
 Engine::~Engine() = default;
 

@@ -75,7 +75,9 @@ struct EngineOptions {
 
 class Engine {
  public:
-  Engine(Runtime* runtime, const EngineOptions& options, Metrics* metrics);
+  // Checks the options (KV cache size, step size) and allocates the KV pool.
+  static StatusOr<std::unique_ptr<Engine>> Create(Runtime* runtime, const EngineOptions& options,
+                                                  Metrics* metrics);
   ~Engine();
 
   // Any thread. Checks the request; queues it or returns INVALID_ARGUMENT, RESOURCE_EXHAUSTED
@@ -96,6 +98,7 @@ class Engine {
   const EngineOptions& options() const { return options_; }
 
  private:
+  Engine(Runtime* runtime, const EngineOptions& options, Metrics* metrics, int blocks);
   struct Sequence;
   void Admit();
   void Finish(Sequence& s, FinishReason reason, Status status);

@@ -37,9 +37,28 @@ Status ExpertParallel::Fail(Status s) {
   return s;
 }
 
+int64_t ExpertParallel::MaxTokensPerStep() const {
+  const int K = config_.is_moe() ? config_.experts_per_token : 1, D = config_.hidden;
+  size_t owners = 1;
+  int vectors = 1;
+  for (int e = 0; e < placement_->experts; ++e) {
+    owners = std::max(owners, placement_->by_expert[e].size());
+    if (!placement_->whole(e)) vectors = placement_->blocks;
+  }
+  // Per token, at worst: K rows to each owner of an expert, and K x vectors answers of D floats.
+  const int64_t dispatch = int64_t{K} * static_cast<int64_t>(owners) * wire::RowBytes(K, D);
+  const int64_t combine = int64_t{K} * vectors * D * 4;
+  const int64_t limit = (int64_t{1} << 31) - (int64_t{1} << 20);  // headers and slack
+  return limit / std::max(dispatch, combine);
+}
+
 StatusOr<DispatchHandle> ExpertParallel::Dispatch(int layer, int micro, int micros,
                                                   const float* h, int T, const Routes& routes) {
   if (broken_) return Status(StatusCode::kUnavailable, "a rank was lost earlier; restart the job");
+  if (T > MaxTokensPerStep())
+    return InvalidArgument("a step of " + std::to_string(T) + " tokens is more than one exchange "
+                           "can carry here (" + std::to_string(MaxTokensPerStep()) +
+                           "); lower --prefill-chunk or --max-batch-tokens");
   if (layer == 0 && micro == 0) ++step_;  // each forward pass is one step
   const auto t0 = std::chrono::steady_clock::now();
   const int R = transport_->size(), K = routes.k, D = config_.hidden, E = placement_->experts;
@@ -69,8 +88,10 @@ StatusOr<DispatchHandle> ExpertParallel::Dispatch(int layer, int micro, int micr
     for (int j = 0; j < K;) {
       const int e = experts[j];
       if (chosen[j] >= 0) {
+        // A run comes back as one pre-summed vector, which combine adds to zero: that keeps the
+        // id order only when the run starts at the token's first expert.
         int n = 1;
-        while (j + n < K && chosen[j + n] == chosen[j]) ++n;
+        while (j == 0 && j + n < K && chosen[j + n] == chosen[j]) ++n;
         segs.push_back({chosen[j], j, n, 1, handle.expected_vectors[chosen[j]]});
         handle.expected_vectors[chosen[j]] += 1;
         j += n;

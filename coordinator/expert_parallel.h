@@ -52,6 +52,10 @@ class ExpertParallel {
   // in expert-id order.
   Status Combine(const DispatchHandle& handle, float* y);
 
+  // The most tokens one step may hold: every rank's message must stay under MPI's 2 GiB count
+  // (a sliced expert returns one vector per ffn block, so this bounds big models' steps).
+  int64_t MaxTokensPerStep() const;
+
   // Tells every worker to stop (once); after a failed exchange it does nothing.
   Status Stop();
   bool broken() const { return broken_; }

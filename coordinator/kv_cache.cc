@@ -1,6 +1,7 @@
 #include "coordinator/kv_cache.h"
 
 #include <algorithm>
+#include <new>
 
 #include "common/check.h"
 
@@ -15,8 +16,12 @@ RollingKvCache::RollingKvCache(int layers, int slots, int kv_width)
 KvBlockPool::KvBlockPool(int layers, int kv_width, int block_size, int blocks)
     : layers_(layers), width_(kv_width), block_size_(block_size), total_(blocks) {
   const size_t n = static_cast<size_t>(blocks) * layers * block_size * kv_width;
-  k_.reset(new float[n]);
-  v_.reset(new float[n]);
+  k_.reset(new (std::nothrow) float[n]);
+  v_.reset(new (std::nothrow) float[n]);
+  if (!allocated()) {
+    total_ = 0;
+    return;
+  }
   for (int b = blocks - 1; b >= 0; --b) free_.push_back(b);
 }
 

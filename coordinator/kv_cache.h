@@ -46,7 +46,9 @@ class RollingKvCache : public KvCache {
 
 class KvBlockPool {
  public:
+  // Allocation may fail (check allocated()): the size comes from flags.
   KvBlockPool(int layers, int kv_width, int block_size, int blocks);
+  bool allocated() const { return k_ != nullptr && v_ != nullptr; }
   int block_size() const { return block_size_; }
   int total_blocks() const { return total_; }
   int free_blocks() const { return static_cast<int>(free_.size()); }

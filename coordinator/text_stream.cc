@@ -28,10 +28,15 @@ size_t CompletePrefix(const std::string& s) {
 
 }  // namespace
 
-TextStream::TextStream(const Tokenizer* tokenizer, std::vector<std::string> stop)
+TextStream::TextStream(const Tokenizer* tokenizer, std::vector<std::string> stop,
+                       const std::vector<int>& prompt)
     : tokenizer_(tokenizer), stop_(std::move(stop)) {
   stop_.erase(std::remove(stop_.begin(), stop_.end(), std::string()), stop_.end());
   for (const auto& s : stop_) longest_stop_ = std::max(longest_stop_, s.size());
+  constexpr size_t kContext = 4;
+  ids_.assign(prompt.end() - std::min(prompt.size(), kContext), prompt.end());
+  context_ = ids_.size();
+  if (tokenizer_ != nullptr) context_text_ = tokenizer_->Decode(ids_);
 }
 
 std::string TextStream::Add(int token, bool* stopped) {
@@ -39,6 +44,11 @@ std::string TextStream::Add(int token, bool* stopped) {
   if (tokenizer_ == nullptr) return "";
   ids_.push_back(token);
   text_ = tokenizer_->Decode(ids_);
+  if (text_.compare(0, context_text_.size(), context_text_) == 0) {
+    text_.erase(0, context_text_.size());
+  } else {  // the context decodes differently next to the new tokens: decode alone
+    text_ = tokenizer_->Decode(std::vector<int>(ids_.begin() + context_, ids_.end()));
+  }
   // A stop string that ends in the new text: cut there.
   const size_t search_from = emitted_ > longest_stop_ ? emitted_ - longest_stop_ : 0;
   size_t cut = std::string::npos;

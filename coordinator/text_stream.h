@@ -12,7 +12,10 @@ namespace moe {
 class TextStream {
  public:
   // `tokenizer` may be null (a model without tokenizer.model): then there is no text.
-  TextStream(const Tokenizer* tokenizer, std::vector<std::string> stop);
+  // `prompt` gives context: SentencePiece drops the space of a piece at the very start of a
+  // text, so the generated text is decoded after the prompt's last few tokens.
+  TextStream(const Tokenizer* tokenizer, std::vector<std::string> stop,
+             const std::vector<int>& prompt = {});
 
   // Adds a token and returns the text that is now final. Sets *stopped when a stop string
   // appeared; the returned text then ends just before it.
@@ -24,8 +27,10 @@ class TextStream {
   const Tokenizer* tokenizer_;
   std::vector<std::string> stop_;
   size_t longest_stop_ = 0;
-  std::vector<int> ids_;
-  std::string text_;     // decoded text of ids_
+  std::vector<int> ids_;     // context, then the generated ids
+  size_t context_ = 0;       // ids_[0, context_) are prompt tokens
+  std::string context_text_;  // their decoded text
+  std::string text_;         // decoded text of the generated ids
   size_t emitted_ = 0;   // bytes of text_ already returned
 };
 

@@ -47,6 +47,8 @@ def generate(args, pb, stub):
     else:
         req.prompt = args.prompt
     ids, text, last = [], [], None
+    if not args.json and args.ids is None:
+        print(args.prompt, end="", flush=True)
     for msg in stub.Generate(req, metadata=metadata(args), timeout=args.timeout):
         ids.extend(t.token_id for t in msg.tokens)
         text.append(msg.text)

@@ -60,6 +60,7 @@ Status ExpertWorker::Process(int layer, int64_t step, int rows, const uint8_t* b
         if (slices[si].expert == meta(r)[1 + j]) {
           rows_[si].push_back(r);
           weights_[si].push_back(weights(r)[j]);
+          break;  // a rank holds one slice of an expert
         }
   std::vector<int64_t> x_at(S + 1, 0), p_at(S + 1, 0);
   for (int si = 0; si < S; ++si) {

@@ -27,8 +27,8 @@ Status ServeExperts(Transport& transport, ExpertWorker& worker, double rank_time
     out->counts[0] = static_cast<int64_t>(out->data.size());
     return s;
   };
-  auto send = [&](const ByteRuns& out, const wire::DispatchHeader& h) {
-    return transport.Exchange(out, &recv, {"combine", h.layer, h.step}, rank_timeout_seconds);
+  auto send = [&](const ByteRuns& out, const wire::DispatchHeader& h, double timeout) {
+    return transport.Exchange(out, &recv, {"combine", h.layer, h.step}, timeout);
   };
   for (;;) {
     wire::DispatchHeader header;
@@ -37,16 +37,17 @@ Status ServeExperts(Transport& transport, ExpertWorker& worker, double rank_time
     MOE_RETURN_IF_ERROR(answer(recv, header, &reply));
     if (header.micro_batches == 2) {
       // Ping-pong: A was computed while the coordinator ran B's attention; now B's rows, A's
-      // answer, then B's answer.
+      // answer, then B's answer. The waits for B's rows and for taking B's answer span rank 0's
+      // attention, so they have no deadline (rank 0's own deadlines find a dead worker).
       wire::DispatchHeader second;
-      MOE_RETURN_IF_ERROR(receive(&next, rank_timeout_seconds, &second));
+      MOE_RETURN_IF_ERROR(receive(&next, -1, &second));
       if (second.command != wire::kLayer || second.micro_batch != 1 || second.layer != header.layer)
         return Internal("expected micro-batch 1 of layer " + std::to_string(header.layer));
-      MOE_RETURN_IF_ERROR(send(reply, header));
+      MOE_RETURN_IF_ERROR(send(reply, header, rank_timeout_seconds));
       MOE_RETURN_IF_ERROR(answer(next, second, &next_reply));
-      MOE_RETURN_IF_ERROR(send(next_reply, second));
+      MOE_RETURN_IF_ERROR(send(next_reply, second, -1));
     } else {
-      MOE_RETURN_IF_ERROR(send(reply, header));
+      MOE_RETURN_IF_ERROR(send(reply, header, rank_timeout_seconds));
     }
   }
 }

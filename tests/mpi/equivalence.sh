@@ -30,3 +30,18 @@ for n in 1 3 10; do
   same_bytes "$SCRATCH/$model-1.gen.npy" "$SCRATCH/pp-$n.gen.npy"
   echo "ok: two micro-batches with $n rank(s) are bit-identical to one batch"
 done
+
+# Three experts per token: runs of experts on one rank must not change the order of additions.
+TOP3="$SCRATCH/top3"
+cp -r "$DATA/models/mixtral-f32" "$TOP3"
+sed -i 's/"num_experts_per_tok": 2/"num_experts_per_tok": 3/' "$TOP3/config.json"
+"$MOE" generate --model "$TOP3" --prompt-ids "$PROMPT" --max-tokens 8 --ignore-eos \
+  --dump-logits "$SCRATCH/top3-1" --json > /dev/null
+for n in 3 5; do
+  "${MPIRUN[@]}" -np "$n" "$MOE" generate --model "$TOP3" --prompt-ids "$PROMPT" --max-tokens 8 \
+    --ignore-eos --dump-logits "$SCRATCH/top3-$n" --json > /dev/null 2> "$SCRATCH/top3-$n.err" \
+    || { cat "$SCRATCH/top3-$n.err"; fail "top-3 n=$n"; }
+  same_bytes "$SCRATCH/top3-1.prompt.npy" "$SCRATCH/top3-$n.prompt.npy"
+  same_bytes "$SCRATCH/top3-1.gen.npy" "$SCRATCH/top3-$n.gen.npy"
+  echo "ok: top-3 routing with $n ranks is bit-identical to one process"
+done

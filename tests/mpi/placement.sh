@@ -46,6 +46,8 @@ check_bad '{"experts": {"0": [1]}}' "expert 1 has no rank"
 check_bad '{"experts": {"0": [5], "1": [1], "2": [1], "3": [1], "4": [2], "5": [2], "6": [2], "7": [2]}}' "rank 5 is not a worker rank"
 check_bad '{"experts": {"9": [1]}}' "expert '9' is not an expert id"
 check_bad 'not json' "expected a JSON object"
+check_bad '{"experts": {"0": [1], "00": [1], "1": [1], "2": [1], "3": [2], "4": [2], "5": [2], "6": [2], "7": [2]}}' "expert '00' is not an expert id"
+check_bad '{"experts": {"0": [4294967297], "1": [1], "2": [1], "3": [1], "4": [2], "5": [2], "6": [2], "7": [2]}}' "is not a worker rank"
 echo "ok: bad placement files are refused"
 
 "$MOE" inspect --model "$M" --workers 9 > "$SCRATCH/inspect.txt"

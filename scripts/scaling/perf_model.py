@@ -1,0 +1,785 @@
+#!/usr/bin/python3
+"""Performance model of `moe` expert parallelism, fitted to our own `moe bench` runs, validated on
+configurations held out of the fit, then used to project Mixtral 8x22B on H100 clusters.
+
+    /usr/bin/python3 scripts/scaling/perf_model.py --results build/scaling/full
+    /usr/bin/python3 scripts/scaling/perf_model.py --results build/scaling/quick --no-plots
+
+Reads runs.csv, exchange.csv and machine.json written by sweep.py; writes model.json,
+validation.csv, depth.csv, projections.csv, summary.md and (unless --no-plots) the PNGs.
+Exit status 1 when the held-out error exceeds --max-mean / --max-worst (15% / 25%).
+
+The model (one forward step of T tokens through L layers; the sweep's steps carry T = batch):
+
+  roofline per operator   t = max(bytes / (eta_b * BW(t)), flops / (eta_f * PEAK(t))) + o
+      BW(t), PEAK(t): read bandwidth and FMA peak measured by the probes on t threads; eta_b,
+      eta_f, o fitted per operator class (attention = q/k/v/o projections + attend with its KV
+      reads; routing; lm_head; one worker's experts) to the per-phase seconds of the fit runs.
+  experts                 worker r: bytes = 3 D F x 2 per expert it holds that got a token +
+      its rows in and out; flops = 6 D F per token-expert pair; the layer waits for the slowest
+      rank. Token counts per rank come from Monte Carlo draws of the routing distribution
+      (uniform; zipf:S as RouteSkew draws it; "real": the router's expert frequencies per layer,
+      measured on the fit runs), so the load imbalance is the expected max over ranks.
+  cores                   this machine has 2 cores for up to 9 ranks (and another job):
+      a set of ranks running at once finishes no sooner than their summed core-seconds / C_eff
+      (C_eff fitted, <= the physical cores). On GPUs each rank has its own device: no such term.
+  exchange                dispatch + combine per layer: alpha_W + s1 min(x, k) + s2 max(x - k, 0)
+      for x bytes on the wire (latency per worker count, two bandwidth pieces), fitted to the
+      exchange probe and the fit runs as the MoE block's wall time minus the modelled expert
+      compute (on an oversubscribed machine a worker's wake-up and the experts of the others
+      land inside the coordinator's dispatch, so the exchange cannot be timed alone).
+  ping-pong               micro-batches 2: per layer, attention of one half runs beside the
+      experts of the other: max(coordinator, slowest worker, core-seconds / C_eff) twice, plus
+      twice the exchanges of half the rows, plus the first half's attention once per step.
+  attention replicas      (projections only; the runtime has one coordinator) R replicas each
+      run attention and lm_head for T / R tokens and send their own rows.
+  step                    L x layer + lm_head(T) + o_step.
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import zlib
+
+sys.dont_write_bytecode = True
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import numpy as np  # noqa: E402
+
+import scaling_common as sc  # noqa: E402
+
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+SAMPLES = 48
+ETA_GRID = np.exp(np.linspace(math.log(0.01), math.log(2.0), 36))
+
+# ------------------------------------------------------------------------------------------------
+# Data
+
+
+def read_csv(path):
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            for k in ("layers", "workers", "ranks", "threads", "batch", "prompt", "gen", "reps",
+                      "micro_batches", "steps", "layer_passes"):
+                if k in r and r[k] != "":
+                    r[k] = int(float(r[k]))
+            for k, v in list(r.items()):
+                if k.endswith("_s") or k in ("decode_tok_s", "exposed_moe_share", "wire_bytes_per_layer",
+                                             "rank_rows_max_over_mean", "expert_max_over_mean",
+                                             "rows_per_layer"):
+                    try:
+                        r[k] = float(v)
+                    except (TypeError, ValueError):
+                        pass
+            r["expert_tokens"] = json.loads(r["expert_tokens"]) if r.get("expert_tokens") else None
+            r["tagset"] = set((r.get("tags") or "").split("+")) - {""}
+            out.append(r)
+    return out
+
+
+def machine_constants(machine):
+    """BW[t] (bytes/s) and PEAK[t] (flop/s) for t = 1, 2 threads: the mean of the probes taken at
+    the start and the end of the sweep."""
+    probes = [machine[k] for k in ("start", "end") if k in machine]
+    if not probes:
+        raise SystemExit("perf_model: machine.json has no probe results (run sweep.py with probes)")
+    # One thread's read bandwidth and FMA peak (median of the probes); t threads get t times
+    # both: our kernels widen bf16 and multiply on the core, so a thread cannot draw the
+    # socket's bandwidth alone (measured: 2 threads run the experts ~1.8x faster than 1, where
+    # the bandwidth probe gains only ~1.1x). The 2-thread probes are kept in machine.json but
+    # are at the mercy of whatever else runs on the second core.
+    bw1 = 1e9 * float(np.median([p["read_gb_s_t1"] for p in probes]))
+    pk1 = 1e9 * float(np.median([p["fma_gflop_s_t1"] for p in probes]))
+    bw = {t: t * bw1 for t in (1, 2)}
+    pk = {t: t * pk1 for t in (1, 2)}
+    return dict(bw=bw, peak=pk, cores=int(probes[0].get("cores", 2)))
+
+
+def is_train(r):
+    """The fit set: one layer, one micro-batch, the router's own routing, and not 2 workers; plus
+    the one 2-layer anchor run (one process) that shows the second layer's routing. Everything
+    else (2 workers, batches 4 and 64 at 4 workers, ping-pong, uniform/Zipf skew, 2 layers) is
+    held out."""
+    if "depth-anchor" in r["tagset"]:
+        return True
+    return (r["layers"] == 1 and r["micro_batches"] == 1 and r["router_skew"] == "real" and
+            r["workers"] != 2 and "core" in r["tagset"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Routing
+
+
+def skew_probs(skew, E, real_p=None, layer=0):
+    if skew == "uniform":
+        return np.full(E, 1.0 / E)
+    if skew.startswith("zipf:"):
+        s = float(skew[5:])
+        w = 1.0 / np.power(np.arange(1, E + 1, dtype=float), s)
+        return w / w.sum()
+    if skew == "real":
+        if not real_p:
+            return np.full(E, 1.0 / E)
+        return np.asarray(real_p[layer % len(real_p)])
+    raise ValueError(f"unknown skew {skew}")
+
+
+def real_distribution(runs, preset):
+    """Per layer, the router's share of token-expert pairs per expert, pooled over the fit runs
+    with real routing (the synthetic router's preferences are a fixed property of the model)."""
+    acc = {}
+    for r in runs:
+        if r["preset"] != preset or r["router_skew"] != "real" or not is_train(r) or not r["expert_tokens"]:
+            continue
+        for l, row in enumerate(r["expert_tokens"]):
+            acc.setdefault(l, np.zeros(len(row)))
+            acc[l] += np.asarray(row, dtype=float)
+    return [list(acc[l] / acc[l].sum()) for l in sorted(acc)]
+
+
+def draw_routes(p, T, samples, rng, k=sc.TOP_K):
+    """[samples, T, k] expert ids: k distinct experts per token, each drawn from p, redrawn
+    while it repeats an earlier pick (as RouteSkew::Apply does)."""
+    cum = np.cumsum(p)
+    cum[-1] = 1.0
+    ids = np.empty((samples, T, k), dtype=np.int64)
+    for j in range(k):
+        cur = np.searchsorted(cum, rng.random((samples, T)), side="right")
+        cur = np.minimum(cur, len(p) - 1)
+        for _ in range(1000):
+            clash = np.zeros(cur.shape, dtype=bool)
+            for i in range(j):
+                clash |= cur == ids[:, :, i]
+            if not clash.any():
+                break
+            redraw = np.searchsorted(cum, rng.random(int(clash.sum())), side="right")
+            cur[clash] = np.minimum(redraw, len(p) - 1)
+        ids[:, :, j] = cur
+    return ids
+
+
+class Loads:
+    """Per sample and rank: token-expert pairs, experts touched, rows; for one (sub)batch."""
+
+    def __init__(self, preset, workers, T, p, samples, seed):
+        s = sc.shape(preset)
+        E = s["experts"]
+        owner = np.asarray(sc.placement(workers, E))
+        R = workers + 1
+        rng = np.random.default_rng(seed)
+        ids = draw_routes(p, T, samples, rng)                            # [S, T, K]
+        counts = np.zeros((samples, E))
+        for j in range(ids.shape[2]):
+            for e in range(E):
+                counts[:, e] += (ids[:, :, j] == e).sum(axis=1)
+        ranks_of = owner[ids]                                            # [S, T, K]
+        rows = np.zeros((samples, R))
+        for r in range(R):
+            rows[:, r] = (ranks_of == r).any(axis=2).sum(axis=1)
+        pairs = np.zeros((samples, R))
+        touched = np.zeros((samples, R))
+        for e in range(E):
+            pairs[:, owner[e]] += counts[:, e]
+            touched[:, owner[e]] += counts[:, e] > 0
+        self.pairs, self.touched, self.rows = pairs, touched, rows
+        D, F = s["hidden"], s["ffn"]
+        self.bytes = touched * 3 * D * F * sc.WEIGHT_BYTES + rows * D * sc.ACT_BYTES * 2
+        self.flops = pairs * 2 * 3 * D * F
+        rb = sc.row_bytes(sc.TOP_K, D)
+        first = 1 if workers > 0 else 0
+        self.wire = (rows[:, first:] * (rb + 4 * D)).sum(axis=1) + 2 * sc.HEADER_BYTES * (R - first)
+        self.workers = workers
+
+    def active(self):
+        return self.rows > 0
+
+
+_LOADS = {}
+
+
+def loads(preset, workers, T, skew, layer, real_p, samples=SAMPLES):
+    key = (preset, workers, T, skew, layer if skew == "real" else 0, bool(real_p))
+    if key not in _LOADS:
+        p = skew_probs(skew, sc.shape(preset)["experts"], real_p, layer)
+        seed = zlib.crc32(repr((preset, workers, T, skew, layer)).encode())
+        _LOADS[key] = Loads(preset, workers, T, p, samples, seed)
+    return _LOADS[key]
+
+
+# ------------------------------------------------------------------------------------------------
+# Operators: (bytes, flops) of the coordinator's work
+
+
+def attention_work(preset, T, ctx):
+    s = sc.shape(preset)
+    D, H, KV, hd = s["hidden"], s["heads"], s["kv_heads"], s["head_dim"]
+    params = D * (2 * H * hd + 2 * KV * hd)
+    byt = params * sc.WEIGHT_BYTES + T * ctx * 2 * KV * hd * sc.ACT_BYTES + T * D * sc.ACT_BYTES * 6
+    flops = 2 * T * params + 4 * T * ctx * H * hd
+    return byt, flops
+
+
+def routing_work(preset, T):
+    s = sc.shape(preset)
+    D, E = s["hidden"], max(1, s["experts"])
+    return D * E * sc.WEIGHT_BYTES + T * D * sc.ACT_BYTES, 2 * T * D * E
+
+
+def lm_head_work(preset, R):
+    s = sc.shape(preset)
+    D, V = s["hidden"], s["vocab"]
+    return V * D * sc.WEIGHT_BYTES + R * (V + D) * sc.ACT_BYTES, 2 * R * D * V
+
+
+def roofline(byt, flops, bw, peak, eta_b, eta_f, o):
+    return np.maximum(byt / (eta_b * bw), flops / (eta_f * peak)) + o
+
+
+# ------------------------------------------------------------------------------------------------
+# Fitting
+
+
+def fit_roofline(byt, flops, bw, peak, y):
+    """eta_b, eta_f, o minimising the squared log error (grid over eta_b, eta_f; o >= 0)."""
+    byt, flops, bw, peak, y = map(lambda a: np.asarray(a, dtype=float), (byt, flops, bw, peak, y))
+    o_grid = np.concatenate([[0.0], np.min(y) * np.linspace(0.02, 0.98, 30)])
+    best = (np.inf, None)
+    tb = byt / bw
+    tf = flops / peak
+    for eb in ETA_GRID:
+        a = tb / eb
+        for ef in ETA_GRID:
+            base = np.maximum(a, tf / ef)
+            pred = base[None, :] + o_grid[:, None]
+            err = ((np.log(pred) - np.log(y)[None, :]) ** 2).sum(axis=1)
+            i = int(np.argmin(err))
+            if err[i] < best[0]:
+                best = (err[i], (float(eb), float(ef), float(o_grid[i])))
+    eb, ef, o = best[1]
+    pred = roofline(byt, flops, bw, peak, eb, ef, o)
+    return dict(eta_b=eb, eta_f=ef, o=o, rms_log=float(np.sqrt(best[0] / len(y))),
+                n=int(len(y)), max_rel=float(np.max(np.abs(pred / y - 1))))
+
+
+def threads_of(r):
+    return min(2, max(1, int(r["threads"])))
+
+
+class Work:
+    """[S, R] seconds of each rank's experts for one (sub)batch: `busy` (the roofline term,
+    core-seconds) and `wall` (busy + the fitted overhead, which is waiting, not computing)."""
+
+    def __init__(self, busy, wall):
+        self.busy, self.wall = busy, wall
+
+
+def expert_terms(m, preset, workers, T, skew, layer, threads):
+    ld = loads(preset, workers, T, skew, layer, m.real_p.get(preset))
+    ex = m.ops[preset]["expert"]
+    busy = roofline(ld.bytes, ld.flops, m.bw[threads], m.peak[threads], ex["eta_b"], ex["eta_f"], 0.0)
+    act = ld.active()
+    busy = np.where(act, busy, 0.0)
+    return Work(busy, np.where(act, busy + ex["o"], 0.0)), ld
+
+
+def makespan(work, coord, workers, threads, C):
+    """Wall time of the worker ranks' compute next to `coord` seconds of coordinator work (t
+    threads each) on C cores: no sooner than the slowest rank, nor than the core-seconds of all
+    of them over C. C = inf: every rank on its own device."""
+    if workers == 0:
+        return work.wall[:, 0] + coord
+    slow = np.maximum(work.wall[:, 1:].max(axis=1), coord)
+    if math.isinf(C):
+        return slow
+    return np.maximum(slow, (work.busy[:, 1:].sum(axis=1) * threads + coord * threads) / C)
+
+
+class Model:
+    def __init__(self):
+        self.ops = {}         # preset -> op -> {eta_b, eta_f, o}
+        self.real_p = {}      # preset -> [layer][expert] shares
+        self.C = 2.0
+        self.comm = {}        # alpha_W (s), s1, s2 (s/byte), knot (bytes); inproc a0, s0
+        self.o_step = {}      # preset -> seconds
+        self.bw, self.peak, self.cores = {}, {}, 2
+
+    # -- the pieces --------------------------------------------------------------------------
+    def alpha(self, W):
+        return self.comm["alpha0"] + self.comm["alpha_per_worker"] * W
+
+    def exchange(self, W, wire):
+        c = self.comm
+        if W == 0:
+            return c["a0"] + c["s0"] * wire
+        k = c["knot"]
+        return self.alpha(W) + c["s1"] * np.minimum(wire, k) + c["s2"] * np.maximum(wire - k, 0)
+
+    def coord(self, preset, T, ctx, threads):
+        ops = self.ops[preset]
+        a = roofline(*attention_work(preset, T, ctx), self.bw[threads], self.peak[threads],
+                     ops["attention"]["eta_b"], ops["attention"]["eta_f"], ops["attention"]["o"])
+        r = roofline(*routing_work(preset, T), self.bw[threads], self.peak[threads],
+                     ops["routing"]["eta_b"], ops["routing"]["eta_f"], ops["routing"]["o"])
+        return float(a), float(r)
+
+    def lm_head(self, preset, R, threads):
+        op = self.ops[preset]["lm_head"]
+        return float(roofline(*lm_head_work(preset, R), self.bw[threads], self.peak[threads],
+                              op["eta_b"], op["eta_f"], op["o"]))
+
+    def moe_block(self, preset, W, T, skew, layer, threads, coord=0.0):
+        """Mean over routing draws of (experts beside `coord` coordinator seconds) + exchange."""
+        work, ld = expert_terms(self, preset, W, T, skew, layer, threads)
+        ms = makespan(work, coord, W, threads, self.C)
+        return float(np.mean(ms + self.exchange(W, ld.wire))), ld
+
+    # -- a whole step ------------------------------------------------------------------------
+    def predict(self, preset, layers, W, B, micro=1, skew="real", threads=None, ctx=None,
+                detail=False):
+        """Seconds of one forward step of B tokens (decode-shaped: one token per sequence)."""
+        t0 = threads or (2 if W == 0 else 1)
+        ctx = ctx if ctx is not None else 4
+        T = B
+        parts = dict(attention=0.0, routing=0.0, moe=0.0, lm_head=0.0, overhead=self.o_step.get(preset, 0.0))
+        if micro == 2 and T >= 2 and W > 0:
+            h1, h2 = T // 2, T - T // 2
+            a1, r1 = self.coord(preset, h1, ctx, t0)
+            a2, r2 = self.coord(preset, h2, ctx, t0)
+            total = a1 + r1                                          # A's attention, layer 0
+            for l in range(layers):
+                tau1, ld1 = expert_terms(self, preset, W, h1, skew, l, t0)
+                tau2, ld2 = expert_terms(self, preset, W, h2, skew, l, t0)
+                seg1 = makespan(tau1, a2 + r2, W, t0, self.C)       # B's attention | A's experts
+                nxt = a1 + r1 if l + 1 < layers else 0.0
+                seg2 = makespan(tau2, nxt, W, t0, self.C)           # A's next attention | B's experts
+                ex = self.exchange(W, ld1.wire) + self.exchange(W, ld2.wire)
+                total += float(np.mean(seg1 + seg2 + ex))
+            parts["attention"] = layers * (a1 + a2)
+            parts["routing"] = layers * (r1 + r2)
+            parts["moe"] = total - parts["attention"] - parts["routing"]
+            step_layers = total
+        else:
+            a, r = self.coord(preset, T, ctx, t0)
+            step_layers = 0.0
+            halves = [T // 2, T - T // 2] if (micro == 2 and T >= 2) else [T]
+            for l in range(layers):
+                for h in halves:
+                    ah, rh = (a, r) if len(halves) == 1 else self.coord(preset, h, ctx, t0)
+                    mb, _ = self.moe_block(preset, W, h, skew, l, t0)
+                    step_layers += ah + rh + mb
+                    parts["attention"] += ah
+                    parts["routing"] += rh
+                    parts["moe"] += mb
+        parts["lm_head"] = self.lm_head(preset, T, t0)
+        step = step_layers + parts["lm_head"] + parts["overhead"]
+        return (step, parts) if detail else step
+
+    def to_json(self):
+        return dict(ops=self.ops, real_p=self.real_p, C_eff=self.C, comm=self.comm,
+                    o_step=self.o_step, bw=self.bw, peak=self.peak, cores=self.cores)
+
+
+def fit(runs, exch, machine, log=print):
+    m = Model()
+    mc = machine_constants(machine)
+    m.bw, m.peak, m.cores = mc["bw"], mc["peak"], mc["cores"]
+    train = [r for r in runs if is_train(r)]
+    if not train:
+        raise SystemExit("perf_model: no fit runs (see is_train) in runs.csv")
+    presets = sorted({r["preset"] for r in runs} | {r["preset"] for r in exch})
+    for p in presets:
+        m.real_p[p] = real_distribution(runs, p)
+    for p in presets:
+        m.ops[p] = {}
+        # Coordinator operators from the fit runs of this preset (per layer, per step).
+        tr = [r for r in train if r["preset"] == p]
+        if tr:
+            for op, work, col, per_layer in (("attention", lambda r: attention_work(p, r["batch"], 4), "attention_s", True),
+                                             ("routing", lambda r: routing_work(p, r["batch"]), "routing_s", True),
+                                             ("lm_head", lambda r: lm_head_work(p, r["batch"]), "lm_head_s", False)):
+                w = [work(r) for r in tr]
+                y = [r[col] / (r["layers"] if per_layer else 1) for r in tr]
+                m.ops[p][op] = fit_roofline([a for a, _ in w], [b for _, b in w],
+                                            [m.bw[threads_of(r)] for r in tr],
+                                            [m.peak[threads_of(r)] for r in tr], y)
+        # Experts: runs where one rank computes alone (one process, or one worker): the phase
+        # 'expert' is then that rank's compute. The exchange probe's runs count for its preset.
+        # The exchange probe's runs stand in only for a preset without fit runs of its own.
+        src = [r for r in train if r["preset"] == p and r["workers"] <= 1 and r["micro_batches"] == 1]
+        if not src:
+            src = [r for r in exch if r["preset"] == p and r["workers"] <= 1]
+        if src:
+            byt, fl, bw, pk, y = [], [], [], [], []
+            for r in src:
+                t = threads_of(r)
+                for l in range(r["layers"]):
+                    ld = loads(p, r["workers"], r["batch"], r["router_skew"], l, m.real_p.get(p))
+                    rk = 0 if r["workers"] == 0 else 1
+                    # The mean over draws of the busy rank's (bytes, flops): nearly linear here.
+                    byt.append(float(np.mean(ld.bytes[:, rk])))
+                    fl.append(float(np.mean(ld.flops[:, rk])))
+                    bw.append(m.bw[t])
+                    pk.append(m.peak[t])
+                    y.append(r["expert_s"] / r["layers"])
+            m.ops[p]["expert"] = fit_roofline(byt, fl, bw, pk, y)
+    # In-process exchange (one process): dispatch + combine per layer, a line in the bytes.
+    zero = [r for r in exch + train if r["workers"] == 0]
+    if zero:
+        x = np.array([r["wire_bytes_per_layer"] for r in zero])
+        y = np.array([r["comm_per_layer_s"] for r in zero])
+        A = np.stack([np.ones_like(x), x], axis=1) / y[:, None]
+        coef, *_ = np.linalg.lstsq(A, np.ones_like(y), rcond=None)
+        m.comm["a0"], m.comm["s0"] = max(0.0, float(coef[0])), max(0.0, float(coef[1]))
+    else:
+        m.comm["a0"], m.comm["s0"] = 0.0, 0.0
+    # MPI exchange and C_eff: the MoE block (moe_wait per layer, one micro-batch) of every run
+    # with workers in the exchange probe and the fit set = alpha_W + bytes terms + experts.
+    blk = [r for r in exch + train if r["workers"] > 0 and r["micro_batches"] == 1 and
+           r["preset"] in m.ops and "expert" in m.ops[r["preset"]]]
+    best = None
+    x_all = np.array([r["wire_bytes_per_layer"] for r in blk])
+    knots = sorted(set(np.quantile(x_all, [0.2, 0.35, 0.5, 0.65, 0.8]).tolist())) if len(blk) else [1.0]
+    c_grid = np.round(np.arange(1.0, m.cores + 1e-9, 0.05), 3)
+    for C in c_grid:
+        m.C = float(C)
+        rows = []
+        for r in blk:
+            p, t = r["preset"], threads_of(r)
+            comp = 0.0
+            wires = []
+            for l in range(r["layers"]):
+                work, ld = expert_terms(m, p, r["workers"], r["batch"], r["router_skew"], l, t)
+                comp += float(np.mean(makespan(work, 0.0, r["workers"], t, m.C)))
+                wires.append(float(np.mean(ld.wire)))
+            rows.append((r["moe_wait_s"] / r["layers"], comp / r["layers"], float(np.mean(wires)), r["workers"]))
+        y = np.array([a for a, _, _, _ in rows])
+        comp = np.array([b for _, b, _, _ in rows])
+        wire = np.array([c for _, _, c, _ in rows])
+        wk = np.array([d for _, _, _, d in rows])
+        for k in knots:
+            cols = [np.ones_like(wk, dtype=float), wk.astype(float), np.minimum(wire, k), np.maximum(wire - k, 0)]
+            A = np.stack(cols, axis=1)
+            A_w, b_w = A / y[:, None], (y - comp) / y
+            coef, *_ = np.linalg.lstsq(A_w, b_w, rcond=None)
+            coef = np.maximum(coef, 0.0)        # latencies and costs per byte are not negative
+            pred = A @ coef + comp
+            err = float(np.sum(np.log(np.maximum(pred, 1e-9) / y) ** 2))
+            if best is None or err < best[0]:
+                best = (err, float(C), float(k), coef.copy())
+    if best is None:
+        m.comm.update(alpha0=0.0, alpha_per_worker=0.0, s1=0.0, s2=0.0, knot=1.0)
+    else:
+        _, m.C, k, coef = best
+        m.comm.update(alpha0=float(coef[0]), alpha_per_worker=float(coef[1]),
+                      s1=float(coef[2]), s2=float(coef[3]), knot=k)
+        m.comm["fit_rms_log"] = math.sqrt(best[0] / len(blk))
+        m.comm["fit_runs"] = len(blk)
+    # What the steps spend outside the modelled phases (embedding, argmax, bookkeeping).
+    for p in presets:
+        tr = [r for r in train if r["preset"] == p]
+        if tr and all(op in m.ops[p] for op in ("attention", "routing", "lm_head", "expert")):
+            m.o_step[p] = 0.0
+            res = [r["step_s"] - m.predict(p, r["layers"], r["workers"], r["batch"], r["micro_batches"],
+                                           r["router_skew"], threads_of(r)) for r in tr]
+            m.o_step[p] = max(0.0, float(np.median(res)))
+    return m
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation
+
+
+def validate(m, runs):
+    out = []
+    for r in runs:
+        if r["preset"] not in m.o_step:
+            continue
+        pred, parts = m.predict(r["preset"], r["layers"], r["workers"], r["batch"], r["micro_batches"],
+                                r["router_skew"], threads_of(r), detail=True)
+        out.append(dict(run=r["run"], tags=r.get("tags", ""), preset=r["preset"], layers=r["layers"],
+                        workers=r["workers"], batch=r["batch"], micro_batches=r["micro_batches"],
+                        router_skew=r["router_skew"], split="fit" if is_train(r) else "held-out",
+                        measured_s=r["step_s"], predicted_s=pred, error=pred / r["step_s"] - 1,
+                        measured_min_s=r["step_min_s"], measured_max_s=r["step_max_s"],
+                        pred_attention_s=parts["attention"], pred_moe_s=parts["moe"],
+                        pred_lm_head_s=parts["lm_head"], meas_attention_s=r["attention_s"],
+                        meas_moe_s=r["moe_wait_s"], meas_lm_head_s=r["lm_head_s"],
+                        exposed_moe_share=r["exposed_moe_share"]))
+    return out
+
+
+def summarize(val, split):
+    e = [abs(v["error"]) for v in val if v["split"] == split]
+    if not e:
+        return dict(n=0, mean=float("nan"), worst=float("nan"))
+    return dict(n=len(e), mean=float(np.mean(e)), worst=float(np.max(e)))
+
+
+def depth_check(m, runs):
+    """Pairs of runs that differ only in depth: measured per-layer increment against the model,
+    and the 2-layer step predicted from the (mostly 1-layer) fit."""
+    by = {}
+    for r in runs:
+        by[(r["preset"], r["workers"], r["batch"], r["micro_batches"], r["router_skew"], r["layers"])] = r
+    out = []
+    for key, r2 in by.items():
+        if key[-1] != 2:
+            continue
+        r1 = by.get(key[:-1] + (1,))
+        if not r1:
+            continue
+        p, W, B, mb, sk, _ = key
+        t = threads_of(r1)
+        p1, p2 = m.predict(p, 1, W, B, mb, sk, t), m.predict(p, 2, W, B, mb, sk, t)
+        meas_layer = r2["step_s"] - r1["step_s"]
+        model_layer = p2 - p1
+        # Linear in depth: the per-layer phase seconds at 2 layers against those at 1 layer.
+        ph = lambda r: (r["attention_s"] + r["routing_s"] + r["moe_wait_s"]) / r["layers"]
+        out.append(dict(preset=p, workers=W, batch=B, micro_batches=mb, router_skew=sk,
+                        step_1_s=r1["step_s"], step_2_s=r2["step_s"], measured_layer_s=meas_layer,
+                        model_layer_s=model_layer, predicted_2_s=p2, error_2=p2 / r2["step_s"] - 1,
+                        phase_per_layer_ratio=ph(r2) / ph(r1), anchor="depth-anchor" in r2["tagset"]))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Projections: Mixtral 8x22B, 56 layers, on H100 workers
+
+H100 = dict(
+    name="H100 SXM5 80 GB",
+    hbm_bytes_s=3.35e12,      # NVIDIA H100 datasheet: GPU memory bandwidth 3.35 TB/s (SXM)
+    bf16_flop_s=989e12,       # datasheet: BF16 Tensor Core 1,979 TFLOPS with sparsity -> 989 dense
+    memory_bytes=80e9,
+    kernel_overhead_s=5e-6,   # ASSUMED: per operator launch, not measured here
+)
+LINKS = {
+    # NVLink 4: 900 GB/s total per GPU (datasheet), i.e. 450 GB/s each way.
+    "NVLink": dict(bytes_s=450e9, latency_s=5e-6, note="900 GB/s per GPU (450 GB/s each way); "
+                   "5 us per exchange ASSUMED"),
+    # One 400 Gb/s NIC per node (e.g. ConnectX-7 NDR): 50 GB/s each way.
+    "NIC 400Gb/s": dict(bytes_s=50e9, latency_s=10e-6, note="400 Gb/s = 50 GB/s each way per node; "
+                        "10 us per exchange ASSUMED"),
+}
+
+
+def gpu_roofline(op, byt, flops):
+    eb, ef = min(op["eta_b"], 0.95), min(op["eta_f"], 0.95)
+    return max(byt / (eb * H100["hbm_bytes_s"]), flops / (ef * H100["bf16_flop_s"])) + H100["kernel_overhead_s"]
+
+
+def project(m, preset="mixtral-8x22b", workers=8, batch=64, link="NVLink", micro=2, replicas=1,
+            skew="uniform", ctx=1024, layers=None):
+    """Seconds per decode step on GPUs: the CPU-fitted efficiencies on H100 constants; one
+    coordinator GPU per attention replica, `workers` expert GPUs, the runtime's f32 wire format."""
+    ops = m.ops[preset]
+    s = sc.shape(preset)
+    L = layers or s["layers"]
+    D = s["hidden"]
+    lk = LINKS[link]
+    T = batch
+    Tr = math.ceil(T / replicas)          # tokens per attention replica
+
+    def coord(t):
+        return (gpu_roofline(ops["attention"], *attention_work(preset, t, ctx)) +
+                gpu_roofline(ops["routing"], *routing_work(preset, t)))
+
+    def experts_and_exchange(t):
+        ld = loads(preset, workers, t, skew, 0, m.real_p.get(preset))
+        ex = ops["expert"]
+        eb, ef = min(ex["eta_b"], 0.95), min(ex["eta_f"], 0.95)
+        tau = np.maximum(ld.bytes / (eb * H100["hbm_bytes_s"]), ld.flops / (ef * H100["bf16_flop_s"]))
+        tau = np.where(ld.active(), tau + H100["kernel_overhead_s"], 0.0)[:, 1:]
+        rb = sc.row_bytes(sc.TOP_K, D)
+        # Each exchange: the busiest link carries a replica's share of all rows (coordinator
+        # side) or one worker's rows (worker side); dispatch and combine each pay the latency.
+        coord_bytes = ld.rows[:, 1:].sum(axis=1) * rb / replicas
+        worker_bytes = ld.rows[:, 1:].max(axis=1) * rb
+        disp = lk["latency_s"] + np.maximum(coord_bytes, worker_bytes) / lk["bytes_s"]
+        comb_coord = ld.rows[:, 1:].sum(axis=1) * 4 * D / replicas
+        comb = lk["latency_s"] + np.maximum(comb_coord, ld.rows[:, 1:].max(axis=1) * 4 * D) / lk["bytes_s"]
+        return tau.max(axis=1), disp + comb
+
+    c_full = coord(Tr)
+    if micro == 2 and T >= 2:
+        h = [T // 2, T - T // 2]
+        c_half = coord(math.ceil(h[0] / replicas)), coord(math.ceil(h[1] / replicas))
+        x0, e0 = experts_and_exchange(h[0])
+        x1, e1 = experts_and_exchange(h[1])
+        layer = float(np.mean(np.maximum(c_half[1], x0) + np.maximum(c_half[0], x1) + e0 + e1))
+        step = c_half[0] + L * layer
+        exposed = float(np.mean(e0 + e1 + np.maximum(x0 - c_half[1], 0) + np.maximum(x1 - c_half[0], 0))) / layer
+    else:
+        x, e = experts_and_exchange(T)
+        layer = float(np.mean(c_full + x + e))
+        step = L * layer
+        exposed = float(np.mean(x + e)) / layer
+    step += gpu_roofline(ops["lm_head"], *lm_head_work(preset, Tr))
+    # Memory per coordinator replica: attention + router weights, embeddings/lm_head, f32 KV.
+    attn_b, _ = attention_work(preset, 0, 0)
+    kv = Tr * ctx * L * 2 * s["kv_heads"] * s["head_dim"] * sc.ACT_BYTES
+    coord_mem = L * (attn_b + D * s["experts"] * 2) + 2 * s["vocab"] * D * 2 + kv
+    worker_mem = L * math.ceil(s["experts"] / workers) * 3 * D * s["ffn"] * 2
+    return dict(step_s=step, tok_s=T / step, per_user_tok_s=1 / step, exposed=exposed,
+                coord_mem_gb=coord_mem / 1e9, worker_mem_gb=worker_mem / 1e9,
+                fits=coord_mem <= H100["memory_bytes"] and worker_mem <= H100["memory_bytes"])
+
+
+def projections(m, band):
+    rows = []
+    if "mixtral-8x22b" not in m.ops or "expert" not in m.ops["mixtral-8x22b"]:
+        return rows
+    for W in (4, 8):
+        for link in LINKS:
+            for B, mb, R in ((1, 1, 1), (16, 2, 1), (64, 1, 1), (64, 2, 1), (256, 2, 1), (256, 2, 2)):
+                for skew in ("uniform", "zipf:1.2"):
+                    p = project(m, workers=W, batch=B, link=link, micro=mb, replicas=R, skew=skew)
+                    rows.append(dict(workers=W, link=link, batch=B, micro_batches=mb, replicas=R,
+                                     skew=skew, ctx=1024, layers=56, **p,
+                                     tok_s_low=p["tok_s"] / (1 + band), tok_s_high=p["tok_s"] / max(1e-9, 1 - band)))
+    return rows
+
+
+def cpu_extrapolation(m, preset="mixtral-8x22b"):
+    """The model at 56 layers on this machine's constants (a machine with this CPU and enough
+    memory: the real 8x22B does not fit in 24 GiB)."""
+    out = []
+    if preset not in m.o_step:
+        return out
+    for W, B, mb in ((0, 1, 1), (0, 16, 1), (4, 16, 2), (8, 64, 2)):
+        for L in (1, 2, 56):
+            out.append(dict(workers=W, batch=B, micro_batches=mb, layers=L,
+                            step_s=m.predict(preset, L, W, B, mb, "real")))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Reports
+
+
+def fmt_ms(s):
+    return f"{s * 1e3:.1f}" if s < 10 else f"{s * 1e3:.0f}"
+
+
+def write_csv(path, rows):
+    if not rows:
+        return
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def report(m, val, depth, proj, cpu56, runs, exch, args):
+    L = []
+    hs, fs = summarize(val, "held-out"), summarize(val, "fit")
+    L.append("## Fitted parameters\n")
+    L.append(f"Machine (probes, mean of start and end): read {m.bw[1] / 1e9:.1f} / {m.bw[2] / 1e9:.1f} GB/s, "
+             f"FMA {m.peak[1] / 1e9:.0f} / {m.peak[2] / 1e9:.0f} GFLOP/s on 1 / 2 threads; "
+             f"C_eff = {m.C:.2f} of {m.cores} cores.\n")
+    L.append("| preset | operator | eta_bw | eta_flop | overhead | fit runs | max fit error |")
+    L.append("|---|---|---|---|---|---|---|")
+    for p, ops in m.ops.items():
+        for op, v in ops.items():
+            L.append(f"| {p} | {op} | {v['eta_b']:.3f} | {v['eta_f']:.3f} | {sc.fmt_s(v['o'])} | {v['n']} | "
+                     f"{100 * v['max_rel']:.0f}% |")
+    c = m.comm
+    L.append("")
+    L.append(f"Exchange (dispatch + combine per layer): in-process {sc.fmt_s(c['a0'])} + "
+             f"{c['s0'] * 1e9:.3f} ns/B; MPI latency {sc.fmt_s(c['alpha0'])} + {sc.fmt_s(c['alpha_per_worker'])} "
+             f"per worker; {c['s1'] * 1e9:.3f} ns/B up to {c['knot'] / 1e3:.0f} KB, {c['s2'] * 1e9:.3f} ns/B beyond "
+             f"({c.get('fit_runs', 0)} runs, rms log error {c.get('fit_rms_log', float('nan')):.2f}).\n")
+    L.append("## Validation (step time, B / median decode tok/s)\n")
+    L.append(f"Held out of the fit: {hs['n']} runs, mean |error| {100 * hs['mean']:.1f}%, worst "
+             f"{100 * hs['worst']:.1f}% (bounds {100 * args.max_mean:.0f}% / {100 * args.max_worst:.0f}%). "
+             f"Fit runs: {fs['n']}, mean {100 * fs['mean']:.1f}%, worst {100 * fs['worst']:.1f}%.\n")
+    L.append("| run | split | L | workers | batch | mb | skew | measured ms [min, max] | model ms | error |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
+    for v in sorted(val, key=lambda v: (v["split"] != "held-out", v["preset"], v["layers"], v["workers"], v["batch"], v["micro_batches"], v["router_skew"])):
+        L.append(f"| {v['run']} | {v['split']} | {v['layers']} | {v['workers']} | {v['batch']} | {v['micro_batches']} | "
+                 f"{v['router_skew']} | {fmt_ms(v['measured_s'])} [{fmt_ms(v['measured_min_s'])}, {fmt_ms(v['measured_max_s'])}] | "
+                 f"{fmt_ms(v['predicted_s'])} | {100 * v['error']:+.1f}% |")
+    if depth:
+        L.append("\n## Depth: 1 against 2 layers\n")
+        L.append("| workers | batch | mb | skew | step L=1 ms | step L=2 ms | measured per layer ms | model per layer ms | model L=2 error | per-layer phases L2/L1 |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|")
+        for d in depth:
+            L.append(f"| {d['workers']} | {d['batch']} | {d['micro_batches']} | {d['router_skew']} | {fmt_ms(d['step_1_s'])} | "
+                     f"{fmt_ms(d['step_2_s'])} | {fmt_ms(d['measured_layer_s'])} | {fmt_ms(d['model_layer_s'])} | "
+                     f"{100 * d['error_2']:+.1f}%{' (fit anchor)' if d['anchor'] else ''} | {d['phase_per_layer_ratio']:.2f} |")
+    if cpu56:
+        L.append("\n## The model at 56 layers on this CPU (hypothetical: 8x22B does not fit in 24 GiB)\n")
+        L.append("| workers | batch | mb | L=1 ms | L=2 ms | L=56 s | tok/s at 56 |")
+        L.append("|---|---|---|---|---|---|---|")
+        grp = {}
+        for r in cpu56:
+            grp.setdefault((r["workers"], r["batch"], r["micro_batches"]), {})[r["layers"]] = r["step_s"]
+        for (W, B, mb), d in grp.items():
+            L.append(f"| {W} | {B} | {mb} | {fmt_ms(d[1])} | {fmt_ms(d[2])} | {d[56]:.2f} | {B / d[56]:.1f} |")
+    if proj:
+        L.append("\n## Projections: Mixtral 8x22B, 56 layers, decode at context 1024, H100 SXM workers\n")
+        L.append(f"Band: +/- the worst held-out error ({100 * args.band:.0f}%); a CPU-calibrated model, see the caveats.\n")
+        L.append("| workers | link | batch | mb | attn replicas | routing | step ms | tok/s (band) | tok/s per user | exposed MoE | fits 80 GB |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        for p in proj:
+            L.append(f"| {p['workers']} | {p['link']} | {p['batch']} | {p['micro_batches']} | {p['replicas']} | {p['skew']} | "
+                     f"{fmt_ms(p['step_s'])} | {p['tok_s']:.0f} ({p['tok_s_low']:.0f}-{p['tok_s_high']:.0f}) | "
+                     f"{p['per_user_tok_s']:.1f} | {p['exposed']:.2f} | {'yes' if p['fits'] else 'no (coord %.0f GB)' % p['coord_mem_gb']} |")
+    return "\n".join(L) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", default=os.path.join(ROOT, "build", "scaling", "full"))
+    ap.add_argument("--runs", help="runs.csv (default RESULTS/runs.csv)")
+    ap.add_argument("--exchange", help="exchange.csv (default RESULTS/exchange.csv)")
+    ap.add_argument("--machine", help="machine.json (default RESULTS/machine.json)")
+    ap.add_argument("--out", help="where to write (default RESULTS)")
+    ap.add_argument("--max-mean", type=float, default=0.15)
+    ap.add_argument("--max-worst", type=float, default=0.25)
+    ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args()
+    res = os.path.abspath(args.results)
+    out = os.path.abspath(args.out or res)
+    os.makedirs(out, exist_ok=True)
+    runs = read_csv(args.runs or os.path.join(res, "runs.csv"))
+    exch = read_csv(args.exchange or os.path.join(res, "exchange.csv"))
+    with open(args.machine or os.path.join(res, "machine.json")) as f:
+        machine = json.load(f)
+    if not runs:
+        print("perf_model: no runs", file=sys.stderr)
+        return 2
+    m = fit(runs, exch, machine)
+    val = validate(m, runs)
+    hs = summarize(val, "held-out")
+    args.band = hs["worst"] if hs["n"] else 0.25
+    depth = depth_check(m, runs)
+    proj = projections(m, args.band)
+    cpu56 = cpu_extrapolation(m)
+    with open(os.path.join(out, "model.json"), "w") as f:
+        json.dump(m.to_json(), f, indent=1)
+    write_csv(os.path.join(out, "validation.csv"), val)
+    write_csv(os.path.join(out, "depth.csv"), depth)
+    write_csv(os.path.join(out, "projections.csv"), proj)
+    text = report(m, val, depth, proj, cpu56, runs, exch, args)
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write(text)
+    if not args.quiet:
+        print(text)
+    if not args.no_plots:
+        import plots
+        for path in plots.all_plots(m, runs, exch, val, proj, out):
+            print(f"wrote {path}", file=sys.stderr)
+    ok = hs["n"] > 0 and hs["mean"] <= args.max_mean and hs["worst"] <= args.max_worst
+    print(f"held-out: {hs['n']} runs, mean |error| {100 * hs['mean']:.1f}%, worst {100 * hs['worst']:.1f}% -> "
+          f"{'PASS' if ok else 'FAIL'} (bounds {100 * args.max_mean:.0f}% / {100 * args.max_worst:.0f}%)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
