@@ -23,7 +23,11 @@ void ExpertBlockPartials(const std::vector<ExpertTask>& tasks, int block_size,
     scratch.jobs.push_back({t.x, t.n, &t.slice->w3, &scratch.up[offset[i]]});
   }
   MatMulMany(scratch.jobs.data(), static_cast<int>(scratch.jobs.size()), pool);
-  SiluMul(scratch.gate.data(), scratch.up.data(), offset.back());
+  // act = silu(gate) * up, element by element (split across threads: same bits)
+  pool.ParallelFor(
+      offset.back(),
+      [&](int64_t i0, int64_t i1) { SiluMul(&scratch.gate[i0], &scratch.up[i0], i1 - i0); },
+      4096, offset.back() * 16);
   // partial[b] = act[:, block b] w2[:, block b] for every task and block [blocks, n, D] each
   scratch.jobs.clear();
   for (size_t i = 0; i < tasks.size(); ++i) {
