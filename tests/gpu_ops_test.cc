@@ -16,22 +16,12 @@
 namespace moe {
 namespace {
 
+using testing::Random;
+using testing::ToBf16;
+
+
 #define REQUIRE_GPU()                                                          \
   if (gpu::DeviceCount() == 0) GTEST_SKIP() << "no GPU: " << gpu::NoDeviceReason()
-
-std::vector<float> Random(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
-
-std::vector<uint16_t> ToBf16(const std::vector<float>& v) {
-  std::vector<uint16_t> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = F32ToBf16(v[i]);
-  return out;
-}
 
 // Device copies that free themselves.
 template <typename T>

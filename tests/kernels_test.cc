@@ -13,23 +13,14 @@
 #include "coordinator/attention.h"
 #include "coordinator/rope.h"
 #include "coordinator/router.h"
+#include "test_util.h"
 
 namespace moe {
 namespace {
 
-std::vector<float> Random(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
+using testing::Random;
+using testing::ToBf16;
 
-std::vector<uint16_t> ToBf16(const std::vector<float>& v) {
-  std::vector<uint16_t> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = F32ToBf16(v[i]);
-  return out;
-}
 
 // y = x W^T in double: the reference.
 std::vector<double> RefMatMul(const std::vector<float>& x, int T, const std::vector<float>& w,

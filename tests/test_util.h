@@ -4,9 +4,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <random>
 #include <string>
 #include <vector>
+
+#include "common/dtype.h"
 
 namespace moe::testing {
 
@@ -22,6 +26,21 @@ inline double RelativeMaxError(const float* a, const float* b, size_t n) {
     scale = std::max(scale, std::fabs(double{b[i]}));
   }
   return scale > 0 ? diff / scale : diff;
+}
+
+// n normal values with this seed and standard deviation.
+inline std::vector<float> Random(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+inline std::vector<uint16_t> ToBf16(const std::vector<float>& v) {
+  std::vector<uint16_t> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = F32ToBf16(v[i]);
+  return out;
 }
 
 inline bool BitEqual(const std::vector<float>& a, const std::vector<float>& b) {
