@@ -20,16 +20,19 @@ The model (one forward step of T tokens through L layers; the sweep's steps carr
       rank. Token counts per rank come from Monte Carlo draws of the routing distribution
       (uniform; zipf:S as RouteSkew draws it; "real": the router's expert frequencies per layer,
       measured on the fit runs), so the load imbalance is the expected max over ranks.
-  cores                   this machine has 2 cores for up to 9 ranks (and another job):
-      a set of ranks running at once finishes no sooner than their summed core-seconds / C_eff
-      (C_eff fitted, <= the physical cores). On GPUs each rank has its own device: no such term.
+  cores                   this machine has 2 cores for up to 9 ranks, shared with other jobs.
+      sweep.py measures, per run, the cores other jobs used meanwhile (/proc/stat less our own
+      CPU time); A = 2 - that is what our run had. One thread runs at min(1, A) of a core, a
+      2-thread pool at 1 + pool_eff (min(2, A) - 1) (pool_eff fitted: a pool waits for its
+      slowest thread); worker ranks running at once share A cores as processor sharing (c jobs
+      left: each at min(1, A / c)). On GPUs each rank has its own device: no such term.
   exchange                dispatch + combine per layer: alpha_W + s1 min(x, k) + s2 max(x - k, 0)
       for x bytes on the wire (latency per worker count, two bandwidth pieces), fitted to the
       exchange probe and the fit runs as the MoE block's wall time minus the modelled expert
       compute (on an oversubscribed machine a worker's wake-up and the experts of the others
       land inside the coordinator's dispatch, so the exchange cannot be timed alone).
   ping-pong               micro-batches 2: per layer, attention of one half runs beside the
-      experts of the other: max(coordinator, slowest worker, core-seconds / C_eff) twice, plus
+      experts of the other (both under the same processor sharing) twice, plus
       twice the exchanges of half the rows, plus the first half's attention once per step.
   attention replicas      (projections only; the runtime has one coordinator) R replicas each
       run attention and lm_head for T / R tokens and send their own rows.
@@ -70,6 +73,7 @@ def read_csv(path):
                     r[k] = int(float(r[k]))
             for k, v in list(r.items()):
                 if k.endswith("_s") or k in ("decode_tok_s", "exposed_moe_share", "wire_bytes_per_layer",
+                                             "ext_cores", "our_cores", "loadavg_1m",
                                              "rank_rows_max_over_mean", "expert_max_over_mean",
                                              "rows_per_layer"):
                     try:
@@ -80,6 +84,30 @@ def read_csv(path):
             r["tagset"] = set((r.get("tags") or "").split("+")) - {""}
             out.append(r)
     return out
+
+
+def config_key(r):
+    return (r["preset"], r["layers"], r["workers"], r["batch"], r["micro_batches"], r["router_skew"])
+
+
+def split_runs(allruns):
+    """(grid runs, reference runs, repeats set aside): the references repeat grid runs to
+    measure drift and take no part in the fit or the validation; of a configuration measured
+    more than once, the run with the quietest machine (least ext_cores) is used and the others
+    are set aside (reported, not used)."""
+    grid = [r for r in allruns if r.get("kind", "grid") != "reference"]
+    refs = [r for r in allruns if r.get("kind") == "reference"]
+    best = {}
+    for r in grid:
+        k = config_key(r)
+        q = r.get("ext_cores") if isinstance(r.get("ext_cores"), float) else 0.0
+        if k not in best or q < best[k][0]:
+            best[k] = (q, r)
+    keep = [v[1] for v in best.values()]
+    kept = {id(r) for r in keep}
+    aside = [r for r in grid if id(r) not in kept]
+    keep.sort(key=lambda r: r["run"])
+    return keep, refs, aside
 
 
 def machine_constants(machine):
@@ -236,256 +264,377 @@ def lm_head_work(preset, R):
     return V * D * sc.WEIGHT_BYTES + R * (V + D) * sc.ACT_BYTES, 2 * R * D * V
 
 
-def roofline(byt, flops, bw, peak, eta_b, eta_f, o):
-    return np.maximum(byt / (eta_b * bw), flops / (eta_f * peak)) + o
+P_GRID = (1.0, 2.0, 4.0, math.inf)
+
+
+def combine_terms(a, b, p):
+    """The two roofline terms, combined as (a^p + b^p)^(1/p): p = inf is the classic
+    max(a, b) (memory traffic and arithmetic fully overlapped), p = 1 their sum (not at all)."""
+    if math.isinf(p):
+        return np.maximum(a, b)
+    if p == 1.0:
+        return a + b
+    return (a ** p + b ** p) ** (1.0 / p)
+
+
+def roofline(byt, flops, bw, peak, eta_b, eta_f, o, p=math.inf):
+    return combine_terms(byt / (eta_b * bw), flops / (eta_f * peak), p) + o
+
+
+def op_time(op, byt, flops, bw, peak, o=None):
+    """An operator's fitted roofline."""
+    return roofline(byt, flops, bw, peak, op["eta_b"], op["eta_f"], op["o"] if o is None else o,
+                    op.get("p", math.inf))
 
 
 # ------------------------------------------------------------------------------------------------
 # Fitting
 
 
-def fit_roofline(byt, flops, bw, peak, y):
-    """eta_b, eta_f, o minimising the squared log error (grid over eta_b, eta_f; o >= 0)."""
-    byt, flops, bw, peak, y = map(lambda a: np.asarray(a, dtype=float), (byt, flops, bw, peak, y))
+def nnls_rel(A, b, scale):
+    """Least squares of A x = b relative to `scale`, x >= 0 (drop negative terms and refit)."""
+    keep = list(range(A.shape[1]))
+    x = np.zeros(A.shape[1])
+    while keep:
+        sol, *_ = np.linalg.lstsq(A[:, keep] / scale[:, None], b / scale, rcond=None)
+        if (sol >= 0).all():
+            x[:] = 0
+            x[keep] = sol
+            return x
+        keep = [k for k, v in zip(keep, sol) if v >= 0] if (sol < 0).sum() < len(keep) else []
+    return x
+
+
+def fit_roofline(byt, flops, bw, peak, y, weights=None):
+    """eta_b, eta_f, o minimising the squared log error (grid over eta_b, eta_f; o >= 0).
+    byt and flops are [N] or [N, K]: a data point that averages K step shapes with `weights`
+    ([N, K], rows summing to 1) is predicted as the weighted mean of their rooflines."""
+    byt, flops = np.asarray(byt, dtype=float), np.asarray(flops, dtype=float)
+    if byt.ndim == 1:
+        byt, flops = byt[:, None], flops[:, None]
+    w = np.ones_like(byt) if weights is None else np.asarray(weights, dtype=float)
+    bw, peak, y = (np.asarray(a, dtype=float) for a in (bw, peak, y))
     o_grid = np.concatenate([[0.0], np.min(y) * np.linspace(0.02, 0.98, 30)])
     best = (np.inf, None)
-    tb = byt / bw
-    tf = flops / peak
-    for eb in ETA_GRID:
-        a = tb / eb
-        for ef in ETA_GRID:
-            base = np.maximum(a, tf / ef)
-            pred = base[None, :] + o_grid[:, None]
-            err = ((np.log(pred) - np.log(y)[None, :]) ** 2).sum(axis=1)
-            i = int(np.argmin(err))
-            if err[i] < best[0]:
-                best = (err[i], (float(eb), float(ef), float(o_grid[i])))
-    eb, ef, o = best[1]
-    pred = roofline(byt, flops, bw, peak, eb, ef, o)
-    return dict(eta_b=eb, eta_f=ef, o=o, rms_log=float(np.sqrt(best[0] / len(y))),
+    tb = byt / bw[:, None]
+    tf = flops / peak[:, None]
+    for p in P_GRID:
+        for eb in ETA_GRID:
+            a = tb / eb
+            for ef in ETA_GRID:
+                base = (combine_terms(a, tf / ef, p) * w).sum(axis=1)
+                pred = base[None, :] + o_grid[:, None]
+                err = ((np.log(pred) - np.log(y)[None, :]) ** 2).sum(axis=1)
+                i = int(np.argmin(err))
+                if err[i] < best[0] - 1e-12:
+                    best = (err[i], (float(eb), float(ef), float(o_grid[i]), p))
+    eb, ef, o, p = best[1]
+    pred = (combine_terms(tb / eb, tf / ef, p) * w).sum(axis=1) + o
+    return dict(eta_b=eb, eta_f=ef, o=o, p=p, rms_log=float(np.sqrt(best[0] / len(y))),
                 n=int(len(y)), max_rel=float(np.max(np.abs(pred / y - 1))))
+
+
+def shapes_of(r):
+    """(tokens, share of the run's steps) of a run's forward passes: one prefill step of
+    batch x prompt tokens, then `gen` decode steps of batch tokens."""
+    out = {}
+    for t in sc.step_shapes(r["batch"], r.get("prompt", 1) or 1, r["gen"]):
+        out[t] = out.get(t, 0) + 1.0 / (1 + r["gen"])
+    return sorted(out.items())
 
 
 def threads_of(r):
     return min(2, max(1, int(r["threads"])))
 
 
+def avail_of(m, r):
+    """Cores our processes could use during run r: the machine's cores less what other jobs
+    used meanwhile (measured by sweep.py from /proc/stat and our own CPU time), or, for results
+    without that column, less a constant fitted to the whole sweep."""
+    ext = r.get("ext_cores")
+    if isinstance(ext, float) and not math.isnan(ext):
+        return max(0.25, m.cores - ext)
+    return max(0.25, m.cores - m.ext_fit)
+
+
+def fit_operators(m, presets, train, exch):
+    """Roofline efficiencies of every operator class per preset; returns (ops, summed squared
+    log error of the attention, lm_head and expert fits)."""
+    ops_all, total = {}, 0.0
+    for p in presets:
+        ops = ops_all[p] = {}
+        tr = [r for r in train if r["preset"] == p]
+        if tr:
+            K = max(len(shapes_of(r)) for r in tr)
+            for op, work, col, per_layer in (("attention", lambda r, t: attention_work(p, t, 4), "attention_s", True),
+                                             ("routing", lambda r, t: routing_work(p, t), "routing_s", True),
+                                             ("lm_head", lambda r, t: lm_head_work(p, r["batch"]), "lm_head_s", False)):
+                byt, fl, wt = np.zeros((len(tr), K)), np.zeros((len(tr), K)), np.zeros((len(tr), K))
+                for i, r in enumerate(tr):
+                    for k, (t, share) in enumerate(shapes_of(r)):
+                        byt[i, k], fl[i, k] = work(r, t)
+                        wt[i, k] = share
+                    byt[i, len(shapes_of(r)):] = 1.0
+                    fl[i, len(shapes_of(r)):] = 1.0
+                y = [r[col] / (r["layers"] if per_layer else 1) for r in tr]
+                u = [m.speed(threads_of(r), avail_of(m, r)) for r in tr]
+                ops[op] = fit_roofline(byt, fl, [m.bw1 * x for x in u], [m.pk1 * x for x in u], y, wt)
+                if op != "routing":  # tiny and noisy: it does not choose the pool efficiency
+                    total += ops[op]["rms_log"] ** 2 * ops[op]["n"]
+        # Experts: runs where one rank computes alone (one process, or one worker): the phase
+        # 'expert' is then that rank's compute. The exchange probe's runs stand in only for a
+        # preset without fit runs of its own.
+        src = [r for r in tr if r["workers"] <= 1 and r["micro_batches"] == 1]
+        own = bool(src)
+        if not src:
+            src = [r for r in exch if r["preset"] == p and r["workers"] <= 1]
+        if src:
+            K = max(len(shapes_of(r)) for r in src)
+            byt, fl, wt, bw, pk, y = [], [], [], [], [], []
+            for r in src:
+                u = m.speed(threads_of(r), avail_of(m, r))
+                rk = 0 if r["workers"] == 0 else 1
+                for l in range(r["layers"]):
+                    b_row, f_row, w_row = [1.0] * K, [1.0] * K, [0.0] * K
+                    for k, (t, share) in enumerate(shapes_of(r)):
+                        ld = loads(p, r["workers"], t, r["router_skew"], l, m.real_p.get(p))
+                        # The mean over draws of the busy rank's (bytes, flops).
+                        b_row[k], f_row[k], w_row[k] = float(np.mean(ld.bytes[:, rk])), float(np.mean(ld.flops[:, rk])), share
+                    byt.append(b_row)
+                    fl.append(f_row)
+                    wt.append(w_row)
+                    bw.append(m.bw1 * u)
+                    pk.append(m.pk1 * u)
+                    y.append(r["expert_s"] / r["layers"])
+            ops["expert"] = fit_roofline(byt, fl, bw, pk, y, wt)
+            if own:
+                total += ops["expert"]["rms_log"] ** 2 * ops["expert"]["n"]
+    return ops_all, total
+
+
 class Work:
-    """[S, R] seconds of each rank's experts for one (sub)batch: `busy` (the roofline term,
-    core-seconds) and `wall` (busy + the fitted overhead, which is waiting, not computing)."""
+    """[S, R] seconds of each rank's experts for one (sub)batch on one full core: `busy` (the
+    roofline term: computing) and `wall` (busy + the fitted overhead, a wait)."""
 
     def __init__(self, busy, wall):
         self.busy, self.wall = busy, wall
 
 
-def expert_terms(m, preset, workers, T, skew, layer, threads):
+def expert_terms(m, preset, workers, T, skew, layer, speed=1.0):
     ld = loads(preset, workers, T, skew, layer, m.real_p.get(preset))
     ex = m.ops[preset]["expert"]
-    busy = roofline(ld.bytes, ld.flops, m.bw[threads], m.peak[threads], ex["eta_b"], ex["eta_f"], 0.0)
+    busy = op_time(ex, ld.bytes, ld.flops, m.bw1 * speed, m.pk1 * speed, o=0.0)
     act = ld.active()
     busy = np.where(act, busy, 0.0)
     return Work(busy, np.where(act, busy + ex["o"], 0.0)), ld
 
 
-def makespan(work, coord, workers, threads, C):
-    """Wall time of the worker ranks' compute next to `coord` seconds of coordinator work (t
-    threads each) on C cores: no sooner than the slowest rank, nor than the core-seconds of all
-    of them over C. C = inf: every rank on its own device."""
-    if workers == 0:
-        return work.wall[:, 0] + coord
-    slow = np.maximum(work.wall[:, 1:].max(axis=1), coord)
-    if math.isinf(C):
-        return slow
-    return np.maximum(slow, (work.busy[:, 1:].sum(axis=1) * threads + coord * threads) / C)
+def makespan(work, coord, workers, avail):
+    """Wall time of the worker ranks' compute beside `coord` seconds of coordinator work (one
+    thread each, seconds on a full core), as processor sharing of `avail` cores: while c of
+    these jobs remain, each runs at min(1, avail / c) of a core; the last to finish, plus the
+    fitted overhead (a wait, not compute). avail None: every rank on its own device (GPUs)."""
+    if avail is None:
+        return np.maximum(work.wall[:, 1:].max(axis=1), coord)
+    busy = work.busy[:, 1:]
+    if coord > 0:
+        busy = np.concatenate([busy, np.full((busy.shape[0], 1), coord)], axis=1)
+    w = np.sort(busy, axis=1)
+    R = w.shape[1]
+    prev = np.zeros(w.shape[0])
+    t = np.zeros(w.shape[0])
+    for i in range(R):
+        c = R - i
+        t += (w[:, i] - prev) / min(1.0, avail / c)
+        prev = w[:, i]
+    over = (work.wall[:, 1:] - work.busy[:, 1:]).max(axis=1)
+    return t + over
 
 
 class Model:
     def __init__(self):
-        self.ops = {}         # preset -> op -> {eta_b, eta_f, o}
-        self.real_p = {}      # preset -> [layer][expert] shares
-        self.C = 2.0
-        self.comm = {}        # alpha_W (s), s1, s2 (s/byte), knot (bytes); inproc a0, s0
-        self.o_step = {}      # preset -> seconds
-        self.bw, self.peak, self.cores = {}, {}, 2
+        self.ops = {}          # preset -> op -> {eta_b, eta_f, o}
+        self.real_p = {}       # preset -> [layer][expert] shares
+        self.comm = {}         # exchange terms (see fit)
+        self.o_step = {}       # preset -> seconds
+        self.bw1, self.pk1, self.cores = 0.0, 0.0, 2
+        self.pool_eff = 1.0    # how much of a second core a 2-thread pool turns into speed
+        self.ext_fit = 0.0     # other jobs' cores, for results that did not measure them
+
+    def speed(self, threads, avail):
+        """Cores' worth of speed a `threads`-thread pool gets with `avail` cores free."""
+        if threads <= 1 or avail <= 1:
+            return min(1.0, avail)
+        return 1.0 + self.pool_eff * (min(float(threads), avail) - 1.0)
 
     # -- the pieces --------------------------------------------------------------------------
-    def alpha(self, W):
-        return self.comm["alpha0"] + self.comm["alpha_per_worker"] * W
-
     def exchange(self, W, wire):
         c = self.comm
         if W == 0:
             return c["a0"] + c["s0"] * wire
         k = c["knot"]
-        return self.alpha(W) + c["s1"] * np.minimum(wire, k) + c["s2"] * np.maximum(wire - k, 0)
+        return (c["alpha0"] + c["alpha_per_worker"] * max(0, W - 1) + c["s1"] * np.minimum(wire, k) +
+                c["s2"] * np.maximum(wire - k, 0))
 
-    def coord(self, preset, T, ctx, threads):
+    def oversub(self, W, avail):
+        """Per layer: waiting for a rank the scheduler has not run yet, when our ranks outnumber
+        the cores (this machine only; fitted)."""
+        return self.comm.get("oversub", 0.0) if avail is not None and W + 1 > self.cores else 0.0
+
+    def coord(self, preset, T, ctx, speed):
         ops = self.ops[preset]
-        a = roofline(*attention_work(preset, T, ctx), self.bw[threads], self.peak[threads],
-                     ops["attention"]["eta_b"], ops["attention"]["eta_f"], ops["attention"]["o"])
-        r = roofline(*routing_work(preset, T), self.bw[threads], self.peak[threads],
-                     ops["routing"]["eta_b"], ops["routing"]["eta_f"], ops["routing"]["o"])
+        bw, pk = self.bw1 * speed, self.pk1 * speed
+        a = op_time(ops["attention"], *attention_work(preset, T, ctx), bw, pk)
+        r = op_time(ops["routing"], *routing_work(preset, T), bw, pk)
         return float(a), float(r)
 
-    def lm_head(self, preset, R, threads):
+    def lm_head(self, preset, R, speed):
         op = self.ops[preset]["lm_head"]
-        return float(roofline(*lm_head_work(preset, R), self.bw[threads], self.peak[threads],
-                              op["eta_b"], op["eta_f"], op["o"]))
+        return float(op_time(op, *lm_head_work(preset, R), self.bw1 * speed, self.pk1 * speed))
 
-    def moe_block(self, preset, W, T, skew, layer, threads, coord=0.0):
-        """Mean over routing draws of (experts beside `coord` coordinator seconds) + exchange."""
-        work, ld = expert_terms(self, preset, W, T, skew, layer, threads)
-        ms = makespan(work, coord, W, threads, self.C)
-        return float(np.mean(ms + self.exchange(W, ld.wire))), ld
+    def moe_block(self, preset, W, T, skew, layer, avail, t0):
+        """One micro-batch's MoE block (dispatch, experts, combine) as the coordinator waits
+        for it; mean over routing draws."""
+        if W == 0:
+            work, ld = expert_terms(self, preset, 0, T, skew, layer, self.speed(t0, avail))
+            return float(np.mean(work.wall[:, 0] + self.exchange(0, ld.wire))), ld
+        work, ld = expert_terms(self, preset, W, T, skew, layer)
+        ms = makespan(work, 0.0, W, avail)
+        return float(np.mean(ms + self.exchange(W, ld.wire))) + self.oversub(W, avail), ld
 
     # -- a whole step ------------------------------------------------------------------------
-    def predict(self, preset, layers, W, B, micro=1, skew="real", threads=None, ctx=None,
-                detail=False):
-        """Seconds of one forward step of B tokens (decode-shaped: one token per sequence)."""
+    def predict(self, preset, layers, W, B, micro=1, skew="real", threads=None, avail=None,
+                ctx=None, detail=False):
+        """Seconds of one forward step of B tokens (decode-shaped: one token per sequence) with
+        `avail` cores free (default: the whole machine)."""
         t0 = threads or (2 if W == 0 else 1)
+        avail = self.cores if avail is None else avail
         ctx = ctx if ctx is not None else 4
         T = B
+        sp = self.speed(t0, avail)
         parts = dict(attention=0.0, routing=0.0, moe=0.0, lm_head=0.0, overhead=self.o_step.get(preset, 0.0))
         if micro == 2 and T >= 2 and W > 0:
             h1, h2 = T // 2, T - T // 2
-            a1, r1 = self.coord(preset, h1, ctx, t0)
-            a2, r2 = self.coord(preset, h2, ctx, t0)
-            total = a1 + r1                                          # A's attention, layer 0
+            a1, r1 = self.coord(preset, h1, ctx, sp)
+            f1, g1 = self.coord(preset, h1, ctx, 1.0)   # on a full core, for the sharing
+            f2, g2 = self.coord(preset, h2, ctx, 1.0)
+            total = a1 + r1                              # A's attention, layer 0
             for l in range(layers):
-                tau1, ld1 = expert_terms(self, preset, W, h1, skew, l, t0)
-                tau2, ld2 = expert_terms(self, preset, W, h2, skew, l, t0)
-                seg1 = makespan(tau1, a2 + r2, W, t0, self.C)       # B's attention | A's experts
-                nxt = a1 + r1 if l + 1 < layers else 0.0
-                seg2 = makespan(tau2, nxt, W, t0, self.C)           # A's next attention | B's experts
+                w1, ld1 = expert_terms(self, preset, W, h1, skew, l)
+                w2, ld2 = expert_terms(self, preset, W, h2, skew, l)
+                seg1 = makespan(w1, f2 + g2, W, avail)                               # B's attention | A's experts
+                seg2 = makespan(w2, (f1 + g1) if l + 1 < layers else 0.0, W, avail)  # A's next attention | B's experts
                 ex = self.exchange(W, ld1.wire) + self.exchange(W, ld2.wire)
-                total += float(np.mean(seg1 + seg2 + ex))
+                total += float(np.mean(seg1 + seg2 + ex)) + self.oversub(W, avail)
+            a2, r2 = self.coord(preset, h2, ctx, sp)
             parts["attention"] = layers * (a1 + a2)
             parts["routing"] = layers * (r1 + r2)
             parts["moe"] = total - parts["attention"] - parts["routing"]
             step_layers = total
         else:
-            a, r = self.coord(preset, T, ctx, t0)
             step_layers = 0.0
             halves = [T // 2, T - T // 2] if (micro == 2 and T >= 2) else [T]
             for l in range(layers):
                 for h in halves:
-                    ah, rh = (a, r) if len(halves) == 1 else self.coord(preset, h, ctx, t0)
-                    mb, _ = self.moe_block(preset, W, h, skew, l, t0)
+                    ah, rh = self.coord(preset, h, ctx, sp)
+                    mb, _ = self.moe_block(preset, W, h, skew, l, avail, t0)
                     step_layers += ah + rh + mb
                     parts["attention"] += ah
                     parts["routing"] += rh
                     parts["moe"] += mb
-        parts["lm_head"] = self.lm_head(preset, T, t0)
+        parts["lm_head"] = self.lm_head(preset, T, sp)
         step = step_layers + parts["lm_head"] + parts["overhead"]
         return (step, parts) if detail else step
 
+    def predict_run(self, r, layers=None, detail=False):
+        return self.predict(r["preset"], layers or r["layers"], r["workers"], r["batch"], r["micro_batches"],
+                            r["router_skew"], threads_of(r), avail_of(self, r), detail=detail)
+
     def to_json(self):
-        return dict(ops=self.ops, real_p=self.real_p, C_eff=self.C, comm=self.comm,
-                    o_step=self.o_step, bw=self.bw, peak=self.peak, cores=self.cores)
+        return dict(ops=self.ops, real_p=self.real_p, pool_eff=self.pool_eff, ext_fit=self.ext_fit,
+                    comm=self.comm, o_step=self.o_step, bw1=self.bw1, pk1=self.pk1, cores=self.cores)
 
 
 def fit(runs, exch, machine, log=print):
     m = Model()
     mc = machine_constants(machine)
-    m.bw, m.peak, m.cores = mc["bw"], mc["peak"], mc["cores"]
+    m.bw1, m.pk1, m.cores = mc["bw"][1], mc["peak"][1], mc["cores"]
     train = [r for r in runs if is_train(r)]
     if not train:
         raise SystemExit("perf_model: no fit runs (see is_train) in runs.csv")
     presets = sorted({r["preset"] for r in runs} | {r["preset"] for r in exch})
     for p in presets:
         m.real_p[p] = real_distribution(runs, p)
-    for p in presets:
-        m.ops[p] = {}
-        # Coordinator operators from the fit runs of this preset (per layer, per step).
-        tr = [r for r in train if r["preset"] == p]
-        if tr:
-            for op, work, col, per_layer in (("attention", lambda r: attention_work(p, r["batch"], 4), "attention_s", True),
-                                             ("routing", lambda r: routing_work(p, r["batch"]), "routing_s", True),
-                                             ("lm_head", lambda r: lm_head_work(p, r["batch"]), "lm_head_s", False)):
-                w = [work(r) for r in tr]
-                y = [r[col] / (r["layers"] if per_layer else 1) for r in tr]
-                m.ops[p][op] = fit_roofline([a for a, _ in w], [b for _, b in w],
-                                            [m.bw[threads_of(r)] for r in tr],
-                                            [m.peak[threads_of(r)] for r in tr], y)
-        # Experts: runs where one rank computes alone (one process, or one worker): the phase
-        # 'expert' is then that rank's compute. The exchange probe's runs count for its preset.
-        # The exchange probe's runs stand in only for a preset without fit runs of its own.
-        src = [r for r in train if r["preset"] == p and r["workers"] <= 1 and r["micro_batches"] == 1]
-        if not src:
-            src = [r for r in exch if r["preset"] == p and r["workers"] <= 1]
-        if src:
-            byt, fl, bw, pk, y = [], [], [], [], []
-            for r in src:
-                t = threads_of(r)
-                for l in range(r["layers"]):
-                    ld = loads(p, r["workers"], r["batch"], r["router_skew"], l, m.real_p.get(p))
-                    rk = 0 if r["workers"] == 0 else 1
-                    # The mean over draws of the busy rank's (bytes, flops): nearly linear here.
-                    byt.append(float(np.mean(ld.bytes[:, rk])))
-                    fl.append(float(np.mean(ld.flops[:, rk])))
-                    bw.append(m.bw[t])
-                    pk.append(m.peak[t])
-                    y.append(r["expert_s"] / r["layers"])
-            m.ops[p]["expert"] = fit_roofline(byt, fl, bw, pk, y)
+    measured = all(isinstance(r.get("ext_cores"), float) for r in train)
+    # The pool efficiency (and, for results without measured load, the other jobs' cores),
+    # chosen with the operators' efficiencies: the values that fit them all best.
+    best = None
+    ext_grid = [0.0] if measured else np.arange(0.0, m.cores - 0.25 + 1e-9, 0.125)
+    for ext in ext_grid:
+        m.ext_fit = float(ext)
+        for pe in np.round(np.arange(0.0, 1.0 + 1e-9, 0.05), 3):
+            m.pool_eff = float(pe)
+            ops, err = fit_operators(m, presets, train, exch)
+            if best is None or err < best[0] - 1e-12:
+                best = (err, float(pe), float(ext), ops)
+    _, m.pool_eff, m.ext_fit, m.ops = best
     # In-process exchange (one process): dispatch + combine per layer, a line in the bytes.
     zero = [r for r in exch + train if r["workers"] == 0]
+    m.comm.update(a0=0.0, s0=0.0)
     if zero:
         x = np.array([r["wire_bytes_per_layer"] for r in zero])
         y = np.array([r["comm_per_layer_s"] for r in zero])
-        A = np.stack([np.ones_like(x), x], axis=1) / y[:, None]
-        coef, *_ = np.linalg.lstsq(A, np.ones_like(y), rcond=None)
-        m.comm["a0"], m.comm["s0"] = max(0.0, float(coef[0])), max(0.0, float(coef[1]))
-    else:
-        m.comm["a0"], m.comm["s0"] = 0.0, 0.0
-    # MPI exchange and C_eff: the MoE block (moe_wait per layer, one micro-batch) of every run
-    # with workers in the exchange probe and the fit set = alpha_W + bytes terms + experts.
-    blk = [r for r in exch + train if r["workers"] > 0 and r["micro_batches"] == 1 and
-           r["preset"] in m.ops and "expert" in m.ops[r["preset"]]]
-    best = None
-    x_all = np.array([r["wire_bytes_per_layer"] for r in blk])
-    knots = sorted(set(np.quantile(x_all, [0.2, 0.35, 0.5, 0.65, 0.8]).tolist())) if len(blk) else [1.0]
-    c_grid = np.round(np.arange(1.0, m.cores + 1e-9, 0.05), 3)
-    for C in c_grid:
-        m.C = float(C)
-        rows = []
-        for r in blk:
-            p, t = r["preset"], threads_of(r)
-            comp = 0.0
-            wires = []
-            for l in range(r["layers"]):
-                work, ld = expert_terms(m, p, r["workers"], r["batch"], r["router_skew"], l, t)
-                comp += float(np.mean(makespan(work, 0.0, r["workers"], t, m.C)))
-                wires.append(float(np.mean(ld.wire)))
-            rows.append((r["moe_wait_s"] / r["layers"], comp / r["layers"], float(np.mean(wires)), r["workers"]))
-        y = np.array([a for a, _, _, _ in rows])
-        comp = np.array([b for _, b, _, _ in rows])
-        wire = np.array([c for _, _, c, _ in rows])
-        wk = np.array([d for _, _, _, d in rows])
-        for k in knots:
-            cols = [np.ones_like(wk, dtype=float), wk.astype(float), np.minimum(wire, k), np.maximum(wire - k, 0)]
-            A = np.stack(cols, axis=1)
-            A_w, b_w = A / y[:, None], (y - comp) / y
-            coef, *_ = np.linalg.lstsq(A_w, b_w, rcond=None)
-            coef = np.maximum(coef, 0.0)        # latencies and costs per byte are not negative
-            pred = A @ coef + comp
-            err = float(np.sum(np.log(np.maximum(pred, 1e-9) / y) ** 2))
+        coef = nnls_rel(np.stack([np.ones_like(x), x], axis=1), y, y)
+        m.comm["a0"], m.comm["s0"] = float(coef[0]), float(coef[1])
+    # The exchange's latency and bandwidth, from the clean case: rank 0 and one worker, which
+    # waits while the other computes (dispatch + combine per layer against the bytes on the
+    # wire; exchange probe and fit runs). Two linear pieces, the knot chosen by the fit.
+    one = [r for r in exch + train if r["workers"] == 1 and r["micro_batches"] == 1]
+    m.comm.update(alpha0=0.0, alpha_per_worker=0.0, s1=0.0, s2=0.0, knot=1.0, oversub=0.0)
+    if one:
+        x = np.array([r["wire_bytes_per_layer"] for r in one])
+        y = np.array([r["comm_per_layer_s"] for r in one])
+        best = None
+        for k in sorted(set(np.quantile(x, [0.25, 0.4, 0.55, 0.7, 0.85]).tolist())):
+            A = np.stack([np.ones_like(x), np.minimum(x, k), np.maximum(x - k, 0)], axis=1)
+            coef = nnls_rel(A, y, y)
+            err = float(np.sum(np.log(np.maximum(A @ coef, 1e-9) / y) ** 2))
             if best is None or err < best[0]:
-                best = (err, float(C), float(k), coef.copy())
-    if best is None:
-        m.comm.update(alpha0=0.0, alpha_per_worker=0.0, s1=0.0, s2=0.0, knot=1.0)
-    else:
-        _, m.C, k, coef = best
-        m.comm.update(alpha0=float(coef[0]), alpha_per_worker=float(coef[1]),
-                      s1=float(coef[2]), s2=float(coef[3]), knot=k)
-        m.comm["fit_rms_log"] = math.sqrt(best[0] / len(blk))
-        m.comm["fit_runs"] = len(blk)
+                best = (err, k, coef)
+        err, k, coef = best
+        m.comm.update(alpha0=float(coef[0]), s1=float(coef[1]), s2=float(coef[2]), knot=float(k),
+                      fit_rms_log_1=math.sqrt(err / len(one)), fit_runs_1=len(one))
+    # What more workers add, from the MoE block (moe_wait per layer, one micro-batch) of the fit
+    # runs with 2 or more workers: a latency per extra worker, and a wait per layer for a rank
+    # the scheduler has not run yet when our ranks outnumber the cores. (There the experts of
+    # the other workers land inside the coordinator's dispatch: dispatch and combine cannot be
+    # timed alone, so the fit is to the whole block, experts modelled as above.)
+    blk = [r for r in train if r["workers"] >= 2 and r["micro_batches"] == 1 and
+           r["preset"] in m.ops and "expert" in m.ops[r["preset"]]]
+    if blk:
+        y, base, wk, av = [], [], [], []
+        for r in blk:
+            p, a = r["preset"], avail_of(m, r)
+            b = 0.0
+            for l in range(r["layers"]):
+                for t, share in shapes_of(r):
+                    work, ld = expert_terms(m, p, r["workers"], t, r["router_skew"], l)
+                    b += share * float(np.mean(makespan(work, 0.0, r["workers"], a) + m.exchange(1, ld.wire)))
+            y.append(r["moe_wait_s"] / r["layers"])
+            base.append(b / r["layers"])
+            wk.append(r["workers"])
+        y, base, wk = np.array(y), np.array(base), np.array(wk, dtype=float)
+        A = np.stack([wk - 1, (wk + 1 > m.cores).astype(float)], axis=1)
+        coef = nnls_rel(A, y - base, y)
+        err = float(np.sum(np.log(np.maximum(A @ coef + base, 1e-9) / y) ** 2))
+        m.comm.update(alpha_per_worker=float(coef[0]), oversub=float(coef[1]),
+                      fit_rms_log=math.sqrt(err / len(blk)), fit_runs=len(blk))
     # What the steps spend outside the modelled phases (embedding, argmax, bookkeeping).
     for p in presets:
         tr = [r for r in train if r["preset"] == p]
         if tr and all(op in m.ops[p] for op in ("attention", "routing", "lm_head", "expert")):
             m.o_step[p] = 0.0
-            res = [r["step_s"] - m.predict(p, r["layers"], r["workers"], r["batch"], r["micro_batches"],
-                                           r["router_skew"], threads_of(r)) for r in tr]
+            res = [r["step_s"] - m.predict_run(r) for r in tr]
             m.o_step[p] = max(0.0, float(np.median(res)))
     return m
 
@@ -499,8 +648,7 @@ def validate(m, runs):
     for r in runs:
         if r["preset"] not in m.o_step:
             continue
-        pred, parts = m.predict(r["preset"], r["layers"], r["workers"], r["batch"], r["micro_batches"],
-                                r["router_skew"], threads_of(r), detail=True)
+        pred, parts = m.predict_run(r, detail=True)
         out.append(dict(run=r["run"], tags=r.get("tags", ""), preset=r["preset"], layers=r["layers"],
                         workers=r["workers"], batch=r["batch"], micro_batches=r["micro_batches"],
                         router_skew=r["router_skew"], split="fit" if is_train(r) else "held-out",
@@ -534,8 +682,7 @@ def depth_check(m, runs):
         if not r1:
             continue
         p, W, B, mb, sk, _ = key
-        t = threads_of(r1)
-        p1, p2 = m.predict(p, 1, W, B, mb, sk, t), m.predict(p, 2, W, B, mb, sk, t)
+        p1, p2 = m.predict_run(r1), m.predict_run(r2)
         meas_layer = r2["step_s"] - r1["step_s"]
         model_layer = p2 - p1
         # Linear in depth: the per-layer phase seconds at 2 layers against those at 1 layer.
@@ -543,6 +690,7 @@ def depth_check(m, runs):
         out.append(dict(preset=p, workers=W, batch=B, micro_batches=mb, router_skew=sk,
                         step_1_s=r1["step_s"], step_2_s=r2["step_s"], measured_layer_s=meas_layer,
                         model_layer_s=model_layer, predicted_2_s=p2, error_2=p2 / r2["step_s"] - 1,
+                        avail_1=avail_of(m, r1), avail_2=avail_of(m, r2),
                         phase_per_layer_ratio=ph(r2) / ph(r1), anchor="depth-anchor" in r2["tagset"]))
     return out
 
@@ -674,25 +822,95 @@ def write_csv(path, rows):
         w.writerows(rows)
 
 
-def report(m, val, depth, proj, cpu56, runs, exch, args):
+def measured_tables(runs):
+    """Markdown tables of the measurements: strong scaling x batch, micro-batches, skew."""
     L = []
+    if not runs:
+        return L
+    pre = runs[0]["preset"]
+    one = [r for r in runs if r["layers"] == 1]
+    base = [r for r in one if r["micro_batches"] == 1 and r["router_skew"] == "real"]
+    Ws = sorted({r["workers"] for r in base})
+    Bs = sorted({r["batch"] for r in base})
+    by = {(r["workers"], r["batch"]): r for r in base}
+    L.append(f"## Measured: {pre}, 1 layer, one micro-batch, the router's routing\n")
+    L.append("Decode tok/s (step ms; other jobs' cores during the run). Workers 0 = one process.\n")
+    L.append("| batch | " + " | ".join(f"W={w}" for w in Ws) + " |")
+    L.append("|---|" + "---|" * len(Ws))
+    for b in Bs:
+        cells = []
+        for w in Ws:
+            r = by.get((w, b))
+            ext = r.get("ext_cores") if r else None
+            cells.append("-" if not r else f"{r['decode_tok_s']:.1f} ({fmt_ms(r['step_s'])} ms"
+                         + (f"; {ext:.2f}" if isinstance(ext, float) else "") + ")")
+        L.append(f"| {b} | " + " | ".join(cells) + " |")
+    L.append("\nPer-phase ms per step (attention / routing / MoE wait = dispatch + experts + combine / lm_head):\n")
+    L.append("| batch | " + " | ".join(f"W={w}" for w in Ws) + " |")
+    L.append("|---|" + "---|" * len(Ws))
+    for b in Bs:
+        cells = []
+        for w in Ws:
+            r = by.get((w, b))
+            cells.append("-" if not r else f"{fmt_ms(r['attention_s'])} / {fmt_ms(r['routing_s'])} / "
+                         f"{fmt_ms(r['moe_wait_s'])} / {fmt_ms(r['lm_head_s'])}")
+        L.append(f"| {b} | " + " | ".join(cells) + " |")
+    pairs = {}
+    for r in one:
+        if r["router_skew"] == "real":
+            pairs.setdefault((r["workers"], r["batch"]), {})[r["micro_batches"]] = r
+    rows = [(k, v) for k, v in sorted(pairs.items()) if 1 in v and 2 in v and k[0] > 0]
+    if rows:
+        L.append("\n### Micro-batches 1 against 2 (ping-pong)\n")
+        L.append("| workers | batch | step ms, mb=1 | step ms, mb=2 | change | exposed MoE share mb=1 | mb=2 |")
+        L.append("|---|---|---|---|---|---|---|")
+        for (w, b), v in rows:
+            L.append(f"| {w} | {b} | {fmt_ms(v[1]['step_s'])} | {fmt_ms(v[2]['step_s'])} | "
+                     f"{100 * (v[2]['step_s'] / v[1]['step_s'] - 1):+.1f}% | {v[1]['exposed_moe_share']:.2f} | "
+                     f"{v[2]['exposed_moe_share']:.2f} |")
+    sk = {}
+    for r in one:
+        if r["micro_batches"] == 1 and r["workers"] > 0:
+            sk.setdefault((r["workers"], r["batch"]), {})[r["router_skew"]] = r
+    rows = [(k, v) for k, v in sorted(sk.items()) if len(v) >= 2]
+    if rows:
+        L.append("\n### Router skew (one micro-batch)\n")
+        L.append("Busiest worker's rows / mean (summed over the run), and step ms.\n")
+        L.append("| workers | batch | real | uniform | zipf:1.2 |")
+        L.append("|---|---|---|---|---|")
+        for (w, b), v in rows:
+            cell = lambda s: "-" if s not in v else f"{v[s]['rank_rows_max_over_mean']:.2f}, {fmt_ms(v[s]['step_s'])} ms"
+            L.append(f"| {w} | {b} | {cell('real')} | {cell('uniform')} | {cell('zipf:1.2')} |")
+    L.append("")
+    return L
+
+
+def report(m, val, depth, proj, cpu56, runs, exch, args):
+    L = measured_tables(runs)
     hs, fs = summarize(val, "held-out"), summarize(val, "fit")
     L.append("## Fitted parameters\n")
-    L.append(f"Machine (probes, mean of start and end): read {m.bw[1] / 1e9:.1f} / {m.bw[2] / 1e9:.1f} GB/s, "
-             f"FMA {m.peak[1] / 1e9:.0f} / {m.peak[2] / 1e9:.0f} GFLOP/s on 1 / 2 threads; "
-             f"C_eff = {m.C:.2f} of {m.cores} cores.\n")
-    L.append("| preset | operator | eta_bw | eta_flop | overhead | fit runs | max fit error |")
-    L.append("|---|---|---|---|---|---|---|")
+    av = [avail_of(m, r) for r in runs]
+    L.append(f"Machine: one thread's read bandwidth {m.bw1 / 1e9:.1f} GB/s and FMA peak {m.pk1 / 1e9:.0f} GFLOP/s "
+             f"(probes, median of start and end), {m.cores} cores; cores free for our runs (measured per run: the "
+             f"cores less what other jobs used) {min(av):.2f} to {max(av):.2f}, median {float(np.median(av)):.2f}"
+             f"{'' if all(isinstance(r.get('ext_cores'), float) for r in runs) else f' (not measured: fitted {m.cores - m.ext_fit:.2f})'}; "
+             f"a 2-thread pool turns {100 * m.pool_eff:.0f}% of a second free core into speed.\n")
+    L.append("| preset | operator | eta_bw | eta_flop | combination p | overhead | fit points | max fit error |")
+    L.append("|---|---|---|---|---|---|---|---|")
     for p, ops in m.ops.items():
         for op, v in ops.items():
-            L.append(f"| {p} | {op} | {v['eta_b']:.3f} | {v['eta_f']:.3f} | {sc.fmt_s(v['o'])} | {v['n']} | "
+            pp = "max" if math.isinf(v.get("p", math.inf)) else ("sum" if v["p"] == 1 else f"{v['p']:g}")
+            L.append(f"| {p} | {op} | {v['eta_b']:.3f} | {v['eta_f']:.3f} | {pp} | {sc.fmt_s(v['o'])} | {v['n']} | "
                      f"{100 * v['max_rel']:.0f}% |")
     c = m.comm
     L.append("")
     L.append(f"Exchange (dispatch + combine per layer): in-process {sc.fmt_s(c['a0'])} + "
-             f"{c['s0'] * 1e9:.3f} ns/B; MPI latency {sc.fmt_s(c['alpha0'])} + {sc.fmt_s(c['alpha_per_worker'])} "
-             f"per worker; {c['s1'] * 1e9:.3f} ns/B up to {c['knot'] / 1e3:.0f} KB, {c['s2'] * 1e9:.3f} ns/B beyond "
-             f"({c.get('fit_runs', 0)} runs, rms log error {c.get('fit_rms_log', float('nan')):.2f}).\n")
+             f"{c['s0'] * 1e9:.3f} ns/B. MPI, from the rank 0 <-> 1 worker runs ({c.get('fit_runs_1', 0)}, rms log "
+             f"error {c.get('fit_rms_log_1', float('nan')):.2f}): {sc.fmt_s(c['alpha0'])} + {c['s1'] * 1e9:.3f} ns/B "
+             f"up to {c['knot'] / 1e3:.0f} KB, {c['s2'] * 1e9:.3f} ns/B beyond; more workers "
+             f"({c.get('fit_runs', 0)} runs, rms log error {c.get('fit_rms_log', float('nan')):.2f}): + "
+             f"{sc.fmt_s(c['alpha_per_worker'])} per extra worker, + {sc.fmt_s(c.get('oversub', 0))} per layer "
+             f"with more ranks than cores.\n")
     L.append("## Validation (step time, B / median decode tok/s)\n")
     L.append(f"Held out of the fit: {hs['n']} runs, mean |error| {100 * hs['mean']:.1f}%, worst "
              f"{100 * hs['worst']:.1f}% (bounds {100 * args.max_mean:.0f}% / {100 * args.max_worst:.0f}%). "
@@ -739,6 +957,8 @@ def main():
     ap.add_argument("--exchange", help="exchange.csv (default RESULTS/exchange.csv)")
     ap.add_argument("--machine", help="machine.json (default RESULTS/machine.json)")
     ap.add_argument("--out", help="where to write (default RESULTS)")
+    ap.add_argument("--extra-runs", action="append", help="another sweep's runs.csv (or its folder) "
+                    "to merge, e.g. repeats of runs that other jobs disturbed; repeatable")
     ap.add_argument("--max-mean", type=float, default=0.15)
     ap.add_argument("--max-worst", type=float, default=0.25)
     ap.add_argument("--no-plots", action="store_true")
@@ -747,7 +967,14 @@ def main():
     res = os.path.abspath(args.results)
     out = os.path.abspath(args.out or res)
     os.makedirs(out, exist_ok=True)
-    runs = read_csv(args.runs or os.path.join(res, "runs.csv"))
+    allruns = read_csv(args.runs or os.path.join(res, "runs.csv"))
+    for extra in args.extra_runs or []:
+        path = os.path.join(extra, "runs.csv") if os.path.isdir(extra) else extra
+        tag = os.path.basename(os.path.dirname(os.path.abspath(path)))
+        for r in read_csv(path):
+            r["run"] = f"{tag}/{r['run']}"
+            allruns.append(r)
+    runs, refs, aside = split_runs(allruns)
     exch = read_csv(args.exchange or os.path.join(res, "exchange.csv"))
     with open(args.machine or os.path.join(res, "machine.json")) as f:
         machine = json.load(f)
@@ -767,6 +994,28 @@ def main():
     write_csv(os.path.join(out, "depth.csv"), depth)
     write_csv(os.path.join(out, "projections.csv"), proj)
     text = report(m, val, depth, proj, cpu56, runs, exch, args)
+    if aside:
+        text += "\n## Repeated configurations: the quietest run is used, these are set aside\n\n"
+        text += "| run set aside | workers | batch | mb | skew | other jobs' cores | step ms | used instead | other jobs' cores | step ms |\n"
+        text += "|---|---|---|---|---|---|---|---|---|---|\n"
+        used = {config_key(r): r for r in runs}
+        for r in aside:
+            u = used[config_key(r)]
+            text += (f"| {r['run']} | {r['workers']} | {r['batch']} | {r['micro_batches']} | {r['router_skew']} | "
+                     f"{r.get('ext_cores', float('nan')):.2f} | {fmt_ms(r['step_s'])} | {u['run']} | "
+                     f"{u.get('ext_cores', float('nan')):.2f} | {fmt_ms(u['step_s'])} |\n")
+    drift = []
+    for ref in refs:
+        same = [r for r in runs if all(r[k] == ref[k] for k in ("preset", "layers", "workers", "batch",
+                                                                 "micro_batches", "router_skew"))]
+        if same:
+            drift.append((ref, same[0]))
+    if drift:
+        text += "\n## Drift: the same configuration at the start and at the end of the sweep\n\n"
+        text += "| workers | batch | first run | step ms | reference run | step ms | change |\n|---|---|---|---|---|---|---|\n"
+        for ref, first in drift:
+            text += (f"| {ref['workers']} | {ref['batch']} | {first['run']} | {fmt_ms(first['step_s'])} | {ref['run']} | "
+                     f"{fmt_ms(ref['step_s'])} | {100 * (ref['step_s'] / first['step_s'] - 1):+.1f}% |\n")
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(text)
     if not args.quiet:

@@ -19,6 +19,11 @@ def _save(fig, out, name):
     return path
 
 
+def _avail(m, runs):
+    from perf_model import avail_of
+    return float(np.median([avail_of(m, r) for r in runs])) if runs else None
+
+
 def _grid_runs(runs, layers=1, micro=1, skew="real"):
     return [r for r in runs if r["layers"] == layers and r["micro_batches"] == micro and r["router_skew"] == skew]
 
@@ -38,13 +43,14 @@ def strong_scaling(m, runs, out):
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o", color=c, label=f"batch {b} measured")
         if preset in m.o_step:
             ws = [0, 1, 2, 4, 8]
-            ax.plot(ws, [b / m.predict(preset, 1, w, b, 1, "real") for w in ws], "-", color=c, alpha=0.6,
+            av = _avail(m, rs)
+            ax.plot(ws, [b / m.predict(preset, 1, w, b, 1, "real", avail=av) for w in ws], "-", color=c, alpha=0.6,
                     label=f"batch {b} model")
     ax.set_xlabel("worker ranks (0 = one process)")
     ax.set_ylabel("decode tok/s")
     ax.set_yscale("log")
     ax.set_xticks([0, 1, 2, 4, 8])
-    ax.set_title(f"Strong scaling, {preset}, 1 layer (2 shared cores)", fontsize=10)
+    ax.set_title(f"Strong scaling, {preset}, 1 layer (2 shared cores; model at the median free cores)", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     return _save(fig, out, "strong_scaling.png")
@@ -97,8 +103,8 @@ def exposed_comm(m, runs, out):
     a2.bar(x + 0.2, [p[1]["step_s"] * 1e3 for p in pairs], 0.4, label="2 (ping-pong)")
     pre = pairs[0][0]["preset"]
     if pre in m.o_step:
-        a2.plot(x - 0.2, [m.predict(pre, 1, p[0]["workers"], p[0]["batch"], 1, "real") * 1e3 for p in pairs], "k_", ms=12, label="model")
-        a2.plot(x + 0.2, [m.predict(pre, 1, p[1]["workers"], p[1]["batch"], 2, "real") * 1e3 for p in pairs], "k_", ms=12)
+        a2.plot(x - 0.2, [m.predict_run(p[0]) * 1e3 for p in pairs], "k_", ms=12, label="model (each run's free cores)")
+        a2.plot(x + 0.2, [m.predict_run(p[1]) * 1e3 for p in pairs], "k_", ms=12)
     a2.set_xticks(x)
     a2.set_xticklabels(labels, fontsize=7)
     a2.set_ylabel("step ms")
@@ -110,7 +116,10 @@ def exposed_comm(m, runs, out):
 
 def imbalance(m, runs, out):
     rs = [r for r in runs if r["layers"] == 1 and r["micro_batches"] == 1 and r["workers"] in (4, 8)]
-    combos = sorted({(r["workers"], r["batch"]) for r in rs if r["router_skew"] != "real"})
+    have = {}
+    for r in rs:
+        have.setdefault((r["workers"], r["batch"]), set()).add(r["router_skew"])
+    combos = sorted(k for k, v in have.items() if len(v) == 3) or sorted(k for k, v in have.items() if len(v) >= 2)
     if not combos:
         return None
     skews = ["real", "uniform", "zipf:1.2"]
@@ -122,12 +131,15 @@ def imbalance(m, runs, out):
         pre = next(iter(got.values()))["preset"]
         if pre in m.o_step:
             from perf_model import loads
-            model = []
+            summed, per_step = [], []
             for s in xs:
                 ld = loads(pre, w, b, s, 0, m.real_p.get(pre))
                 rows = ld.rows[:, 1:]
-                model.append(float(np.mean(rows.max(axis=1) / np.maximum(rows.mean(axis=1), 1e-9))))
-            a1.plot(xs, model, "x--", color=f"C{i}", label=f"W{w} B{b} model (per step)")
+                tot = rows.sum(axis=0)
+                summed.append(float(tot.max() / tot.mean()))
+                per_step.append(float(np.mean(rows.max(axis=1) / np.maximum(rows.mean(axis=1), 1e-9))))
+            a1.plot(xs, summed, "x--", color=f"C{i}", label=f"W{w} B{b} model, summed like the run")
+            a1.plot(xs, per_step, "+:", color=f"C{i}", label=f"W{w} B{b} model, per step (gates a layer)")
         a2.plot(xs, [got[s]["step_s"] * 1e3 for s in xs], "o-", color=f"C{i}", label=f"W{w} B{b}")
     a1.set_ylabel("busiest worker's rows / mean")
     a1.set_title("Load imbalance (measured: summed over the run)", fontsize=9)
@@ -169,17 +181,18 @@ def exchange_plot(m, exch, runs, out):
     if not rs:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    x = np.logspace(np.log10(min(r["wire_bytes_per_layer"] for r in rs)), np.log10(max(r["wire_bytes_per_layer"] for r in rs)), 50)
     for i, w in enumerate(sorted({r["workers"] for r in rs})):
         v = [r for r in rs if r["workers"] == w]
+        lab = f"W={w} measured" + ("" if w == 1 else " (holds other workers' experts)")
         ax.scatter([r["wire_bytes_per_layer"] for r in v], [r["comm_per_layer_s"] * 1e3 for r in v],
-                   s=14, color=f"C{i}", label=f"W={w} dispatch+combine")
-        x = np.logspace(np.log10(min(r["wire_bytes_per_layer"] for r in rs)), np.log10(max(r["wire_bytes_per_layer"] for r in rs)), 50)
-        ax.plot(x, m.exchange(w, x) * 1e3, "-", color=f"C{i}", alpha=0.6)
+                   s=14, color=f"C{i}", label=lab)
+        ax.plot(x, (m.exchange(w, x) + m.oversub(w, m.cores)) * 1e3, "-", color=f"C{i}", alpha=0.6)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("bytes on the wire per layer (dispatch + combine)")
     ax.set_ylabel("ms per layer")
-    ax.set_title("Exchange: measured dispatch+combine (points), fitted term (lines)", fontsize=9)
+    ax.set_title("Exchange per layer: dispatch+combine (points); fitted terms (lines; W>=2 share one)", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
     return _save(fig, out, "exchange.png")

@@ -7,11 +7,14 @@ checked on every run (the sweep stops with exit status 1 at the first violation)
     /usr/bin/python3 scripts/scaling/sweep.py --full             # mixtral-8x22b at 1-2 layers
     /usr/bin/python3 scripts/scaling/sweep.py --full --budget-min 23 --out build/scaling/full
 
-What one run is: `[mpirun -np W+1] moe bench --synthetic PRESET --layers L --prompt 1 --gen G
---batch B --reps R --micro-batches M --router-skew S --json`. With --prompt 1 every forward pass
-of the run carries exactly B tokens (one per sequence), so the per-phase seconds that moe bench
-sums over the run divide into per-step times of one shape; the step time is B / the median
-decode tok/s over the repetitions. W = 0 means one process (no mpirun).
+What one run is: `[mpirun -np W+1] moe bench --synthetic PRESET --layers L --prompt 2 --gen G
+--batch B --reps R --micro-batches M --router-skew S --json`: per repetition one prefill step of
+2B tokens, then G decode steps of B tokens (one per sequence). The step time is B / the median
+decode tok/s over the repetitions (decode steps only); the per-phase seconds moe bench sums over
+the run are divided by the number of steps (perf_model.py models that mix of 2B- and B-token
+steps). Two prompt tokens, BOS and a random one, make the B sequences differ: with --prompt 1
+each is BOS alone, they decode identical tokens and the router sends the whole batch to the same
+two experts. W = 0 means one process (no mpirun).
 
 Besides the grid it runs:
   * machine probes (build/moe_probe_bandwidth, build/moe_probe_fma) on 1 and 2 threads, at the
@@ -36,6 +39,7 @@ import csv
 import itertools
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -57,7 +61,8 @@ RUN_FIELDS = [
     "prefill_gflop_s", "forward_s", "attention_s", "routing_s", "dispatch_s", "expert_s",
     "combine_s", "lm_head_s", "moe_wait_s", "exposed_moe_share", "comm_per_layer_s",
     "wire_bytes_per_layer", "rows_per_layer", "rank_rows_max_over_mean", "expert_max_over_mean",
-    "layer_passes", "conservation_ok", "load_s", "wall_s", "loadavg_1m", "expert_tokens",
+    "layer_passes", "conservation_ok", "load_s", "wall_s", "loadavg_1m", "ext_cores", "our_cores",
+    "expert_tokens",
     "rank_rows",
 ]
 
@@ -72,7 +77,7 @@ def log(msg, logf=None):
 
 class Config:
     def __init__(self, preset, layers, workers, batch, micro=1, skew="real", gen=None, reps=None,
-                 kind="grid", tags=()):
+                 kind="grid", tags=(), prompt=None):
         self.preset, self.layers, self.workers, self.batch = preset, layers, workers, batch
         self.micro, self.skew, self.kind, self.tags = micro, skew, kind, set(tags)
         big = sc.shape(preset)["hidden"] >= 4096
@@ -80,8 +85,11 @@ class Config:
             gen = ((10 if batch <= 4 else 6 if batch <= 16 else 4 if batch <= 64 else 2) if big
                    else (8 if batch <= 64 else 4))
         self.gen = gen
-        self.reps = reps if reps is not None else 3
-        self.prompt = 1
+        self.reps = reps if reps is not None else (3 if big else 5)
+        # Two prompt tokens: BOS and a random one, so that the B sequences differ (with one,
+        # every sequence is BOS alone, decodes the same tokens, and the router sends the whole
+        # batch to the same two experts). The exchange probe routes uniformly and keeps one.
+        self.prompt = prompt if prompt is not None else (1 if kind == "exchange" else 2)
 
     def key(self):
         return (self.kind, self.preset, self.layers, self.workers, self.batch, self.micro, self.skew)
@@ -163,20 +171,66 @@ def run_probe(binary, threads, reps, timeout=120):
 def machine_probes(build):
     res = {"loadavg": os.getloadavg(), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
            "cores": os.cpu_count()}
+    t0, busy0, ours0 = time.time(), cpu_busy_seconds(), children_cpu_seconds()
     for t in (1, 2):
         bw = run_probe(os.path.join(build, "moe_probe_bandwidth"), t, 3)
         fma = run_probe(os.path.join(build, "moe_probe_fma"), t, 2)
         res[f"read_gb_s_t{t}"] = bw["read_gb_s"]
         res[f"triad_gb_s_t{t}"] = bw["triad_gb_s"]
         res[f"fma_gflop_s_t{t}"] = fma["fma_gflop_s"]
+    wall = time.time() - t0
+    res["ext_cores"] = max(0.0, cpu_busy_seconds() - busy0 - (children_cpu_seconds() - ours0)) / wall
     return res
 
 
-def execute(cfg, moe, raw_dir, run_id, timeout, logf):
-    """Runs one configuration in its own session; kills that session (only it) on timeout."""
+def cpu_busy_seconds():
+    """Seconds of CPU time the whole machine has spent busy (all cores; /proc/stat), steal
+    included: time a core was not ours to use."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq = v[:7]
+    steal = v[7] if len(v) > 7 else 0
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds():
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def external_cores(sample=1.0):
+    """Cores other jobs use right now (sampled while we run nothing)."""
+    b0, c0, s0 = cpu_busy_seconds(), children_cpu_seconds(), time.process_time()
+    time.sleep(sample)
+    ours = children_cpu_seconds() - c0 + time.process_time() - s0
+    return max(0.0, cpu_busy_seconds() - b0 - ours) / sample
+
+
+def wait_for_quiet(max_wait, logf, threshold=0.3):
+    """Waits (up to max_wait seconds) until other jobs use less than `threshold` cores, so that
+    runs are measured on a quiet machine when it can be had. Returns (seconds waited, cores
+    other jobs used at the last sample)."""
+    t0 = time.time()
+    ext = external_cores()
+    said = False
+    while ext > threshold and time.time() - t0 < max_wait:
+        if not said:
+            log(f"  other jobs use {ext:.2f} cores; waiting up to {max_wait:.0f} s for a quieter machine", logf)
+            said = True
+        time.sleep(4)
+        ext = external_cores()
+    return time.time() - t0, ext
+
+
+def execute(cfg, moe, raw_dir, run_id, timeout, logf=None):
+    """Runs one configuration in its own session; kills that session (only it) on timeout.
+    Returns (bench JSON, wall seconds, environment) where environment holds the 1-minute load
+    average at the start and the cores that other jobs used on average during the run:
+    (machine busy CPU seconds - our processes' CPU seconds) / wall."""
     cmd = cfg.argv(moe)
     t0 = time.time()
     load1 = os.getloadavg()[0]
+    busy0, ours0 = cpu_busy_seconds(), children_cpu_seconds()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=ENV, cwd=ROOT, start_new_session=True)
     try:
@@ -190,15 +244,18 @@ def execute(cfg, moe, raw_dir, run_id, timeout, logf):
             out, err = proc.communicate()
         raise RuntimeError(f"timed out after {timeout:.0f} s: {' '.join(cmd)}")
     wall = time.time() - t0
+    ours = children_cpu_seconds() - ours0
+    ext = max(0.0, cpu_busy_seconds() - busy0 - ours) / wall
+    envm = dict(loadavg_1m=load1, ext_cores=ext, our_cores=ours / wall)
     if proc.returncode != 0:
         raise RuntimeError(f"exit status {proc.returncode}: {' '.join(cmd)}\n{err.strip()[-2000:]}")
     j = sc.load_json_lines(out)
     with open(os.path.join(raw_dir, f"{run_id}.json"), "w") as f:
-        json.dump({"argv": cmd, "wall_s": wall, "bench": j}, f)
-    return j, wall, load1
+        json.dump({"argv": cmd, "wall_s": wall, "env": envm, "bench": j}, f)
+    return j, wall, envm
 
 
-def row_from(cfg, j, wall, load1, run_id):
+def row_from(cfg, j, wall, envm, run_id):
     """One CSV row; raises ConservationError when tokens or bytes are not conserved."""
     derived = sc.check_conservation(j, cfg.preset, cfg.layers, cfg.workers, cfg.batch, cfg.prompt,
                                     cfg.gen, cfg.reps, cfg.micro)
@@ -228,7 +285,8 @@ def row_from(cfg, j, wall, load1, run_id):
         "rank_rows_max_over_mean": max(worker_rows) / mean_rows if mean_rows else 1.0,
         "expert_max_over_mean": max(et0) / (sum(et0) / len(et0)),
         "layer_passes": lp, "conservation_ok": 1, "load_s": j["load_s"], "wall_s": wall,
-        "loadavg_1m": load1, "expert_tokens": json.dumps(st["expert_tokens"]),
+        "loadavg_1m": envm["loadavg_1m"], "ext_cores": envm["ext_cores"], "our_cores": envm["our_cores"],
+        "expert_tokens": json.dumps(st["expert_tokens"]),
         "rank_rows": json.dumps(st["rank_rows"]),
     }
     for k in ("attention", "routing", "dispatch", "expert", "combine", "lm_head", "moe_wait"):
@@ -321,8 +379,14 @@ def main():
     ap.add_argument("--no-exchange", action="store_true", help="skip the exchange probe")
     ap.add_argument("--no-probes", action="store_true", help="skip the bandwidth/FMA probes")
     ap.add_argument("--only-tags", help="comma-separated tags: run only configurations with one")
+    ap.add_argument("--only-batch", help="comma-separated batch sizes: run only those")
+    ap.add_argument("--only-workers", help="comma-separated worker counts: run only those")
     ap.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
     ap.add_argument("--fit", action="store_true", help="run perf_model.py on the results at the end")
+    ap.add_argument("--quiet-wait", type=float, default=45.0,
+                    help="before each run, wait up to this many seconds while other jobs use more "
+                         "than 0.3 cores (0: never wait); the cores they used during each run are "
+                         "measured and recorded either way (ext_cores)")
     ap.add_argument("--no-snapshot", action="store_true",
                     help="run --moe in place instead of a private copy taken at the start")
     args = ap.parse_args()
@@ -336,6 +400,10 @@ def main():
     if args.only_tags:
         want = set(args.only_tags.split(","))
         configs = [c for c in configs if c.tags & want]
+    if args.only_batch:
+        configs = [c for c in configs if c.batch in {int(x) for x in args.only_batch.split(",")}]
+    if args.only_workers:
+        configs = [c for c in configs if c.workers in {int(x) for x in args.only_workers.split(",")}]
     exch = [] if args.no_exchange else exchange_grid(mode)
     if args.dry_run:
         for c in exch + configs:
@@ -363,18 +431,26 @@ def main():
 
     rows, xrows, skipped, history = [], [], [], {}
     status = 0
-    for idx, cfg in enumerate(exch + configs):
+    # Reference runs: two grid configurations run again at the end, to show how much the
+    # machine's speed drifted during the sweep (other jobs share it). Their time is reserved.
+    P = configs[0].preset if configs else "bench-1b"
+    refs = [] if (args.only_tags or args.only_batch or args.only_workers) else [Config(P, 1, 4, 16, kind="reference", tags=["reference"]),
+                                      Config(P, 1, 0, 16, kind="reference", tags=["reference"])]
+    reserve = sum(c.guess_seconds({}) for c in refs)
+    for idx, cfg in enumerate(exch + configs + refs):
         guess = cfg.guess_seconds(history)
         now = time.time()
-        if now + guess > deadline:
+        if now + guess > deadline - (reserve if cfg.kind != "reference" else 0):
             skipped.append(cfg)
             continue
+        if args.quiet_wait > 0:
+            wait_for_quiet(min(args.quiet_wait, max(0.0, deadline - time.time() - guess)), logf)
         run_id = f"{cfg.kind[0]}{idx:03d}"
         log(f"[{run_id}] {cfg.describe()} (~{guess:.0f} s, {(deadline - now) / 60:.1f} min left)", logf)
         try:
-            j, wall, load1 = execute(cfg, moe, os.path.join(out, "raw"), run_id,
-                                     max(120.0, 4 * guess), logf)
-            r = row_from(cfg, j, wall, load1, run_id)
+            j, wall, envm = execute(cfg, moe, os.path.join(out, "raw"), run_id,
+                                    max(120.0, 4 * guess), logf)
+            r = row_from(cfg, j, wall, envm, run_id)
         except sc.ConservationError as e:
             log(f"[{run_id}] CONSERVATION VIOLATED: {e}", logf)
             status = 1
@@ -387,7 +463,7 @@ def main():
         (xrows if cfg.kind == "exchange" else rows).append(r)
         log(f"[{run_id}] step {sc.fmt_s(r['step_s'])}, {r['decode_tok_s']:.1f} tok/s, exposed "
             f"{r['exposed_moe_share']:.2f}, comm/layer {sc.fmt_s(r['comm_per_layer_s'])}, "
-            f"conservation ok, wall {wall:.0f} s", logf)
+            f"conservation ok, wall {wall:.0f} s, other jobs {r['ext_cores']:.2f} cores", logf)
         write_csv(os.path.join(out, "runs.csv"), rows, RUN_FIELDS)
         write_csv(os.path.join(out, "exchange.csv"), xrows, RUN_FIELDS)
 
