@@ -5,7 +5,9 @@
 // owned elsewhere (Skip); Finish() reports any tensor nobody claimed.
 #pragma once
 
+#include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,6 +52,10 @@ class Checkpoint {
 
   uint64_t taken_bytes() const { return taken_bytes_; }
 
+  // Reads every page of the taken tensors into memory now (rather than on first use), calling
+  // progress(done, total) in bytes along the way.
+  void Prefault(const std::function<void(uint64_t, uint64_t)>& progress) const;
+
  private:
   Status AddFile(const std::string& dir, const std::string& file,
                  const std::map<std::string, std::string>* expected_names);
@@ -59,6 +65,7 @@ class Checkpoint {
   std::vector<std::unique_ptr<uint16_t[]>> synthetic_;  // storage of made tensors
   std::map<std::string, TensorView> tensors_;
   std::map<std::string, bool> claimed_;
+  std::set<std::string> taken_;  // claimed by Take (read here), not by Skip
   uint64_t taken_bytes_ = 0;
 };
 

@@ -72,6 +72,18 @@ Status LoadRank(const RuntimeOptions& o, const Transport& t, Loaded* out) {
   if (out->config.tie_embeddings && out->ckpt->tensors().count(names::LmHead()))
     MOE_RETURN_IF_ERROR(out->ckpt->Skip(names::LmHead()));
   MOE_RETURN_IF_ERROR(out->ckpt->Finish());
+  // Read the weights in now, with a progress bar on a terminal.
+  const bool tty = isatty(STDERR_FILENO);
+  const std::string who = "moe: rank " + std::to_string(t.rank()) + " on " + t.host(t.rank());
+  out->ckpt->Prefault([&](uint64_t done, uint64_t total) {
+    if (!tty || total == 0) return;
+    const int width = 30, filled = static_cast<int>(width * done / total);
+    std::cerr << ("\r" + who + " loading [" + std::string(filled, '#') +
+                  std::string(width - filled, '.') + "] " +
+                  std::to_string(done >> 20) + "/" + std::to_string(total >> 20) + " MiB" +
+                  (done == total ? "\n" : ""))
+              << std::flush;
+  });
   if (t.size() > 1) {
     // One write per line, so the ranks' lines do not interleave.
     const int64_t bytes = (out->store ? out->store->bytes() : 0) +
