@@ -9,7 +9,7 @@ packages=(
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc grpc-proto
   libboost-program-options-dev libsentencepiece-dev nlohmann-json3-dev prometheus-cpp-dev
   libgtest-dev googletest
-  python3-grpcio python3-numpy python3-protobuf
+  python3-grpcio python3-numpy python3-protobuf python3-matplotlib
   iproute2
 )
 

@@ -31,6 +31,10 @@ The model (one forward step of T tokens through L layers; the sweep's steps carr
       exchange probe and the fit runs as the MoE block's wall time minus the modelled expert
       compute (on an oversubscribed machine a worker's wake-up and the experts of the others
       land inside the coordinator's dispatch, so the exchange cannot be timed alone).
+  wake-up                 a worker sleeps between polls while it waits for a dispatch, the
+      sleep doubling up to 1 ms: the first layer of a step (after lm_head) finds the workers up
+      to 1 ms asleep, later layers up to the attention time; times W / (W + 1) for the last of
+      W workers. From the runtime's constants, not fitted; on GPUs, zero.
   ping-pong               micro-batches 2: per layer, attention of one half runs beside the
       experts of the other (both under the same processor sharing) twice, plus
       twice the exchanges of half the rows, plus the first half's attention once per step.
@@ -265,6 +269,7 @@ def lm_head_work(preset, R):
 
 
 P_GRID = (1.0, 2.0, 4.0, math.inf)
+IDLE_SLEEP_S = 1e-3    # common/mpi_transport.cc: the longest sleep of a wait without deadline
 
 
 def combine_terms(a, b, p):
@@ -476,6 +481,16 @@ class Model:
         return (c["alpha0"] + c["alpha_per_worker"] * max(0, W - 1) + c["s1"] * np.minimum(wire, k) +
                 c["s2"] * np.maximum(wire - k, 0))
 
+    def wake(self, W, gap, avail):
+        """A worker waits for the next dispatch sleeping between MPI_Tests, the sleep doubling
+        from 1 us up to IDLE_SLEEP_S (common/mpi_transport.cc, a wait without deadline): the
+        dispatch finds it asleep for up to min(gap, IDLE_SLEEP_S), `gap` being how long it has
+        waited; the last of W workers to wake adds about that times W / (W + 1). Not fitted.
+        Zero in one process and on GPUs (avail None), where nothing sleeps this way."""
+        if W == 0 or avail is None:
+            return 0.0
+        return min(gap, IDLE_SLEEP_S) * W / (W + 1.0)
+
     def oversub(self, W, avail):
         """Per layer: waiting for a rank the scheduler has not run yet, when our ranks outnumber
         the cores (this machine only; fitted)."""
@@ -492,15 +507,16 @@ class Model:
         op = self.ops[preset]["lm_head"]
         return float(op_time(op, *lm_head_work(preset, R), self.bw1 * speed, self.pk1 * speed))
 
-    def moe_block(self, preset, W, T, skew, layer, avail, t0):
+    def moe_block(self, preset, W, T, skew, layer, avail, t0, gap=math.inf):
         """One micro-batch's MoE block (dispatch, experts, combine) as the coordinator waits
-        for it; mean over routing draws."""
+        for it, `gap` seconds after the workers' previous exchange; mean over routing draws."""
         if W == 0:
             work, ld = expert_terms(self, preset, 0, T, skew, layer, self.speed(t0, avail))
             return float(np.mean(work.wall[:, 0] + self.exchange(0, ld.wire))), ld
         work, ld = expert_terms(self, preset, W, T, skew, layer)
         ms = makespan(work, 0.0, W, avail)
-        return float(np.mean(ms + self.exchange(W, ld.wire))) + self.oversub(W, avail), ld
+        return (float(np.mean(ms + self.exchange(W, ld.wire))) + self.oversub(W, avail) +
+                self.wake(W, gap, avail)), ld
 
     # -- a whole step ------------------------------------------------------------------------
     def predict(self, preset, layers, W, B, micro=1, skew="real", threads=None, avail=None,
@@ -518,7 +534,7 @@ class Model:
             a1, r1 = self.coord(preset, h1, ctx, sp)
             f1, g1 = self.coord(preset, h1, ctx, 1.0)   # on a full core, for the sharing
             f2, g2 = self.coord(preset, h2, ctx, 1.0)
-            total = a1 + r1                              # A's attention, layer 0
+            total = a1 + r1 + self.wake(W, math.inf, avail)   # A's attention, layer 0; asleep workers
             for l in range(layers):
                 w1, ld1 = expert_terms(self, preset, W, h1, skew, l)
                 w2, ld2 = expert_terms(self, preset, W, h2, skew, l)
@@ -535,9 +551,10 @@ class Model:
             step_layers = 0.0
             halves = [T // 2, T - T // 2] if (micro == 2 and T >= 2) else [T]
             for l in range(layers):
-                for h in halves:
+                for i, h in enumerate(halves):
                     ah, rh = self.coord(preset, h, ctx, sp)
-                    mb, _ = self.moe_block(preset, W, h, skew, l, avail, t0)
+                    gap = math.inf if (l == 0 and i == 0) else ah + rh
+                    mb, _ = self.moe_block(preset, W, h, skew, l, avail, t0, gap)
                     step_layers += ah + rh + mb
                     parts["attention"] += ah
                     parts["routing"] += rh
@@ -589,16 +606,24 @@ def fit(runs, exch, machine, log=print):
     # The exchange's latency and bandwidth, from the clean case: rank 0 and one worker, which
     # waits while the other computes (dispatch + combine per layer against the bytes on the
     # wire; exchange probe and fit runs). Two linear pieces, the knot chosen by the fit.
+    def run_wake(r):
+        """The model's wake-up wait, per layer, averaged over a run's layers: the first layer's
+        dispatch comes after the previous step's lm_head, the others after attention + routing."""
+        gap = (r["attention_s"] + r["routing_s"]) / r["layers"]
+        return float(np.mean([m.wake(r["workers"], math.inf if l == 0 else gap, m.cores)
+                              for l in range(r["layers"])]))
+
     one = [r for r in exch + train if r["workers"] == 1 and r["micro_batches"] == 1]
     m.comm.update(alpha0=0.0, alpha_per_worker=0.0, s1=0.0, s2=0.0, knot=1.0, oversub=0.0)
     if one:
         x = np.array([r["wire_bytes_per_layer"] for r in one])
         y = np.array([r["comm_per_layer_s"] for r in one])
+        wk = np.array([run_wake(r) for r in one])
         best = None
         for k in sorted(set(np.quantile(x, [0.25, 0.4, 0.55, 0.7, 0.85]).tolist())):
             A = np.stack([np.ones_like(x), np.minimum(x, k), np.maximum(x - k, 0)], axis=1)
-            coef = nnls_rel(A, y, y)
-            err = float(np.sum(np.log(np.maximum(A @ coef, 1e-9) / y) ** 2))
+            coef = nnls_rel(A, y - wk, y)
+            err = float(np.sum(np.log(np.maximum(A @ coef + wk, 1e-9) / y) ** 2))
             if best is None or err < best[0]:
                 best = (err, k, coef)
         err, k, coef = best
@@ -621,7 +646,7 @@ def fit(runs, exch, machine, log=print):
                     work, ld = expert_terms(m, p, r["workers"], t, r["router_skew"], l)
                     b += share * float(np.mean(makespan(work, 0.0, r["workers"], a) + m.exchange(1, ld.wire)))
             y.append(r["moe_wait_s"] / r["layers"])
-            base.append(b / r["layers"])
+            base.append(b / r["layers"] + run_wake(r))
             wk.append(r["workers"])
         y, base, wk = np.array(y), np.array(base), np.array(wk, dtype=float)
         A = np.stack([wk - 1, (wk + 1 > m.cores).astype(float)], axis=1)

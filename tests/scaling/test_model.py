@@ -10,8 +10,9 @@
    layer; the model's 2-layer step within 25%). Deterministic: no timing involved.
 2. live: a few `moe bench` runs on bench-1b (one process and under mpirun, 1 and 2 layers,
    ping-pong, Zipf skew): token and byte conservation on each (sweep.py's checks), depth
-   linearity of the measured per-layer phases (loose: this machine is shared), and a tampered
-   answer must fail the conservation check. The model fitted on the fixture is also run on the
+   linearity of the measured per-layer phases (loose, re-measured when out of bounds, and
+   reported as SKIP rather than failed when other jobs used the machine during every attempt),
+   and a tampered answer must fail the conservation check. The model fitted on the fixture is also run on the
    live answers with this machine's probes and its error printed (not asserted: the fixture's
    efficiencies belong to the machine that recorded it).
 
@@ -120,6 +121,9 @@ def test_live(m):
         return
     tmp = tempfile.mkdtemp(prefix="moe-scaling-test-")
     try:
+        waited, ext = sweep.wait_for_quiet(30, None)
+        if waited > 1:
+            print(f"      waited {waited:.0f} s for other jobs to quieten (now {ext:.2f} cores)")
         rows, answers = live_runs(tmp)
         # Tampered answers must fail the conservation check.
         c, j = answers[0]
@@ -138,13 +142,33 @@ def test_live(m):
             check(False, "live: a tampered rank_bytes count fails the conservation check")
         except sc.ConservationError:
             check(True, "live: a tampered rank_bytes count fails the conservation check")
-        # Depth: the per-layer phases at 2 layers against 1 layer (loose: a shared machine).
+        # Depth: the per-layer phases at 2 layers against 1 layer (loose: a shared machine). A
+        # pair out of bounds is measured again (up to twice); when other jobs used the machine
+        # during every attempt the check reports SKIP instead of failing on their noise.
         by = {(r["workers"], r["layers"]): r for r in rows}
+        ph = lambda r: (r["attention_s"] + r["routing_s"] + r["moe_wait_s"]) / r["layers"]
         for W in (0, 2):
-            if (W, 1) in by and (W, 2) in by:
-                ph = lambda r: (r["attention_s"] + r["routing_s"] + r["moe_wait_s"]) / r["layers"]
-                ratio = ph(by[(W, 2)]) / ph(by[(W, 1)])
-                check(0.6 <= ratio <= 1.6, f"live depth W={W}: per-layer phases at 2 layers / 1 layer = {ratio:.2f}")
+            if (W, 1) not in by or (W, 2) not in by:
+                continue
+            pair = [by[(W, 1)], by[(W, 2)]]
+            ratios, busy = [], []
+            for attempt in range(3):
+                ratios.append(ph(pair[1]) / ph(pair[0]))
+                busy.append(max(r["ext_cores"] for r in pair))
+                if 0.6 <= ratios[-1] <= 1.6:
+                    break
+                pair = []
+                for L in (1, 2):
+                    c = sweep.Config("bench-1b", L, W, 16, gen=6, reps=5, tags=["live"])
+                    j, wall, envm = sweep.execute(c, MOE, os.path.join(tmp, "raw"), f"again{W}{L}{attempt}", 120)
+                    pair.append(sweep.row_from(c, j, wall, envm, f"again{W}{L}{attempt}"))
+            msg = (f"live depth W={W}: per-layer phases at 2 layers / 1 layer = "
+                   + ", ".join(f"{x:.2f}" for x in ratios) + f" (other jobs: up to "
+                   + ", ".join(f"{b:.2f}" for b in busy) + " cores)")
+            if not 0.6 <= ratios[-1] <= 1.6 and min(busy) > 0.3:
+                print("SKIP  " + msg + ": the machine was busy during every attempt")
+            else:
+                check(0.6 <= ratios[-1] <= 1.6, msg)
         # The fixture's model on this machine's probes: printed, not asserted.
         try:
             probes = sweep.machine_probes(os.path.dirname(MOE))
