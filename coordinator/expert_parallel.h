@@ -59,7 +59,6 @@ class ExpertParallel {
   // Tells every worker to stop (once); after a failed exchange it does nothing.
   Status Stop();
   bool broken() const { return broken_; }
-  int64_t step() const { return step_; }  // forward passes so far
 
  private:
   Status Fail(Status s);

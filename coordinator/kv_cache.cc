@@ -50,7 +50,6 @@ bool PagedKvCache::Reserve(int end) {
     const int b = pool_->Allocate();
     if (b < 0) return false;
     table_.push_back(b);
-    ++held_;
   }
   return true;
 }
@@ -62,7 +61,6 @@ void PagedKvCache::ReleaseBefore(int pos) {
     if (table_[i] < 0) continue;
     pool_->Free(table_[i]);
     table_[i] = -1;
-    --held_;
   }
 }
 

@@ -76,7 +76,6 @@ class PagedKvCache : public KvCache {
   void ReleaseBefore(int pos) override;
   float* K(int layer, int pos) override;
   float* V(int layer, int pos) override;
-  int blocks_held() const { return held_; }
   // Blocks a sequence of `length` positions holds at most at once. With a window W and chunks of
   // at most W, a chunk's attention spans at most 2W - 1 positions.
   static int BlocksNeeded(int length, int block_size, int window);
@@ -84,7 +83,6 @@ class PagedKvCache : public KvCache {
  private:
   KvBlockPool* pool_;
   int window_;
-  int held_ = 0;
   std::vector<int> table_;  // block of each B positions; -1 once released
 };
 

@@ -11,13 +11,6 @@ Matrix AsMatrix(const TensorView& t) {
 
 }  // namespace
 
-std::vector<ExpertAssignment> ExpertStore::AllExperts(const ModelConfig& config) {
-  std::vector<ExpertAssignment> all;
-  const int experts = config.is_moe() ? config.num_experts : 1;
-  for (int e = 0; e < experts; ++e) all.push_back({e, 0, FfnBlocks(config.ffn)});
-  return all;
-}
-
 StatusOr<ExpertStore> ExpertStore::Load(const ModelConfig& config, Checkpoint& ckpt,
                                         const std::vector<ExpertAssignment>& owned) {
   ExpertStore store;

@@ -15,8 +15,6 @@ class ExpertStore {
   // Takes the assigned experts' tensors from the checkpoint (checking their shapes).
   static StatusOr<ExpertStore> Load(const ModelConfig& config, Checkpoint& ckpt,
                                     const std::vector<ExpertAssignment>& owned);
-  // Every expert whole: the one-process case.
-  static std::vector<ExpertAssignment> AllExperts(const ModelConfig& config);
 
   int block_size() const { return block_size_; }
   int blocks() const { return blocks_; }
