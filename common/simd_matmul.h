@@ -29,6 +29,8 @@ struct WF16 {
   template <typename V> static V Load(const T* p) { return V::LoadF16(p); }
 };
 
+constexpr int kPrefetchBytes = 512;
+
 // TR x TN outputs over the whole K. x rows are ldx apart, w rows ldw apart.
 template <typename V, typename W, int TR, int TN>
 inline void Tile(const float* x, int64_t ldx, const typename W::T* w, int64_t ldw, int64_t K,
@@ -38,6 +40,13 @@ inline void Tile(const float* x, int64_t ldx, const typename W::T* w, int64_t ld
     for (int c = 0; c < TN; ++c) acc[r][c] = V::Zero();
   const int64_t k_main = K / 16 * 16;
   for (int64_t k = 0; k < k_main; k += 16) {
+    if constexpr (TR == 1) {
+      if (k % (64 / sizeof(typename W::T)) == 0)
+      // One activation row (decode) streams its weights once from memory: ask for them
+      // kPrefetchBytes ahead, since the hardware prefetcher ramps up slowly on TN short streams.
+        for (int c = 0; c < TN; ++c)
+          __builtin_prefetch(reinterpret_cast<const char*>(w + c * ldw + k) + kPrefetchBytes);
+    }
     V wv[TN];
     for (int c = 0; c < TN; ++c) wv[c] = W::template Load<V>(w + c * ldw + k);
     for (int r = 0; r < TR; ++r) {
@@ -93,12 +102,23 @@ inline void MatMulRowsT(const float* x, int64_t T, int64_t ldx, const void* wdat
 
 // The same for `blocks` column blocks of Kb columns each: y_b [T, N] (y + b * y_block) takes
 // columns [b Kb, (b+1) Kb). All blocks of a 16-row panel are done before the next panel, so a
-// panel's rows are read once, front to back.
+// panel's rows are read once, front to back. With one activation row (decode), each group of TN
+// weight rows is walked front to back through all its blocks, so the rows stream as TN long runs.
 template <typename V, typename W, int TR, int TN>
 inline void MatMulRowsBlockedT(const float* x, int64_t T, int64_t ldx, const void* wdata,
                                int64_t ldw, int64_t Kb, int blocks, int64_t n0, int64_t n1,
                                float* y, int64_t N, int64_t y_block) {
   const auto* w = static_cast<const typename W::T*>(wdata);
+  if (T == 1) {
+    int64_t n = n0;
+    for (; n + TN <= n1; n += TN)
+      for (int b = 0; b < blocks; ++b)
+        Tile<V, W, 1, TN>(x + b * Kb, ldx, w + n * ldw + b * Kb, ldw, Kb, y + b * y_block + n, N);
+    for (; n < n1; ++n)
+      for (int b = 0; b < blocks; ++b)
+        Tile<V, W, 1, 1>(x + b * Kb, ldx, w + n * ldw + b * Kb, ldw, Kb, y + b * y_block + n, N);
+    return;
+  }
   constexpr int64_t kPanel = 16;
   for (int64_t p = n0; p < n1; p += kPanel)
     for (int b = 0; b < blocks; ++b)
@@ -116,6 +136,14 @@ struct Entry {
     if (T == 1) return MatMulRowsT<V, W, 1, TN_DECODE>(x, T, ldx, w, ldw, K, n0, n1, y, N);
     MatMulRowsT<V, W, TR, TN>(x, T, ldx, w, ldw, K, n0, n1, y, N);
   }
+  template <typename W>
+  static void Blocked(const float* x, int64_t T, int64_t ldx, const void* w, int64_t ldw,
+                      int64_t Kb, int blocks, int64_t n0, int64_t n1, float* y, int64_t N,
+                      int64_t y_block) {
+    if (T == 1)
+      return MatMulRowsBlockedT<V, W, 1, TN_DECODE>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
+    MatMulRowsBlockedT<V, W, TR, TN>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
+  }
   static void MatMulRows(const float* x, int64_t T, int64_t ldx, const void* w, DType dtype,
                          int64_t ldw, int64_t K, int64_t n0, int64_t n1, float* y, int64_t N) {
     switch (dtype) {
@@ -128,12 +156,9 @@ struct Entry {
                             int64_t ldw, int64_t Kb, int blocks, int64_t n0, int64_t n1, float* y,
                             int64_t N, int64_t y_block) {
     switch (dtype) {
-      case DType::kF32:
-        return MatMulRowsBlockedT<V, WF32, TR, TN>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
-      case DType::kBF16:
-        return MatMulRowsBlockedT<V, WBf16, TR, TN>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
-      case DType::kF16:
-        return MatMulRowsBlockedT<V, WF16, TR, TN>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
+      case DType::kF32: return Blocked<WF32>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
+      case DType::kBF16: return Blocked<WBf16>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
+      case DType::kF16: return Blocked<WF16>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
     }
   }
 };
