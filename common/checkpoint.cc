@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <set>
 
 #include "common/safetensors.h"
@@ -113,30 +114,39 @@ std::unique_ptr<Checkpoint> Checkpoint::Synthetic(const ModelConfig& config) {
 
 StatusOr<TensorView> Checkpoint::Take(const std::string& name, const std::vector<int64_t>& shape) {
   auto it = tensors_.find(name);
-  if (it != tensors_.end() && it->second.data == nullptr && it->second.file == "synthetic") {
-    // Make it now: norms 1, embeddings std 1, matrices std 1/sqrt(fan in).
-    const int64_t n = static_cast<int64_t>(it->second.bytes / 2);
-    synthetic_.emplace_back(new uint16_t[n]);
-    const auto& sh = it->second.shape;
-    const float std = sh.size() == 1 ? 0.0f
-                      : name == names::Embed() ? 1.0f
-                                               : 1.0f / std::sqrt(static_cast<float>(sh[1]));
-    if (sh.size() == 1)
-      std::fill(synthetic_.back().get(), synthetic_.back().get() + n, F32ToBf16(1.0f));
-    else
-      FillSynthetic(name, std, synthetic_.back().get(), n);
-    it->second.data = synthetic_.back().get();
-  }
   if (it == tensors_.end())
     return NotFound(dir_ + ": tensor '" + name + "' is missing from the checkpoint");
-  if (it->second.shape != shape)
-    return FailedPrecondition(it->second.file + ": tensor '" + name + "' has shape " +
-                              ShapeString(it->second.shape) + " but config.json implies " +
+  TensorView& t = it->second;
+  if (t.shape != shape)
+    return FailedPrecondition(t.file + ": tensor '" + name + "' has shape " +
+                              ShapeString(t.shape) + " but config.json implies " +
                               ShapeString(shape));
-  if (!claimed_[name]) taken_bytes_ += it->second.bytes;
+  if (taken_.count(name) == 0) {
+    MOE_ASSIGN_OR_RETURN(ResidentMemory copy, ResidentMemory::Allocate(t.bytes));
+    if (t.file == "synthetic") {
+      // Made now: norms 1, embeddings std 1, matrices std 1/sqrt(fan in).
+      auto* out = static_cast<uint16_t*>(copy.data());
+      const int64_t n = static_cast<int64_t>(t.bytes / 2);
+      if (t.shape.size() == 1)
+        std::fill(out, out + n, F32ToBf16(1.0f));
+      else
+        FillSynthetic(name, name == names::Embed() ? 1.0f : 1.0f / std::sqrt(static_cast<float>(t.shape[1])),
+                      out, n);
+    } else {
+      std::memcpy(copy.data(), t.data, t.bytes);
+      ReleaseMappedPages(t.data, t.bytes);
+    }
+    t.data = copy.data();
+    resident_.push_back(std::move(copy));
+    taken_bytes_ += t.bytes;
+    if (progress_ && taken_bytes_ - reported_bytes_ >= (64ull << 20)) {
+      progress_(taken_bytes_);
+      reported_bytes_ = taken_bytes_;
+    }
+  }
   claimed_[name] = true;
   taken_.insert(name);
-  return it->second;
+  return t;
 }
 
 Status Checkpoint::Skip(const std::string& name) {
@@ -145,23 +155,6 @@ Status Checkpoint::Skip(const std::string& name) {
     return NotFound(dir_ + ": tensor '" + name + "' is missing from the checkpoint");
   it->second = true;
   return Status::Ok();
-}
-
-void Checkpoint::Prefault(const std::function<void(uint64_t, uint64_t)>& progress) const {
-  constexpr uint64_t kPage = 4096, kReport = 64ull << 20;
-  uint64_t done = 0, reported = 0;
-  volatile uint8_t sink = 0;
-  for (const auto& [name, t] : tensors_) {
-    if (t.data == nullptr || taken_.count(name) == 0 || t.file == "synthetic") continue;
-    const auto* p = static_cast<const uint8_t*>(t.data);
-    for (uint64_t off = 0; off < t.bytes; off += kPage) sink = sink + p[off];
-    done += t.bytes;
-    if (done - reported >= kReport) {
-      progress(done, taken_bytes_);
-      reported = done;
-    }
-  }
-  progress(taken_bytes_, taken_bytes_);
 }
 
 Status Checkpoint::SkipUnclaimed(

@@ -1,5 +1,7 @@
 // A Hugging Face checkpoint directory: model.safetensors, or shards listed by
-// model.safetensors.index.json. Files are memory-mapped; tensors stay in their stored dtype.
+// model.safetensors.index.json. Files are memory-mapped to read their headers and for `inspect`;
+// a tensor this rank takes is copied into resident memory on 2 MiB pages (common/
+// resident_memory.h), in its stored dtype.
 //
 // Loading accounts for every tensor: each one is either taken by this rank (Take) or declared
 // owned elsewhere (Skip); Finish() reports any tensor nobody claimed.
@@ -15,11 +17,13 @@
 #include "common/dtype.h"
 #include "common/mapped_file.h"
 #include "common/model_config.h"
+#include "common/resident_memory.h"
 #include "common/status.h"
 
 namespace moe {
 
-// A view of a tensor inside a mapped file. `data` lives as long as the Checkpoint.
+// A view of a tensor: in its mapped file, or once taken, in resident memory. `data` lives as
+// long as the Checkpoint.
 struct TensorView {
   std::string name;
   std::string file;
@@ -40,7 +44,8 @@ class Checkpoint {
   // All tensors, by name.
   const std::map<std::string, TensorView>& tensors() const { return tensors_; }
 
-  // The named tensor with exactly this shape (any supported dtype); marks it used.
+  // The named tensor with exactly this shape (any supported dtype), read into resident memory
+  // (once; later calls return the same copy); marks it used.
   StatusOr<TensorView> Take(const std::string& name, const std::vector<int64_t>& shape);
   // Marks a tensor as owned by another rank: it must exist, it is not read here.
   Status Skip(const std::string& name);
@@ -52,9 +57,8 @@ class Checkpoint {
 
   uint64_t taken_bytes() const { return taken_bytes_; }
 
-  // Reads every page of the taken tensors into memory now (rather than on first use), calling
-  // progress(done, total) in bytes along the way.
-  void Prefault(const std::function<void(uint64_t, uint64_t)>& progress) const;
+  // Called with the bytes taken so far, every 64 MiB read.
+  void set_progress(std::function<void(uint64_t)> progress) { progress_ = std::move(progress); }
 
  private:
   Status AddFile(const std::string& dir, const std::string& file,
@@ -62,7 +66,9 @@ class Checkpoint {
 
   std::string dir_;
   std::vector<std::unique_ptr<MappedFile>> files_;
-  std::vector<std::unique_ptr<uint16_t[]>> synthetic_;  // storage of made tensors
+  std::vector<ResidentMemory> resident_;  // the taken tensors' bytes (read or made)
+  std::function<void(uint64_t)> progress_;
+  uint64_t reported_bytes_ = 0;
   std::map<std::string, TensorView> tensors_;
   std::map<std::string, bool> claimed_;
   std::set<std::string> taken_;  // claimed by Take (read here), not by Skip

@@ -10,7 +10,7 @@ constexpr int kSpins = 20000;  // about 50-100 us of pause instructions
 }  // namespace
 
 ThreadPool::ThreadPool(int threads) {
-  for (int i = 1; i < std::max(threads, 1); ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+  for (int i = 1; i < std::max(threads, 1); ++i) workers_.emplace_back([this] { WorkerLoop(); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -37,25 +37,26 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
   }
   grain = std::max<int64_t>(grain, 1);
   const int64_t units = (n + grain - 1) / grain;
-  const int64_t parts = std::min<int64_t>(units, size());
-  if (parts <= 1) {
+  // A few chunks per thread, taken in turn from a shared counter: a thread slowed by another
+  // job on its core takes fewer, instead of everyone waiting for it at the end.
+  const int64_t parts = std::min<int64_t>(units, int64_t{size()} * kChunksPerThread);
+  if (parts <= 1 || size() == 1) {
     fn(0, n);
     return;
-  }
-  std::vector<std::pair<int64_t, int64_t>> chunks(parts);
-  for (int64_t p = 0; p < parts; ++p) {
-    int64_t b = units * p / parts * grain, e = std::min(n, units * (p + 1) / parts * grain);
-    chunks[p] = {b, e};
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
     job_ = &fn;
-    chunks_ = chunks;
-    pending_ = static_cast<int>(parts) - 1;
+    n_ = n;
+    grain_ = grain;
+    units_ = units;
+    parts_ = parts;
+    next_part_.store(0, std::memory_order_relaxed);
+    pending_ = static_cast<int>(workers_.size());
     ++generation_;
   }
   start_cv_.notify_all();
-  fn(chunks[0].first, chunks[0].second);
+  RunParts(fn);
   // Kernels are short: spin a little before sleeping on the condition variable.
   for (int spin = 0; spin < kSpins && pending_.load(std::memory_order_acquire) != 0; ++spin)
     __builtin_ia32_pause();
@@ -64,10 +65,19 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
   job_ = nullptr;
 }
 
-void ThreadPool::WorkerLoop(int index) {
+void ThreadPool::RunParts(const std::function<void(int64_t, int64_t)>& fn) {
+  for (;;) {
+    const int64_t p = next_part_.fetch_add(1, std::memory_order_relaxed);
+    if (p >= parts_) return;
+    const int64_t b = units_ * p / parts_ * grain_;
+    const int64_t e = std::min(n_, units_ * (p + 1) / parts_ * grain_);
+    fn(b, e);
+  }
+}
+
+void ThreadPool::WorkerLoop() {
   uint64_t seen = 0;
   for (;;) {
-    std::pair<int64_t, int64_t> chunk;
     const std::function<void(int64_t, int64_t)>* job;
     // The next job usually follows within microseconds: spin a little before sleeping.
     for (int spin = 0; spin < kSpins && generation_.load(std::memory_order_acquire) == seen; ++spin)
@@ -77,11 +87,9 @@ void ThreadPool::WorkerLoop(int index) {
       start_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
       if (stop_) return;
       seen = generation_;
-      if (index >= static_cast<int>(chunks_.size())) continue;
-      chunk = chunks_[index];
       job = job_;
     }
-    (*job)(chunk.first, chunk.second);
+    RunParts(*job);
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (--pending_ == 0) done_cv_.notify_one();

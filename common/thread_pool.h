@@ -1,6 +1,6 @@
-// A persistent pool of worker threads. ParallelFor splits [0, n) into contiguous chunks, one
-// per thread (the caller runs the first). How work is split never changes what each index
-// computes, so results do not depend on the thread count.
+// A persistent pool of worker threads. ParallelFor splits [0, n) into contiguous chunks, a few
+// per thread, which the threads (the caller among them) take in turn. How work is split never
+// changes what each index computes, so results do not depend on the thread count.
 #pragma once
 
 #include <atomic>
@@ -32,13 +32,17 @@ class ThreadPool {
   static int DefaultThreads();  // the cores this process may use
 
  private:
-  void WorkerLoop(int index);
+  static constexpr int kChunksPerThread = 4;
+  void WorkerLoop();
+  void RunParts(const std::function<void(int64_t, int64_t)>& fn);  // takes chunks until none left
 
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable start_cv_, done_cv_;
+  // The current job: chunk p covers units [units p / parts, units (p + 1) / parts) of `grain`.
   const std::function<void(int64_t, int64_t)>* job_ = nullptr;
-  std::vector<std::pair<int64_t, int64_t>> chunks_;
+  int64_t n_ = 0, grain_ = 1, units_ = 0, parts_ = 0;
+  std::atomic<int64_t> next_part_{0};
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
   bool stop_ = false;

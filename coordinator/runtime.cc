@@ -59,6 +59,15 @@ Status LoadRank(const RuntimeOptions& o, const Transport& t, Loaded* out) {
     MOE_ASSIGN_OR_RETURN(out->ckpt, Checkpoint::Open(o.model_dir));
   }
   MOE_ASSIGN_OR_RETURN(out->placement, LoadPlacement(out->config, t.size() - 1, o.placement_file));
+  // Weights are read in as they are taken, with a running count on a terminal.
+  const bool tty = isatty(STDERR_FILENO);
+  const std::string who = "moe: rank " + std::to_string(t.rank()) + " on " + t.host(t.rank());
+  auto show = [tty, who](uint64_t done, bool last) {
+    if (tty)
+      std::cerr << ("\r" + who + " loaded " + std::to_string(done >> 20) + " MiB" + (last ? "\n" : ""))
+                << std::flush;
+  };
+  out->ckpt->set_progress([show](uint64_t done) { show(done, false); });
   if (t.rank() == 0) {
     MOE_ASSIGN_OR_RETURN(out->weights, LoadCoordinatorWeights(out->config, *out->ckpt));
   }
@@ -67,23 +76,13 @@ Status LoadRank(const RuntimeOptions& o, const Transport& t, Loaded* out) {
     MOE_ASSIGN_OR_RETURN(ExpertStore store, ExpertStore::Load(out->config, *out->ckpt, held));
     out->store = std::make_unique<ExpertStore>(std::move(store));
   }
+  out->ckpt->set_progress(nullptr);
+  show(out->ckpt->taken_bytes(), true);
   // Account for every tensor: taken here, or owned by another rank.
   MOE_RETURN_IF_ERROR(out->ckpt->SkipUnclaimed(names::AllTensors(out->config)));
   if (out->config.tie_embeddings && out->ckpt->tensors().count(names::LmHead()))
     MOE_RETURN_IF_ERROR(out->ckpt->Skip(names::LmHead()));
   MOE_RETURN_IF_ERROR(out->ckpt->Finish());
-  // Read the weights in now, with a progress bar on a terminal.
-  const bool tty = isatty(STDERR_FILENO);
-  const std::string who = "moe: rank " + std::to_string(t.rank()) + " on " + t.host(t.rank());
-  out->ckpt->Prefault([&](uint64_t done, uint64_t total) {
-    if (!tty || total == 0) return;
-    const int width = 30, filled = static_cast<int>(width * done / total);
-    std::cerr << ("\r" + who + " loading [" + std::string(filled, '#') +
-                  std::string(width - filled, '.') + "] " +
-                  std::to_string(done >> 20) + "/" + std::to_string(total >> 20) + " MiB" +
-                  (done == total ? "\n" : ""))
-              << std::flush;
-  });
   if (t.size() > 1) {
     // One write per line, so the ranks' lines do not interleave.
     const int64_t bytes = (out->store ? out->store->bytes() : 0) +
