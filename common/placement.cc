@@ -26,10 +26,26 @@ void Finalize(Placement* p) {
     });
 }
 
+// {"split": true}: worker w holds blocks [B w / W, B (w + 1) / W) of every expert.
+Status ApplySplit(Placement* p) {
+  const int W = p->workers, B = p->blocks;
+  if (W > B)
+    return InvalidArgument("\"split\" cuts each expert into " + std::to_string(B) +
+                           " ffn blocks, too few for " + std::to_string(W) +
+                           " workers; use at most " + std::to_string(B) + " workers");
+  for (int w = 0; w < W; ++w)
+    for (int e = 0; e < p->experts; ++e) p->by_rank[w + 1].push_back({e, B * w / W, B * (w + 1) / W});
+  return Status::Ok();
+}
+
 Status ApplyFile(const std::string& text, Placement* p) {
   auto j = nlohmann::json::parse(text, nullptr, false);
+  if (!j.is_discarded() && j.is_object() && j.size() == 1 && j.contains("split")) {
+    if (j["split"] != true) return InvalidArgument("\"split\" must be true");
+    return ApplySplit(p);
+  }
   if (j.is_discarded() || !j.is_object() || !j.contains("experts") || !j["experts"].is_object())
-    return InvalidArgument("expected a JSON object {\"experts\": {\"0\": [1], ...}}");
+    return InvalidArgument("expected a JSON object {\"experts\": {\"0\": [1], ...}} or {\"split\": true}");
   std::vector<bool> seen(p->experts, false);
   for (auto it = j["experts"].begin(); it != j["experts"].end(); ++it) {
     int e = -1;

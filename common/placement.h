@@ -6,7 +6,10 @@
 // cut into FfnBlocks(F) blocks, the E * B blocks (expert-major) are split into W contiguous
 // ranges, and a rank holds the blocks of its range; partial outputs are summed in combine.
 // A placement file pins whole experts to ranks; listing several ranks replicates an expert, and
-// the replicas share the tokens routed to it.
+// the replicas share the tokens routed to it. Or it splits every expert across all workers
+// (each holds an equal run of every expert's ffn blocks): every worker works on every token, so
+// the load is even whatever the routing (batch-1 decode on few workers), at the cost of sending
+// each token to every worker.
 #pragma once
 
 #include <string>
@@ -46,7 +49,7 @@ struct Placement {
 
 // `placement_json` is the text of a placement file, or empty for the default.
 // File format: {"experts": {"0": [1], "1": [1, 2], ...}} mapping every expert id to the worker
-// ranks (1..W) that hold it whole; several ranks make replicas.
+// ranks (1..W) that hold it whole; several ranks make replicas. Or {"split": true}.
 StatusOr<Placement> ComputePlacement(const ModelConfig& config, int workers,
                                      const std::string& placement_json = "");
 

@@ -39,6 +39,9 @@ int Inspect(int argc, char** argv, Transport& transport) {
                         "print the expert placement over this many worker ranks");
   po::variables_map vm;
   if (int rc = ParseFlags("inspect", "--model DIR", options, argc, argv, vm); rc >= 0) return rc;
+  // A placement file is for --workers here, not for this one process.
+  const std::string placement_file = runtime.placement_file;
+  if (transport.size() == 1) runtime.placement_file.clear();
   // Opening the runtime checks that every tensor is accounted for and has the right shape.
   auto rt_or = Runtime::Open(runtime, &transport);
   if (!rt_or.ok()) return Fail("inspect", rt_or.status());
@@ -69,7 +72,7 @@ int Inspect(int argc, char** argv, Transport& transport) {
     std::cout << "tokenizer: " << rt.tokenizer()->vocab_size() << " pieces, bos "
               << rt.tokenizer()->bos_id() << ", eos " << rt.tokenizer()->eos_id() << "\n";
   if (workers >= 0) {
-    auto placement = LoadPlacement(c, workers, runtime.placement_file);
+    auto placement = LoadPlacement(c, workers, placement_file);
     if (!placement.ok()) return Fail("inspect", placement.status());
     std::cout << "\n" << placement->Describe(c);
   }

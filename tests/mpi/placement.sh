@@ -16,6 +16,16 @@ same_bytes "$SCRATCH/one.prompt.npy" "$SCRATCH/placed.prompt.npy"
 same_bytes "$SCRATCH/one.gen.npy" "$SCRATCH/placed.gen.npy"
 echo "ok: hand placement with replicas is bit-identical"
 
+# Every expert split across two workers (each holds half of every expert's ffn blocks).
+"${MPIRUN[@]}" -np 3 "$MOE" generate --model "$M" --prompt-ids "$PROMPT" --max-tokens 8 \
+  --placement "$(dirname "$0")/../../deploy/placements/split.json" --dump-logits "$SCRATCH/split" > /dev/null
+same_bytes "$SCRATCH/one.prompt.npy" "$SCRATCH/split.prompt.npy"
+same_bytes "$SCRATCH/one.gen.npy" "$SCRATCH/split.gen.npy"
+"$MOE" inspect --model "$M" --workers 2 --placement "$(dirname "$0")/../../deploy/placements/split.json" \
+  > "$SCRATCH/split.txt"
+grep -q "rank 2: e0\[[0-9]*:[0-9]*\] e1\[" "$SCRATCH/split.txt" || { cat "$SCRATCH/split.txt"; fail "inspect does not show the split"; }
+echo "ok: experts split across workers are bit-identical"
+
 # Statistics: every layer routes (tokens processed) x top-2 expert slots; replicas share rows.
 python3 - "$SCRATCH/placed.json" <<'PY'
 import json, sys
@@ -46,6 +56,7 @@ check_bad '{"experts": {"0": [1]}}' "expert 1 has no rank"
 check_bad '{"experts": {"0": [5], "1": [1], "2": [1], "3": [1], "4": [2], "5": [2], "6": [2], "7": [2]}}' "rank 5 is not a worker rank"
 check_bad '{"experts": {"9": [1]}}' "expert '9' is not an expert id"
 check_bad 'not json' "expected a JSON object"
+check_bad '{"split": false}' '"split" must be true'
 check_bad '{"experts": {"0": [1], "00": [1], "1": [1], "2": [1], "3": [2], "4": [2], "5": [2], "6": [2], "7": [2]}}' "expert '00' is not an expert id"
 check_bad '{"experts": {"0": [4294967297], "1": [1], "2": [1], "3": [1], "4": [2], "5": [2], "6": [2], "7": [2]}}' "is not a worker rank"
 echo "ok: bad placement files are refused"
