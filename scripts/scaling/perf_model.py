@@ -38,6 +38,28 @@ The model (one forward step of T tokens through L layers; the sweep's steps carr
   ping-pong               micro-batches 2: per layer, attention of one half runs beside the
       experts of the other (both under the same processor sharing) twice, plus
       twice the exchanges of half the rows, plus the first half's attention once per step.
+      Each half's experts re-read the weights of the experts that half touches (the Monte
+      Carlo loads of T / 2 tokens), and the layer's last segment (B's experts) overlaps only
+      the next layer's attention of A, nothing after the last layer.
+  ping-pong window        (this machine only; fitted) for the first tau of each ping-pong
+      expert segment our ranks share one core fewer, avail - 1, than the processor sharing
+      above gives them; tau = theta x one expert's read time (3 D F bf16 bytes at the fitted
+      expert efficiency on one thread), so that it carries across presets. Why: at batch 4 of
+      8x22B the experts of a half took about as long as on one core (W=2, B=4: 208 ms of
+      expert time per step, against 121 ms for processor sharing on two cores and 187 ms for
+      one core) where one micro-batch spreads them over both (111 ms against 91). One worker,
+      which has one core either way, was predicted within 14% without it, and at batch 256
+      every worker count within 6%: the loss is bounded in time, not a rate. Unlike a
+      one-micro-batch MoE block, the coordinator does not sleep through a ping-pong segment: it
+      runs the other half's attention (the measured attention of a ping-pong step is up to
+      2.4x the model's time on a free core) and polls its waits in naps of at most 100 us. A
+      likely cause, not confirmed (no scheduler trace; a slowdown that keeps the cores busy,
+      such as memory contention, is not ruled out), is that the kernel places the woken
+      workers beside each other rather than on the coordinator's core and spreads them only
+      later. theta is fitted to the ping-pong fit runs alone (is_pingpong_fit: 4 workers, 1
+      layer, batches 4-256), after everything else; ping-pong at 1, 2 and 8 workers stays held
+      out. bench-1b's fixture fits theta 1.1 and 8x22B 2.05; either value keeps the other's
+      held-out errors within bounds. Zero on GPUs.
   attention replicas      (projections only; the runtime has one coordinator) R replicas each
       run attention and lm_head for T / R tokens and send their own rows.
   step                    L x layer + lm_head(T) + o_step.
@@ -133,14 +155,30 @@ def machine_constants(machine):
 
 
 def is_train(r):
-    """The fit set: one layer, one micro-batch, the router's own routing, and not 2 workers; plus
-    the one 2-layer anchor run (one process) that shows the second layer's routing. Everything
-    else (2 workers, batches 4 and 64 at 4 workers, ping-pong, uniform/Zipf skew, 2 layers) is
-    held out."""
+    """The fit set of the operators, the exchange and the step overhead: one layer, one
+    micro-batch, the router's own routing, and not 2 workers; plus the one 2-layer anchor run
+    (one process) that shows the second layer's routing. The ping-pong window alone is fitted to
+    is_pingpong_fit's runs. Everything else (2 workers, batches 4 and 64 at 4 workers, ping-pong
+    at 1, 2 and 8 workers, uniform/Zipf skew, 2 layers) is held out."""
     if "depth-anchor" in r["tagset"]:
         return True
     return (r["layers"] == 1 and r["micro_batches"] == 1 and r["router_skew"] == "real" and
             r["workers"] != 2 and "core" in r["tagset"])
+
+
+def is_pingpong_fit(r):
+    """The ping-pong fit runs: one layer, micro-batches 2, the router's routing, 4 workers, a
+    batch that splits in two (B >= 2; every such batch of the grid). They choose only the
+    ping-pong window (Model.window), after everything else is fitted on the runs of is_train;
+    the ping-pong runs at 1, 2 and 8 workers (and at batch 1) stay held out. 4 workers: the
+    middle of the worker counts, with more ranks than cores as at 8 (chosen before the window
+    was fitted)."""
+    return (r["layers"] == 1 and r["micro_batches"] == 2 and r["router_skew"] == "real" and
+            r["workers"] == 4 and r["batch"] >= 2)
+
+
+def in_fit(r):
+    return is_train(r) or is_pingpong_fit(r)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -434,11 +472,13 @@ def expert_terms(m, preset, workers, T, skew, layer, speed=1.0):
     return Work(busy, np.where(act, busy + ex["o"], 0.0)), ld
 
 
-def makespan(work, coord, workers, avail):
+def makespan(work, coord, workers, avail, window=0.0):
     """Wall time of the worker ranks' compute beside `coord` seconds of coordinator work (one
     thread each, seconds on a full core), as processor sharing of `avail` cores: while c of
     these jobs remain, each runs at min(1, avail / c) of a core; the last to finish, plus the
-    fitted overhead (a wait, not compute). avail None: every rank on its own device (GPUs)."""
+    fitted overhead (a wait, not compute). For the first `window` seconds the jobs share one
+    core fewer, avail - 1 (the ping-pong window, Model.pp_window). avail None: every rank on
+    its own device (GPUs)."""
     if avail is None:
         return np.maximum(work.wall[:, 1:].max(axis=1), coord)
     busy = work.busy[:, 1:]
@@ -450,7 +490,15 @@ def makespan(work, coord, workers, avail):
     t = np.zeros(w.shape[0])
     for i in range(R):
         c = R - i
-        t += (w[:, i] - prev) / min(1.0, avail / c)
+        left = w[:, i] - prev                      # core-seconds each remaining job still needs
+        fast = min(1.0, avail / c)
+        if window > 0:
+            slow = min(1.0, max(avail - 1.0, 0.0) / c)
+            inside = np.maximum(window - t, 0.0)   # time left in the window
+            done_inside = np.minimum(left, inside * slow)
+            t = t + np.where(left <= inside * slow, left / max(slow, 1e-12), inside) + (left - done_inside) / fast
+        else:
+            t = t + left / fast
         prev = w[:, i]
     over = (work.wall[:, 1:] - work.busy[:, 1:]).max(axis=1)
     return t + over
@@ -465,6 +513,8 @@ class Model:
         self.bw1, self.pk1, self.cores = 0.0, 0.0, 2
         self.pool_eff = 1.0    # how much of a second core a 2-thread pool turns into speed
         self.ext_fit = 0.0     # other jobs' cores, for results that did not measure them
+        self.pp_window = 0.0   # ping-pong window, in one expert's read times (fitted; see window)
+        self.pp_fit = {}       # how many ping-pong fit runs chose it, and their rms log error
 
     def speed(self, threads, avail):
         """Cores' worth of speed a `threads`-thread pool gets with `avail` cores free."""
@@ -490,6 +540,21 @@ class Model:
         if W == 0 or avail is None:
             return 0.0
         return min(gap, IDLE_SLEEP_S) * W / (W + 1.0)
+
+    def expert_read(self, preset):
+        """Seconds one thread takes to stream one expert's weights (3 D F, bf16) at the fitted
+        expert efficiency: the unit of the ping-pong window."""
+        s, ex = sc.shape(preset), self.ops[preset]["expert"]
+        return 3 * s["hidden"] * s["ffn"] * sc.WEIGHT_BYTES / (ex["eta_b"] * self.bw1)
+
+    def window(self, preset, avail):
+        """Seconds at the start of each ping-pong expert segment during which our ranks share
+        one core fewer (makespan's `window`): pp_window expert read times, fitted to the
+        ping-pong fit runs (is_pingpong_fit; see "ping-pong window" above). Zero on GPUs
+        (avail None), where each rank has its own device."""
+        if avail is None or not self.pp_window or "expert" not in self.ops.get(preset, {}):
+            return 0.0
+        return self.pp_window * self.expert_read(preset)
 
     def oversub(self, W, avail):
         """Per layer: waiting for a rank the scheduler has not run yet, when our ranks outnumber
@@ -535,11 +600,12 @@ class Model:
             f1, g1 = self.coord(preset, h1, ctx, 1.0)   # on a full core, for the sharing
             f2, g2 = self.coord(preset, h2, ctx, 1.0)
             total = a1 + r1 + self.wake(W, math.inf, avail)   # A's attention, layer 0; asleep workers
+            win = self.window(preset, avail)
             for l in range(layers):
                 w1, ld1 = expert_terms(self, preset, W, h1, skew, l)
                 w2, ld2 = expert_terms(self, preset, W, h2, skew, l)
-                seg1 = makespan(w1, f2 + g2, W, avail)                               # B's attention | A's experts
-                seg2 = makespan(w2, (f1 + g1) if l + 1 < layers else 0.0, W, avail)  # A's next attention | B's experts
+                seg1 = makespan(w1, f2 + g2, W, avail, win)                               # B's attention | A's experts
+                seg2 = makespan(w2, (f1 + g1) if l + 1 < layers else 0.0, W, avail, win)  # A's next attention | B's experts
                 ex = self.exchange(W, ld1.wire) + self.exchange(W, ld2.wire)
                 total += float(np.mean(seg1 + seg2 + ex)) + self.oversub(W, avail)
             a2, r2 = self.coord(preset, h2, ctx, sp)
@@ -569,7 +635,8 @@ class Model:
 
     def to_json(self):
         return dict(ops=self.ops, real_p=self.real_p, pool_eff=self.pool_eff, ext_fit=self.ext_fit,
-                    comm=self.comm, o_step=self.o_step, bw1=self.bw1, pk1=self.pk1, cores=self.cores)
+                    comm=self.comm, o_step=self.o_step, bw1=self.bw1, pk1=self.pk1, cores=self.cores,
+                    pp_window=self.pp_window, pp_fit=self.pp_fit, pp_window_s={p: self.window(p, self.cores) for p in self.ops})
 
 
 def fit(runs, exch, machine, log=print):
@@ -661,6 +728,18 @@ def fit(runs, exch, machine, log=print):
             m.o_step[p] = 0.0
             res = [r["step_s"] - m.predict_run(r) for r in tr]
             m.o_step[p] = max(0.0, float(np.median(res)))
+    # The ping-pong window (in one expert's read times), from the ping-pong fit runs alone: the
+    # value that minimises their squared log error, on a grid.
+    pp = [r for r in runs if is_pingpong_fit(r) and r["preset"] in m.o_step]
+    if pp:
+        best = None
+        for th in np.round(np.arange(0.0, 4.0 + 1e-9, 0.05), 3):
+            m.pp_window = float(th)
+            err = float(sum(math.log(m.predict_run(r) / r["step_s"]) ** 2 for r in pp))
+            if best is None or err < best[0] - 1e-12:
+                best = (err, float(th))
+        m.pp_window = best[1]
+        m.pp_fit = dict(runs=len(pp), rms_log=math.sqrt(best[0] / len(pp)))
     return m
 
 
@@ -676,7 +755,7 @@ def validate(m, runs):
         pred, parts = m.predict_run(r, detail=True)
         out.append(dict(run=r["run"], tags=r.get("tags", ""), preset=r["preset"], layers=r["layers"],
                         workers=r["workers"], batch=r["batch"], micro_batches=r["micro_batches"],
-                        router_skew=r["router_skew"], split="fit" if is_train(r) else "held-out",
+                        router_skew=r["router_skew"], split="fit" if in_fit(r) else "held-out",
                         measured_s=r["step_s"], predicted_s=pred, error=pred / r["step_s"] - 1,
                         measured_min_s=r["step_min_s"], measured_max_s=r["step_max_s"],
                         pred_attention_s=parts["attention"], pred_moe_s=parts["moe"],
@@ -936,6 +1015,12 @@ def report(m, val, depth, proj, cpu56, runs, exch, args):
              f"({c.get('fit_runs', 0)} runs, rms log error {c.get('fit_rms_log', float('nan')):.2f}): + "
              f"{sc.fmt_s(c['alpha_per_worker'])} per extra worker, + {sc.fmt_s(c.get('oversub', 0))} per layer "
              f"with more ranks than cores.\n")
+    if m.pp_fit:
+        L.append(f"Ping-pong window: for the first {m.pp_window:.2f} expert read times of each ping-pong expert "
+                 f"segment the ranks share one core fewer ("
+                 + ", ".join(f"{p} {sc.fmt_s(m.window(p, m.cores))}" for p in m.ops if "expert" in m.ops[p])
+                 + f"); fitted to the {m.pp_fit['runs']} ping-pong fit runs only (4 workers, 1 layer, the "
+                 f"router's routing, batch >= 2; rms log error {m.pp_fit['rms_log']:.2f}).\n")
     L.append("## Validation (step time, B / median decode tok/s)\n")
     L.append(f"Held out of the fit: {hs['n']} runs, mean |error| {100 * hs['mean']:.1f}%, worst "
              f"{100 * hs['worst']:.1f}% (bounds {100 * args.max_mean:.0f}% / {100 * args.max_worst:.0f}%). "
