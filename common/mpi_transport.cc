@@ -19,6 +19,7 @@ constexpr int kTagCounts = 11;
 constexpr int kTagPing = 12;  // "are you alive?", answered from inside every wait
 constexpr int kTagPong = 13;
 constexpr int kHostLen = 64;
+constexpr int kAbortGraceSeconds = 5;
 
 using Clock = std::chrono::steady_clock;
 
@@ -156,6 +157,13 @@ class MpiTransport : public Transport {
   }
 
   [[noreturn]] void Abort(int code) override {
+    // MPI_Abort asks mpirun to end every rank; should that stall (a stopped rank does not take
+    // SIGTERM until continued), leaving still ends the job: mpirun ends it when a rank exits
+    // without MPI_Finalize.
+    std::thread([code] {
+      std::this_thread::sleep_for(std::chrono::seconds(kAbortGraceSeconds));
+      std::_Exit(code);
+    }).detach();
     MPI_Abort(MPI_COMM_WORLD, code);
     std::_Exit(code);
   }
