@@ -138,11 +138,10 @@ StatusOr<TensorView> Checkpoint::Take(const std::string& name, const std::vector
     }
     t.data = copy.data();
     resident_.push_back(std::move(copy));
+    constexpr int kReportShift = 26;  // report every 64 MiB
+    if (progress_ && (taken_bytes_ + t.bytes) >> kReportShift != taken_bytes_ >> kReportShift)
+      progress_(taken_bytes_ + t.bytes);
     taken_bytes_ += t.bytes;
-    if (progress_ && taken_bytes_ - reported_bytes_ >= (64ull << 20)) {
-      progress_(taken_bytes_);
-      reported_bytes_ = taken_bytes_;
-    }
   }
   claimed_[name] = true;
   taken_.insert(name);

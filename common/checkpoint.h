@@ -68,7 +68,6 @@ class Checkpoint {
   std::vector<std::unique_ptr<MappedFile>> files_;
   std::vector<ResidentMemory> resident_;  // the taken tensors' bytes (read or made)
   std::function<void(uint64_t)> progress_;
-  uint64_t reported_bytes_ = 0;
   std::map<std::string, TensorView> tensors_;
   std::map<std::string, bool> claimed_;
   std::set<std::string> taken_;  // claimed by Take (read here), not by Skip

@@ -40,13 +40,11 @@ inline void Tile(const float* x, int64_t ldx, const typename W::T* w, int64_t ld
     for (int c = 0; c < TN; ++c) acc[r][c] = V::Zero();
   const int64_t k_main = K / 16 * 16;
   for (int64_t k = 0; k < k_main; k += 16) {
-    if constexpr (TR == 1) {
-      if (k % (64 / sizeof(typename W::T)) == 0)
-      // One activation row (decode) streams its weights once from memory: ask for them
-      // kPrefetchBytes ahead, since the hardware prefetcher ramps up slowly on TN short streams.
-        for (int c = 0; c < TN; ++c)
-          __builtin_prefetch(reinterpret_cast<const char*>(w + c * ldw + k) + kPrefetchBytes);
-    }
+    // One activation row (decode) streams its weights once from memory: ask for each 64-byte
+    // line kPrefetchBytes ahead, since the hardware prefetcher ramps up slowly on TN short streams.
+    if (TR == 1 && k % (64 / sizeof(typename W::T)) == 0)
+      for (int c = 0; c < TN; ++c)
+        __builtin_prefetch(reinterpret_cast<const char*>(w + c * ldw + k) + kPrefetchBytes);
     V wv[TN];
     for (int c = 0; c < TN; ++c) wv[c] = W::template Load<V>(w + c * ldw + k);
     for (int r = 0; r < TR; ++r) {

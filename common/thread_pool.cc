@@ -49,7 +49,6 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
     job_ = &fn;
     n_ = n;
     grain_ = grain;
-    units_ = units;
     parts_ = parts;
     next_part_.store(0, std::memory_order_relaxed);
     pending_ = static_cast<int>(workers_.size());
@@ -66,11 +65,12 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
 }
 
 void ThreadPool::RunParts(const std::function<void(int64_t, int64_t)>& fn) {
+  const int64_t units = (n_ + grain_ - 1) / grain_;
   for (;;) {
     const int64_t p = next_part_.fetch_add(1, std::memory_order_relaxed);
     if (p >= parts_) return;
-    const int64_t b = units_ * p / parts_ * grain_;
-    const int64_t e = std::min(n_, units_ * (p + 1) / parts_ * grain_);
+    const int64_t b = units * p / parts_ * grain_;
+    const int64_t e = std::min(n_, units * (p + 1) / parts_ * grain_);
     fn(b, e);
   }
 }

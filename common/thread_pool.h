@@ -39,9 +39,10 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable start_cv_, done_cv_;
-  // The current job: chunk p covers units [units p / parts, units (p + 1) / parts) of `grain`.
+  // The current job: chunk p covers units [units p / parts, units (p + 1) / parts) of `grain`
+  // indices, units = ceil(n / grain).
   const std::function<void(int64_t, int64_t)>* job_ = nullptr;
-  int64_t n_ = 0, grain_ = 1, units_ = 0, parts_ = 0;
+  int64_t n_ = 0, grain_ = 1, parts_ = 0;
   std::atomic<int64_t> next_part_{0};
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};

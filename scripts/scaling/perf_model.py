@@ -939,26 +939,23 @@ def measured_tables(runs):
     by = {(r["workers"], r["batch"]): r for r in base}
     L.append(f"## Measured: {pre}, 1 layer, one micro-batch, the router's routing\n")
     L.append("Decode tok/s (step ms; other jobs' cores during the run). Workers 0 = one process.\n")
-    L.append("| batch | " + " | ".join(f"W={w}" for w in Ws) + " |")
-    L.append("|---|" + "---|" * len(Ws))
-    for b in Bs:
-        cells = []
-        for w in Ws:
-            r = by.get((w, b))
-            ext = r.get("ext_cores") if r else None
-            cells.append("-" if not r else f"{r['decode_tok_s']:.1f} ({fmt_ms(r['step_s'])} ms"
-                         + (f"; {ext:.2f}" if isinstance(ext, float) else "") + ")")
-        L.append(f"| {b} | " + " | ".join(cells) + " |")
+
+    def grid(cell):
+        """A batch x workers table of cell(run), '-' where no run was made."""
+        L.append("| batch | " + " | ".join(f"W={w}" for w in Ws) + " |")
+        L.append("|---|" + "---|" * len(Ws))
+        for b in Bs:
+            L.append(f"| {b} | " + " | ".join("-" if (w, b) not in by else cell(by[(w, b)]) for w in Ws) + " |")
+
+    def speed(r):
+        ext = r.get("ext_cores")
+        return (f"{r['decode_tok_s']:.1f} ({fmt_ms(r['step_s'])} ms" +
+                (f"; {ext:.2f}" if isinstance(ext, float) else "") + ")")
+
+    grid(speed)
     L.append("\nPer-phase ms per step (attention / routing / MoE wait = dispatch + experts + combine / lm_head):\n")
-    L.append("| batch | " + " | ".join(f"W={w}" for w in Ws) + " |")
-    L.append("|---|" + "---|" * len(Ws))
-    for b in Bs:
-        cells = []
-        for w in Ws:
-            r = by.get((w, b))
-            cells.append("-" if not r else f"{fmt_ms(r['attention_s'])} / {fmt_ms(r['routing_s'])} / "
-                         f"{fmt_ms(r['moe_wait_s'])} / {fmt_ms(r['lm_head_s'])}")
-        L.append(f"| {b} | " + " | ".join(cells) + " |")
+    grid(lambda r: f"{fmt_ms(r['attention_s'])} / {fmt_ms(r['routing_s'])} / "
+                   f"{fmt_ms(r['moe_wait_s'])} / {fmt_ms(r['lm_head_s'])}")
     pairs = {}
     for r in one:
         if r["router_skew"] == "real":
