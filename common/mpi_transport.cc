@@ -2,8 +2,10 @@
 
 #define OMPI_SKIP_MPICXX 1  // the C API only
 #include <mpi.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cstring>
@@ -18,6 +20,7 @@ namespace {
 constexpr int kTagCounts = 11;
 constexpr int kTagPing = 12;  // "are you alive?", answered from inside every wait
 constexpr int kTagPong = 13;
+constexpr int kTagBytes = 14;
 constexpr int kHostLen = 64;
 constexpr int kAbortGraceSeconds = 5;
 
@@ -36,11 +39,13 @@ void AnswerPings() {
   MPI_Request_free(&req);
 }
 
-// Tests `reqs` until all complete, sleeping 1 us, 2 us, ... up to `max_sleep_us` between tests.
+// Tests `reqs` until all complete, sleeping between tests for an eighth of the time waited so
+// far (at least 2 us, at most `max_sleep_us`): a wait overshoots by about an eighth, and a
+// long one costs a few dozen tests. Ranks share cores, so a wait must sleep, never spin.
 // Returns false at the deadline (timeout < 0: none).
 bool WaitAll(std::vector<MPI_Request>& reqs, double timeout_seconds, int max_sleep_us) {
-  const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_seconds);
-  int sleep_us = 0;
+  const auto start = Clock::now();
+  const auto deadline = start + std::chrono::duration<double>(timeout_seconds);
   for (;;) {
     AnswerPings();
     int done = 0;
@@ -48,9 +53,11 @@ bool WaitAll(std::vector<MPI_Request>& reqs, double timeout_seconds, int max_sle
                           MPI_STATUSES_IGNORE) == MPI_SUCCESS,
               "MPI_Testall failed");
     if (done) return true;
-    if (timeout_seconds >= 0 && Clock::now() > deadline) return false;
-    if (sleep_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(sleep_us));
-    sleep_us = std::min(max_sleep_us, sleep_us == 0 ? 1 : sleep_us * 2);
+    const auto now = Clock::now();
+    if (timeout_seconds >= 0 && now > deadline) return false;
+    const auto waited = std::chrono::duration_cast<std::chrono::microseconds>(now - start);
+    std::this_thread::sleep_for(std::chrono::microseconds(
+        std::clamp<int64_t>(waited.count() / 8, 2, max_sleep_us)));
   }
 }
 
@@ -66,6 +73,9 @@ class MpiTransport : public Transport {
                             MPI_COMM_WORLD) == MPI_SUCCESS,
               "MPI_Allgather of host names failed");
     SetCheckIdentity(rank_, host(rank_));
+    // Waits sleep in steps of microseconds; the default 50 us of timer slack would stretch
+    // each of them, and every layer's exchange with it.
+    prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
   }
 
   int rank() const override { return rank_; }
@@ -76,21 +86,23 @@ class MpiTransport : public Transport {
                   double timeout_seconds) override {
     MOE_CHECK(static_cast<int>(send.counts.size()) == size_, "send counts per rank");
     SetActivity(label.phase, label.layer, label.step);
-    // Counts first, point to point: a peer that does not answer is known by rank.
-    recv->counts.assign(size_, 0);
-    std::vector<MPI_Request> reqs;
+    // A star: rank 0 talks to every rank, a worker to rank 0 alone, so a worker never waits
+    // for another worker.
     std::vector<int> peers;
     for (int p = 0; p < size_; ++p) {
-      if (p == rank_) {
-        recv->counts[p] = send.counts[p];
-        continue;
-      }
+      if (p == rank_) continue;
+      if (rank_ == 0 || p == 0) peers.push_back(p);
+      else MOE_CHECK(send.counts[p] == 0, "a worker sent bytes to another worker");
+    }
+    // Counts first: a peer that does not answer is known by rank.
+    recv->counts.assign(size_, 0);
+    recv->counts[rank_] = send.counts[rank_];
+    std::vector<MPI_Request> reqs;
+    for (int p : peers) {
       reqs.emplace_back();
       MPI_Irecv(&recv->counts[p], 1, MPI_INT64_T, p, kTagCounts, MPI_COMM_WORLD, &reqs.back());
-      peers.push_back(p);
     }
-    for (int p = 0; p < size_; ++p) {
-      if (p == rank_) continue;
+    for (int p : peers) {
       reqs.emplace_back();
       MPI_Isend(&send.counts[p], 1, MPI_INT64_T, p, kTagCounts, MPI_COMM_WORLD, &reqs.back());
     }
@@ -104,26 +116,31 @@ class MpiTransport : public Transport {
       }
       return TimedOut(missing.empty() ? Unresponsive() : missing, label, timeout_seconds);
     }
-    // Then the bytes, in one non-blocking all-to-all.
-    std::vector<int> sc(size_), sd(size_), rc(size_), rd(size_);
-    int64_t s_off = 0, r_off = 0;
-    for (int p = 0; p < size_; ++p) {
+    // Then the bytes, a message per peer with something to send.
+    for (int p = 0; p < size_; ++p)
       if (!(send.counts[p] < INT_MAX && recv->counts[p] < INT_MAX && recv->counts[p] >= 0))
         return InvalidArgument("an exchange of over 2 GiB with one rank; lower the tokens per step");
-      sc[p] = static_cast<int>(send.counts[p]);
-      rc[p] = static_cast<int>(recv->counts[p]);
-      sd[p] = static_cast<int>(s_off);
-      rd[p] = static_cast<int>(r_off);
-      s_off += sc[p];
-      r_off += rc[p];
-      if (!(s_off < INT_MAX && r_off < INT_MAX))
-        return InvalidArgument("an exchange of over 2 GiB in total; lower the tokens per step");
+    recv->data.resize(send.counts[rank_] + [&] {
+      int64_t total = 0;
+      for (int p : peers) total += recv->counts[p];
+      return total;
+    }());
+    std::memcpy(recv->data.data() + recv->offset(rank_), send.data.data() + send.offset(rank_),
+                send.counts[rank_]);
+    reqs.clear();
+    for (int p : peers) {
+      if (recv->counts[p] == 0) continue;
+      reqs.emplace_back();
+      MPI_Irecv(recv->data.data() + recv->offset(p), static_cast<int>(recv->counts[p]), MPI_BYTE,
+                p, kTagBytes, MPI_COMM_WORLD, &reqs.back());
     }
-    recv->data.resize(r_off);
-    std::vector<MPI_Request> all(1);
-    MPI_Ialltoallv(send.data.data(), sc.data(), sd.data(), MPI_BYTE, recv->data.data(), rc.data(),
-                   rd.data(), MPI_BYTE, MPI_COMM_WORLD, &all[0]);
-    if (!WaitAll(all, timeout_seconds, max_sleep)) return TimedOut(Unresponsive(), label, timeout_seconds);
+    for (int p : peers) {
+      if (send.counts[p] == 0) continue;
+      reqs.emplace_back();
+      MPI_Isend(send.data.data() + send.offset(p), static_cast<int>(send.counts[p]), MPI_BYTE, p,
+                kTagBytes, MPI_COMM_WORLD, &reqs.back());
+    }
+    if (!WaitAll(reqs, timeout_seconds, max_sleep)) return TimedOut(Unresponsive(), label, timeout_seconds);
     return Status::Ok();
   }
 

@@ -1,6 +1,6 @@
-// The MPI transport: counts by point-to-point messages (so a rank that does not answer is
-// known by name), then the bytes in one MPI_Ialltoallv. Every wait is MPI_Test with a sleep
-// that backs off from 1 us, so idle ranks leave the cores to the ranks that work.
+// The MPI transport: a star of point-to-point messages, counts first (so a rank that does not
+// answer is known by name), then the bytes. Every wait is MPI_Test with a sleep of an eighth of
+// the time waited so far, so idle ranks leave the cores to the ranks that work.
 // Only the engine thread calls MPI (MPI_THREAD_FUNNELED).
 #pragma once
 

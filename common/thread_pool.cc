@@ -77,10 +77,15 @@ void ThreadPool::RunParts(const std::function<void(int64_t, int64_t)>& fn) {
 
 void ThreadPool::WorkerLoop() {
   uint64_t seen = 0;
+  // Taken while the owner is inside ParallelFor, so a Park after it returns is never missed.
+  uint64_t epoch = park_epoch_.load(std::memory_order_acquire);
   for (;;) {
     const std::function<void(int64_t, int64_t)>* job;
-    // The next job usually follows within microseconds: spin a little before sleeping.
-    for (int spin = 0; spin < kSpins && generation_.load(std::memory_order_acquire) == seen; ++spin)
+    // The next job usually follows within microseconds: spin a little before sleeping, unless
+    // the owner parks the pool.
+    for (int spin = 0; spin < kSpins && generation_.load(std::memory_order_acquire) == seen &&
+                       park_epoch_.load(std::memory_order_relaxed) == epoch;
+         ++spin)
       __builtin_ia32_pause();
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -88,6 +93,7 @@ void ThreadPool::WorkerLoop() {
       if (stop_) return;
       seen = generation_;
       job = job_;
+      epoch = park_epoch_.load(std::memory_order_relaxed);
     }
     RunParts(*job);
     {

@@ -31,6 +31,10 @@ class ThreadPool {
 
   static int DefaultThreads();  // the cores this process may use
 
+  // The caller is about to wait for other processes on this host (the workers computing
+  // experts): idle threads stop spinning and sleep now, leaving the cores to them.
+  void Park() { park_epoch_.fetch_add(1, std::memory_order_release); }
+
  private:
   static constexpr int kChunksPerThread = 4;
   void WorkerLoop();
@@ -46,6 +50,7 @@ class ThreadPool {
   std::atomic<int64_t> next_part_{0};
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
+  std::atomic<uint64_t> park_epoch_{0};
   bool stop_ = false;
 };
 

@@ -1,6 +1,7 @@
-// The narrow interface every coordinator<->worker byte travels through. One exchange: each
-// rank sends a byte run to every rank (possibly empty) and receives one from every rank. Counts
-// travel ahead of the bytes. Implementations: in-process (one rank) and MPI.
+// The narrow interface every coordinator<->worker byte travels through. One exchange is a star:
+// rank 0 sends a byte run to every rank (possibly empty) and receives one from every rank; a
+// worker exchanges with rank 0 alone. Counts travel ahead of the bytes. Implementations:
+// in-process (one rank) and MPI.
 #pragma once
 
 #include <cstdint>
@@ -38,7 +39,8 @@ class Transport {
   virtual int size() const = 0;
   virtual std::string host(int rank) const = 0;
 
-  // Sends send.counts[r] bytes to each rank r and fills recv from every rank. Waits at most
+  // Sends send.counts[r] bytes to each rank r and fills recv from every rank (a worker's counts
+  // to and from other workers are 0: it waits for rank 0 alone). Waits at most
   // `timeout_seconds` (< 0: forever, for an idle worker); on timeout the status names the ranks
   // that did not answer, their hosts, and the label.
   virtual Status Exchange(const ByteRuns& send, ByteRuns* recv, const ExchangeLabel& label,

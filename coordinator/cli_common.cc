@@ -48,7 +48,8 @@ void AddModelFlags(po::options_description& options, RuntimeOptions& runtime) {
       ("model", po::value(&runtime.model_dir)->required(),
        "Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.model)")
       ("threads", po::value(&runtime.threads)->default_value(0),
-       "compute threads per rank (0 = this machine's cores shared among its ranks)")
+       "compute threads per rank (0 = rank 0: all of its host's cores; a worker: its "
+       "host's cores shared among the workers there)")
       ("placement", po::value(&runtime.placement_file),
        "JSON expert placement {\"experts\": {\"0\": [1], ...}} (default: spread evenly)")
       ("rank-timeout", po::value(&runtime.rank_timeout)->default_value(30.0),

@@ -64,7 +64,8 @@ int Bench(int argc, char** argv, Transport& transport) {
       ("layers", po::value(&runtime.synthetic_layers)->default_value(0),
        "cut the synthetic model to this many layers (0 = all)")
       ("threads", po::value(&runtime.threads)->default_value(0),
-       "compute threads per rank (0 = this machine's cores shared among its ranks)")
+       "compute threads per rank (0 = rank 0: all of its host's cores; a worker: its "
+       "host's cores shared among the workers there)")
       ("placement", po::value(&runtime.placement_file), "JSON expert placement")
       ("rank-timeout", po::value(&runtime.rank_timeout)->default_value(120.0),
        "seconds a rank may take to answer")

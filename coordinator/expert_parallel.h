@@ -59,6 +59,8 @@ class ExpertParallel {
   // Tells every worker to stop (once); after a failed exchange it does nothing.
   Status Stop();
   bool broken() const { return broken_; }
+  // Whether other ranks compute experts (this rank then waits for them in Combine).
+  bool remote() const { return transport_->size() > 1; }
 
  private:
   Status Fail(Status s);

@@ -185,6 +185,8 @@ Status Model::Forward(const std::vector<int>& tokens, const std::vector<Sequence
   std::vector<MicroBatch> mbs = Split(chunks, T);
   auto dispatch = [&](int l, MicroBatch& mb) -> Status {
     const auto t = Clock::now();
+    // The workers may share this host's cores: idle pool threads sleep from now on.
+    if (experts_->remote()) pool_->Park();
     auto handle = experts_->Dispatch(l, static_cast<int>(&mb - mbs.data()),
                                      static_cast<int>(mbs.size()), &h_[mb.row0 * D], mb.rows,
                                      mb.routes);

@@ -19,12 +19,15 @@ bool IsDirectory(const std::string& path) {
   return !path.empty() && stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-// Rank 0 alone shares the machine with nobody; under mpirun the cores are split between the
-// ranks on this host.
+// Rank 0 and the workers take turns: the coordinator computes attention while the workers
+// wait for rows, and the workers compute experts while it waits for answers. So rank 0 takes
+// every core of its host, and the workers on a host share its cores between them.
 int DefaultThreads(const Transport& t) {
-  int local = 0;
-  for (int r = 0; r < t.size(); ++r) local += t.host(r) == t.host(t.rank());
-  return std::max(1, ThreadPool::DefaultThreads() / std::max(local, 1));
+  const int cores = ThreadPool::DefaultThreads();
+  if (t.rank() == 0) return cores;
+  int workers = 0;
+  for (int r = 1; r < t.size(); ++r) workers += t.host(r) == t.host(t.rank());
+  return std::max(1, cores / std::max(workers, 1));
 }
 
 // What every rank loads before the ranks compare notes.
