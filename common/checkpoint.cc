@@ -112,7 +112,8 @@ std::unique_ptr<Checkpoint> Checkpoint::Synthetic(const ModelConfig& config) {
   return ckpt;
 }
 
-StatusOr<TensorView> Checkpoint::Take(const std::string& name, const std::vector<int64_t>& shape) {
+StatusOr<TensorView*> Checkpoint::Find(const std::string& name,
+                                       const std::vector<int64_t>& shape) {
   auto it = tensors_.find(name);
   if (it == tensors_.end())
     return NotFound(dir_ + ": tensor '" + name + "' is missing from the checkpoint");
@@ -121,31 +122,76 @@ StatusOr<TensorView> Checkpoint::Take(const std::string& name, const std::vector
     return FailedPrecondition(t.file + ": tensor '" + name + "' has shape " +
                               ShapeString(t.shape) + " but config.json implies " +
                               ShapeString(shape));
+  return &t;
+}
+
+void Checkpoint::Count(uint64_t bytes) {
+  constexpr int kReportShift = 26;  // report every 64 MiB
+  if (progress_ && (taken_bytes_ + bytes) >> kReportShift != taken_bytes_ >> kReportShift)
+    progress_(taken_bytes_ + bytes);
+  taken_bytes_ += bytes;
+}
+
+namespace {
+
+// Synthetic tensors are made when taken: norms 1, embeddings std 1, matrices std 1/sqrt(fan in).
+void MakeSynthetic(const TensorView& t, uint16_t* out) {
+  const int64_t n = static_cast<int64_t>(t.bytes / 2);
+  if (t.shape.size() == 1)
+    std::fill(out, out + n, F32ToBf16(1.0f));
+  else
+    FillSynthetic(t.name, t.name == names::Embed() ? 1.0f : 1.0f / std::sqrt(static_cast<float>(t.shape[1])),
+                  out, n);
+}
+
+}  // namespace
+
+StatusOr<TensorView> Checkpoint::Take(const std::string& name, const std::vector<int64_t>& shape) {
+  MOE_ASSIGN_OR_RETURN(TensorView * found, Find(name, shape));
+  TensorView& t = *found;
   if (taken_.count(name) == 0) {
     MOE_ASSIGN_OR_RETURN(ResidentMemory copy, ResidentMemory::Allocate(t.bytes));
     if (t.file == "synthetic") {
-      // Made now: norms 1, embeddings std 1, matrices std 1/sqrt(fan in).
-      auto* out = static_cast<uint16_t*>(copy.data());
-      const int64_t n = static_cast<int64_t>(t.bytes / 2);
-      if (t.shape.size() == 1)
-        std::fill(out, out + n, F32ToBf16(1.0f));
-      else
-        FillSynthetic(name, name == names::Embed() ? 1.0f : 1.0f / std::sqrt(static_cast<float>(t.shape[1])),
-                      out, n);
+      MakeSynthetic(t, static_cast<uint16_t*>(copy.data()));
     } else {
       std::memcpy(copy.data(), t.data, t.bytes);
       ReleaseMappedPages(t.data, t.bytes);
     }
     t.data = copy.data();
     resident_.push_back(std::move(copy));
-    constexpr int kReportShift = 26;  // report every 64 MiB
-    if (progress_ && (taken_bytes_ + t.bytes) >> kReportShift != taken_bytes_ >> kReportShift)
-      progress_(taken_bytes_ + t.bytes);
-    taken_bytes_ += t.bytes;
+    Count(t.bytes);
   }
   claimed_[name] = true;
   taken_.insert(name);
   return t;
+}
+
+StatusOr<Matrix> Checkpoint::TakeMatrix(const std::string& name, const std::vector<int64_t>& shape,
+                                        int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+  MOE_ASSIGN_OR_RETURN(TensorView * found, Find(name, shape));
+  const TensorView& t = *found;
+  MOE_CHECK(shape.size() == 2, "TakeMatrix of a 2-D tensor");
+  if (r1 < 0) r1 = shape[0];
+  if (c1 < 0) c1 = shape[1];
+  MOE_CHECK(0 <= r0 && r0 <= r1 && r1 <= shape[0] && 0 <= c0 && c0 <= c1 && c1 <= shape[1],
+            "TakeMatrix range inside the tensor");
+  const int64_t rows = r1 - r0, cols = c1 - c0, size = DTypeSize(t.dtype);
+  MOE_ASSIGN_OR_RETURN(ResidentMemory copy,
+                       ResidentMemory::Allocate(std::max<int64_t>(PanelElements(rows, cols) * size, 1)));
+  std::vector<uint16_t> made;  // a synthetic tensor, whole (its values depend on the position)
+  const void* src = t.data;
+  if (t.file == "synthetic" && taken_.count(name) == 0) {
+    made.resize(t.bytes / 2);
+    MakeSynthetic(t, made.data());
+    src = made.data();
+  }
+  PackPanels(src, t.dtype, shape[1], r0, r1, c0, c1, copy.data());
+  if (t.file != "synthetic" && taken_.count(name) == 0) ReleaseMappedPages(t.data, t.bytes);
+  Matrix m{copy.data(), t.dtype, rows, cols, 0, 16 * cols};
+  resident_.push_back(std::move(copy));
+  Count(rows * cols * size);
+  claimed_[name] = true;
+  return m;
 }
 
 Status Checkpoint::Skip(const std::string& name) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "common/kernels.h"
 #include "common/mapped_file.h"
 #include "common/model_config.h"
 #include "common/resident_memory.h"
@@ -47,6 +48,12 @@ class Checkpoint {
   // The named tensor with exactly this shape (any supported dtype), read into resident memory
   // (once; later calls return the same copy); marks it used.
   StatusOr<TensorView> Take(const std::string& name, const std::vector<int64_t>& shape);
+  // Rows [r0, r1) and columns [c0, c1) (-1: to the end) of the named 2-D tensor with exactly
+  // this shape, copied into resident memory in panels for MatMul (common/kernels.h), in its
+  // stored dtype. Each call makes its own copy (a rank takes only its slice of an expert);
+  // marks the tensor used.
+  StatusOr<Matrix> TakeMatrix(const std::string& name, const std::vector<int64_t>& shape,
+                              int64_t r0 = 0, int64_t r1 = -1, int64_t c0 = 0, int64_t c1 = -1);
   // Marks a tensor as owned by another rank: it must exist, it is not read here.
   Status Skip(const std::string& name);
   // Skips every tensor of `expected` that this rank did not take, checking it exists: the
@@ -61,6 +68,10 @@ class Checkpoint {
   void set_progress(std::function<void(uint64_t)> progress) { progress_ = std::move(progress); }
 
  private:
+  // Finds `name` and checks its shape.
+  StatusOr<TensorView*> Find(const std::string& name, const std::vector<int64_t>& shape);
+  // Adds `bytes` to the bytes taken, reporting progress on every 64 MiB crossed.
+  void Count(uint64_t bytes);
   Status AddFile(const std::string& dir, const std::string& file,
                  const std::map<std::string, std::string>* expected_names);
 

@@ -64,69 +64,96 @@ float Dot(const float* a, const float* b, int64_t n) { return Active().dot(a, b,
 void Axpy(float a, const float* x, float* y, int64_t n) { Active().axpy(a, x, y, n); }
 
 void WidenRow(const Matrix& w, int64_t r, float* out) {
-  const int64_t K = w.cols, ld = w.row_stride();
+  const int64_t K = w.cols;
+  // Element k of row r is `step` elements after element k - 1.
+  const int64_t first = w.panels() ? r / 16 * w.panel_stride + r % 16 : r * w.row_stride();
+  const int64_t step = w.panels() ? 16 : 1;
   switch (w.dtype) {
-    case DType::kF32:
-      std::memcpy(out, static_cast<const float*>(w.data) + r * ld, K * sizeof(float));
+    case DType::kF32: {
+      const float* p = static_cast<const float*>(w.data) + first;
+      for (int64_t k = 0; k < K; ++k) out[k] = p[k * step];
       break;
+    }
     case DType::kBF16: {
-      const uint16_t* p = static_cast<const uint16_t*>(w.data) + r * ld;
-      for (int64_t k = 0; k < K; ++k) out[k] = Bf16ToF32(p[k]);
+      const uint16_t* p = static_cast<const uint16_t*>(w.data) + first;
+      for (int64_t k = 0; k < K; ++k) out[k] = Bf16ToF32(p[k * step]);
       break;
     }
     case DType::kF16: {
-      const uint16_t* p = static_cast<const uint16_t*>(w.data) + r * ld;
+      const uint16_t* p = static_cast<const uint16_t*>(w.data) + first;
       const float* table = F16Table();
-      for (int64_t k = 0; k < K; ++k) out[k] = table[p[k]];
+      for (int64_t k = 0; k < K; ++k) out[k] = table[p[k * step]];
       break;
     }
   }
 }
 
+int64_t PanelElements(int64_t rows, int64_t cols) { return (rows + 15) / 16 * 16 * cols; }
+
+void PackPanels(const void* src, DType dtype, int64_t ld, int64_t r0, int64_t r1, int64_t c0,
+                int64_t c1, void* dst) {
+  const int64_t size = DTypeSize(dtype), cols = c1 - c0;
+  const auto* in = static_cast<const uint8_t*>(src);
+  auto* out = static_cast<uint8_t*>(dst);
+  std::memset(out, 0, PanelElements(r1 - r0, cols) * size);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t i = r - r0;
+    uint8_t* panel = out + (i / 16 * 16 * cols + i % 16) * size;
+    const uint8_t* row = in + (r * ld + c0) * size;
+    for (int64_t c = 0; c < cols; ++c) std::memcpy(panel + c * 16 * size, row + c * size, size);
+  }
+}
+
+namespace {
+
+// Panels [p0, p1) of one job: straight from a matrix in panels, or packed here first.
+void RunPanels(const isa::Kernels& k, const MatMulJob& job, int64_t p0, int64_t p1) {
+  const Matrix& w = *job.w;
+  const int64_t K = w.cols, Kb = K / job.blocks, ldx = job.ldx < 0 ? K : job.ldx;
+  const int64_t N = w.rows, y_block = job.T * N;
+  if (w.panels()) {
+    k.matmul_panels(job.x, job.T, ldx, w.data, w.dtype, w.panel_stride, Kb, job.blocks, p0, p1,
+                    job.y, N, N, y_block);
+    return;
+  }
+  thread_local std::vector<uint8_t> panel;
+  panel.resize(16 * K * DTypeSize(w.dtype));
+  for (int64_t p = p0; p < p1; ++p) {
+    PackPanels(w.data, w.dtype, w.row_stride(), 16 * p, std::min(N, 16 * (p + 1)), 0, K,
+               panel.data());
+    k.matmul_panels(job.x, job.T, ldx, panel.data(), w.dtype, 16 * K, Kb, job.blocks, 0, 1,
+                    job.y + 16 * p, N, N - 16 * p, y_block);
+  }
+}
+
+}  // namespace
+
 void MatMul(const float* x, int64_t T, const Matrix& w, float* y, ThreadPool& pool,
             int64_t ldx) {
-  const int64_t N = w.rows, K = w.cols;
-  if (ldx < 0) ldx = K;
-  if (T == 0 || N == 0) return;
-  const isa::Kernels& k = Active();
-  // Threads take ranges of weight rows (multiples of 16, the panel), so each weight byte is read
-  // by one thread, once per call.
-  pool.ParallelFor(
-      N,
-      [&](int64_t n0, int64_t n1) {
-        k.matmul_rows(x, T, ldx, w.data, w.dtype, w.row_stride(), K, n0, n1, y, N);
-      },
-      16, T * N * K);
+  const MatMulJob job{x, T, &w, y, ldx};
+  MatMulMany(&job, 1, pool);
 }
 
 void MatMulMany(const MatMulJob* jobs, int count, ThreadPool& pool) {
-  // Weight rows of all jobs laid end to end; each job's rows start at a multiple of 16.
+  // The panels of all jobs laid end to end; threads take ranges of them, so each weight byte
+  // is read by one thread, once per call.
   std::vector<int64_t> start(count + 1, 0);
   int64_t work = 0;
   for (int j = 0; j < count; ++j) {
-    start[j + 1] = start[j] + (jobs[j].w->rows + 15) / 16 * 16;
+    start[j + 1] = start[j] + (jobs[j].T > 0 ? (jobs[j].w->rows + 15) / 16 : 0);
     work += jobs[j].T * jobs[j].w->rows * jobs[j].w->cols;
   }
   const isa::Kernels& k = Active();
   pool.ParallelFor(
       start[count],
-      [&](int64_t r0, int64_t r1) {
+      [&](int64_t q0, int64_t q1) {
         for (int j = 0; j < count; ++j) {
-          const MatMulJob& job = jobs[j];
-          const int64_t n0 = std::max(r0, start[j]) - start[j];
-          const int64_t n1 = std::min({r1, start[j + 1], start[j] + job.w->rows}) - start[j];
-          if (n0 >= n1 || job.T == 0) continue;
-          const int64_t K = job.w->cols, ldx = job.ldx < 0 ? K : job.ldx;
-          if (job.blocks > 1)
-            k.matmul_blocked(job.x, job.T, ldx, job.w->data, job.w->dtype, job.w->row_stride(),
-                             K / job.blocks, job.blocks, n0, n1, job.y, job.w->rows,
-                             job.T * job.w->rows);
-          else
-            k.matmul_rows(job.x, job.T, ldx, job.w->data, job.w->dtype, job.w->row_stride(), K,
-                          n0, n1, job.y, job.w->rows);
+          const int64_t p0 = std::max(q0, start[j]) - start[j];
+          const int64_t p1 = std::min(q1, start[j + 1]) - start[j];
+          if (p0 < p1) RunPanels(k, jobs[j], p0, p1);
         }
       },
-      16, work);
+      1, work);
 }
 
 void RmsNorm(const float* x, int64_t T, int64_t D, const Matrix& weight, float eps, float* y) {
@@ -165,16 +192,25 @@ namespace moe {
 
 Matrix Matrix::Rows(int64_t r0, int64_t r1) const {
   Matrix m = *this;
-  m.data = static_cast<const uint8_t*>(data) + r0 * row_stride() * DTypeSize(dtype);
   m.rows = r1 - r0;
+  if (panels()) {
+    MOE_CHECK(r0 % 16 == 0, "a row slice of a matrix in panels starts at a multiple of 16");
+    m.data = static_cast<const uint8_t*>(data) + r0 / 16 * panel_stride * DTypeSize(dtype);
+    return m;
+  }
+  m.data = static_cast<const uint8_t*>(data) + r0 * row_stride() * DTypeSize(dtype);
   m.stride = row_stride();
   return m;
 }
 
 Matrix Matrix::Columns(int64_t c0, int64_t c1) const {
   Matrix m = *this;
-  m.data = static_cast<const uint8_t*>(data) + c0 * DTypeSize(dtype);
   m.cols = c1 - c0;
+  if (panels()) {
+    m.data = static_cast<const uint8_t*>(data) + c0 * 16 * DTypeSize(dtype);
+    return m;
+  }
+  m.data = static_cast<const uint8_t*>(data) + c0 * DTypeSize(dtype);
   m.stride = row_stride();
   return m;
 }

@@ -1,9 +1,9 @@
 // CPU kernels. Index legend: T = tokens (rows), K = input width, N = output width, D = hidden.
 //
-// Determinism: every output element of MatMul is one dot product accumulated along K in a fixed
-// order (16 lanes of fused multiply-adds, then a fixed tree; common/simd_matmul.h), whatever T
-// is, however rows are tiled or threads split the work, and whichever instruction set runs it.
-// So a token's numbers never depend on which other tokens share its batch or on the CPU.
+// Determinism: every output element of MatMul is one chain of fused multiply-adds along K in
+// order, acc = fma(x[k], w[k], acc) from 0 (common/simd_matmul.h), whatever T is, however rows
+// are tiled or threads split the work, and whichever instruction set runs it. So a token's
+// numbers never depend on which other tokens share its batch or on the CPU.
 #pragma once
 
 #include <cstdint>
@@ -16,19 +16,33 @@
 
 namespace moe {
 
-// A row-major weight matrix [rows, cols] in its checkpoint dtype; y = W x has `rows` outputs.
-// `stride` (elements between rows, 0 = cols) lets a matrix be a column slice of a wider one.
+// A weight matrix [rows, cols] in its checkpoint dtype; y = W x has `rows` outputs. Two layouts:
+// - row-major (panel_stride 0): element (r, c) at r * row_stride() + c; `stride` (0 = cols)
+//   lets a matrix be a column slice of a wider one;
+// - panels (panel_stride > 0), what MatMul reads fastest: rows in groups of 16, each group
+//   stored column by column, element (r, c) at (r / 16) * panel_stride + 16 c + r % 16, the
+//   last group padded with zero rows. A column slice keeps the panel stride.
+// MatMul gives the same bits for both: it packs a row-major matrix a panel at a time.
 struct Matrix {
   const void* data = nullptr;
   DType dtype = DType::kF32;
   int64_t rows = 0;
   int64_t cols = 0;
   int64_t stride = 0;
+  int64_t panel_stride = 0;
+  bool panels() const { return panel_stride > 0; }
   int64_t row_stride() const { return stride ? stride : cols; }
   int64_t bytes() const { return rows * cols * DTypeSize(dtype); }
-  Matrix Rows(int64_t r0, int64_t r1) const;     // rows [r0, r1)
+  Matrix Rows(int64_t r0, int64_t r1) const;     // rows [r0, r1); in panels r0 % 16 == 0
   Matrix Columns(int64_t c0, int64_t c1) const;  // columns [c0, c1)
 };
+
+// Elements of a rows x cols matrix in panels (rows rounded up to 16).
+int64_t PanelElements(int64_t rows, int64_t cols);
+// Writes rows [r0, r1) and columns [c0, c1) of the row-major `src` (rows ld elements apart) in
+// panels to dst (PanelElements(r1 - r0, c1 - c0) elements of the same dtype).
+void PackPanels(const void* src, DType dtype, int64_t ld, int64_t r0, int64_t r1, int64_t c0,
+                int64_t c1, void* dst);
 
 // y[T, N] = x[T, K] · W[N, K]ᵀ, with N = w.rows, K = w.cols; x rows are ldx apart (-1: K).
 void MatMul(const float* x, int64_t T, const Matrix& w, float* y, ThreadPool& pool,

@@ -42,13 +42,14 @@ struct V {
 
 #include "common/simd_matmul.h"
 
-// 2 x 2 tiles: 8 accumulator registers (of 16), 4 for weights; decode: 4 weight rows.
-using Kernel = Entry<V, 2, 2, 4>;
+// 6 rows x 1 panel: 12 accumulator registers (of 16), 2 for weights, 1 for a broadcast;
+// decode: 4 panels at once.
+using Kernel = Entry<V, 6, 1, 4>;
 
 }  // namespace
 
 Kernels Avx2Kernels() {
-  return {Isa::kAvx2, "avx2", Kernel::MatMulRows, Kernel::MatMulBlocked, DotT<V>, AxpyT<V>};
+  return {Isa::kAvx2, "avx2", Kernel::MatMulPanels, DotT<V>, AxpyT<V>};
 }
 
 }  // namespace moe::isa

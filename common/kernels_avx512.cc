@@ -37,14 +37,14 @@ struct V {
 
 #include "common/simd_matmul.h"
 
-// 4 x 4 tiles: 16 accumulator registers (of 32), 4 for weights, 1 for activations; decode:
-// 8 weight rows at once, for more loads in flight.
-using Kernel = Entry<V, 4, 4, 8>;
+// 8 rows x 3 panels: 24 accumulator registers (of 32), 3 for weights, 1 for a broadcast;
+// decode: 8 panels at once, 8 independent chains and more loads in flight.
+using Kernel = Entry<V, 8, 3, 8>;
 
 }  // namespace
 
 Kernels Avx512Kernels() {
-  return {Isa::kAvx512, "avx512", Kernel::MatMulRows, Kernel::MatMulBlocked, DotT<V>, AxpyT<V>};
+  return {Isa::kAvx512, "avx512", Kernel::MatMulPanels, DotT<V>, AxpyT<V>};
 }
 
 }  // namespace moe::isa

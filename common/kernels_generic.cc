@@ -52,7 +52,7 @@ using Kernel = Entry<V, 2, 2, 2>;
 }  // namespace
 
 Kernels GenericKernels() {
-  return {Isa::kGeneric, "generic", Kernel::MatMulRows, Kernel::MatMulBlocked, DotT<V>, AxpyT<V>};
+  return {Isa::kGeneric, "generic", Kernel::MatMulPanels, DotT<V>, AxpyT<V>};
 }
 
 }  // namespace moe::isa

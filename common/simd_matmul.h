@@ -2,18 +2,23 @@
 // per instruction set (kernels_generic.cc, kernels_avx2.cc, kernels_avx512.cc). Include only
 // inside an anonymous namespace of such a file: each copy is compiled for its own ISA.
 //
-// The fixed order (common/kernels.h): lane j of an output accumulates x[k] * w[k] for
-// k = j, j + 16, j + 32, ... with fused multiply-adds; the tail k >= K/16*16 goes to lanes
-// 0..K%16-1; then the lanes are added in the tree 16 -> 8 -> 4 -> 2 -> 1. Every V provides
-// exactly this, so every ISA gives the same bits.
+// The matmul order (common/kernels.h): each output is one chain of fused multiply-adds along K,
+// acc = fma(x[k], w[k], acc) for k = 0, 1, ..., K-1 from acc = 0. The weights are in panels of
+// 16 rows stored column by column, so one vector load gives column k of 16 rows and one
+// broadcast of x[k] feeds them all: an outer product per k, no horizontal sums. Every V does
+// exactly this, so every ISA gives the same bits, and an output never depends on T or tiling.
 //
-// Tiling (the same results, other memory traffic): threads take panels of 16 weight rows; for
-// each panel, tiles of TR activation rows x TN weight rows run over the whole K, so a panel
-// (16 x K x 2 bytes) stays in cache while the activation rows stream past it.
+// Tiling (the same results, other memory traffic): threads take ranges of panels; a tile is
+// TR activation rows x TN panels over the whole K, so a group of TN panels stays in cache while
+// the activation rows stream past it. One activation row (decode) streams each panel once.
 //
-// V must provide: static V Zero(); static V Load(const float*); static V LoadBf16(const uint16_t*);
-// static V LoadF16(const uint16_t*); static V Fma(V a, V b, V c) (a * b + c, fused);
-// static float Reduce(V) (the fixed tree).
+// The dot product (attention scores, norms) keeps its own fixed order: lane j accumulates
+// a[k] * b[k] for k = j, j + 16, ... with fused multiply-adds, the tail k >= n/16*16 goes to
+// lanes 0..n%16-1, then the lanes are added in the tree 16 -> 8 -> 4 -> 2 -> 1.
+//
+// V must provide: static V Zero(); static V Broadcast(float); static V Load(const float*);
+// static void Store(float*, V); static V LoadBf16(const uint16_t*); static V LoadF16(const
+// uint16_t*); static V Fma(V a, V b, V c) (a * b + c, fused); static float Reduce(V) (the tree).
 
 // Weight element access by dtype.
 struct WF32 {
@@ -31,141 +36,115 @@ struct WF16 {
 
 constexpr int kPrefetchBytes = 512;
 
-// TR x TN outputs over the whole K. x rows are ldx apart, w rows ldw apart.
+// TR rows x TN panels over k in [0, K). x rows are ldx apart; panel c starts at w + c * ps and
+// holds column k at + 16 k. Output j of panel c for row r goes to y[r * ldy + 16 c + j] when
+// 16 c + j < valid.
 template <typename V, typename W, int TR, int TN>
-inline void Tile(const float* x, int64_t ldx, const typename W::T* w, int64_t ldw, int64_t K,
-                 float* y, int64_t ldy) {
+inline void Tile(const float* x, int64_t ldx, const typename W::T* w, int64_t ps, int64_t K,
+                 float* y, int64_t ldy, int64_t valid) {
+  using T = typename W::T;
   V acc[TR][TN];
   for (int r = 0; r < TR; ++r)
     for (int c = 0; c < TN; ++c) acc[r][c] = V::Zero();
-  const int64_t k_main = K / 16 * 16;
-  for (int64_t k = 0; k < k_main; k += 16) {
-    // One activation row (decode) streams its weights once from memory: ask for each 64-byte
-    // line kPrefetchBytes ahead, since the hardware prefetcher ramps up slowly on TN short streams.
-    if (TR == 1 && k % (64 / sizeof(typename W::T)) == 0)
+  constexpr int64_t kLineK = 64 / (16 * sizeof(T)) > 0 ? 64 / (16 * sizeof(T)) : 1;
+  for (int64_t k = 0; k < K; ++k) {
+    // One activation row (decode) streams its panels once from memory: ask for each 64-byte
+    // line kPrefetchBytes ahead, since the hardware prefetcher ramps up slowly on TN streams.
+    if (TR == 1 && k % kLineK == 0)
       for (int c = 0; c < TN; ++c)
-        __builtin_prefetch(reinterpret_cast<const char*>(w + c * ldw + k) + kPrefetchBytes);
+        __builtin_prefetch(reinterpret_cast<const char*>(w + c * ps + k * 16) + kPrefetchBytes);
     V wv[TN];
-    for (int c = 0; c < TN; ++c) wv[c] = W::template Load<V>(w + c * ldw + k);
+    for (int c = 0; c < TN; ++c) wv[c] = W::template Load<V>(w + c * ps + k * 16);
     for (int r = 0; r < TR; ++r) {
-      const V xv = V::Load(x + r * ldx + k);
+      const V xv = V::Broadcast(x[r * ldx + k]);
       for (int c = 0; c < TN; ++c) acc[r][c] = V::Fma(xv, wv[c], acc[r][c]);
     }
   }
-  if (k_main < K) {
-    // The tail through zero-padded copies: padding lanes add 0 * 0, which leaves them as is.
-    alignas(64) typename W::T wt[TN][16] = {};
-    alignas(64) float xt[TR][16] = {};
-    for (int c = 0; c < TN; ++c)
-      for (int64_t k = k_main; k < K; ++k) wt[c][k - k_main] = w[c * ldw + k];
-    for (int r = 0; r < TR; ++r)
-      for (int64_t k = k_main; k < K; ++k) xt[r][k - k_main] = x[r * ldx + k];
-    for (int r = 0; r < TR; ++r) {
-      const V xv = V::Load(xt[r]);
-      for (int c = 0; c < TN; ++c) acc[r][c] = V::Fma(xv, W::template Load<V>(wt[c]), acc[r][c]);
-    }
-  }
   for (int r = 0; r < TR; ++r)
-    for (int c = 0; c < TN; ++c) y[r * ldy + c] = V::Reduce(acc[r][c]);
+    for (int c = 0; c < TN; ++c) {
+      float* out = y + r * ldy + 16 * c;
+      if (16 * (c + 1) <= valid) {
+        V::Store(out, acc[r][c]);
+      } else {
+        alignas(64) float lanes[16];
+        V::Store(lanes, acc[r][c]);
+        for (int64_t j = 0; j < valid - 16 * c; ++j) out[j] = lanes[j];
+      }
+    }
 }
 
-// Rows [t0, T) of x against weight rows [n0, n1) with tiles of TR x TN and the 1-row and
-// 1-column remainders.
+// Rows [0, T) against TN panels starting at w: tiles of TR rows, then 4, then 1.
 template <typename V, typename W, int TR, int TN>
-inline void PanelRows(const float* x, int64_t T, int64_t ldx, const typename W::T* w, int64_t ldw,
-                      int64_t K, int64_t n0, int64_t n1, float* y, int64_t N) {
+inline void PanelGroup(const float* x, int64_t T, int64_t ldx, const typename W::T* w, int64_t ps,
+                       int64_t K, float* y, int64_t ldy, int64_t valid) {
   int64_t t = 0;
-  for (; t + TR <= T; t += TR) {
-    int64_t n = n0;
-    for (; n + TN <= n1; n += TN)
-      Tile<V, W, TR, TN>(x + t * ldx, ldx, w + n * ldw, ldw, K, y + t * N + n, N);
-    for (; n < n1; ++n) Tile<V, W, TR, 1>(x + t * ldx, ldx, w + n * ldw, ldw, K, y + t * N + n, N);
-  }
-  for (; t < T; ++t) {
-    int64_t n = n0;
-    for (; n + TN <= n1; n += TN)
-      Tile<V, W, 1, TN>(x + t * ldx, ldx, w + n * ldw, ldw, K, y + t * N + n, N);
-    for (; n < n1; ++n) Tile<V, W, 1, 1>(x + t * ldx, ldx, w + n * ldw, ldw, K, y + t * N + n, N);
-  }
+  for (; t + TR <= T; t += TR) Tile<V, W, TR, TN>(x + t * ldx, ldx, w, ps, K, y + t * ldy, ldy, valid);
+  if (TR > 4)
+    for (; t + 4 <= T; t += 4) Tile<V, W, 4, TN>(x + t * ldx, ldx, w, ps, K, y + t * ldy, ldy, valid);
+  for (; t < T; ++t) Tile<V, W, 1, TN>(x + t * ldx, ldx, w, ps, K, y + t * ldy, ldy, valid);
 }
 
+// Panels [p0, p1) of W (panel p at w + p * ps) against x [T, blocks * Kb]: y_b [T, ldy]
+// (y + b * y_block) takes columns [b Kb, (b+1) Kb), outputs n in [16 p0, min(16 p1, n_end)).
+// A group of TN panels does all its blocks before the next group, so its panels are read
+// once, front to back.
 template <typename V, typename W, int TR, int TN>
-inline void MatMulRowsT(const float* x, int64_t T, int64_t ldx, const void* wdata, int64_t ldw,
-                        int64_t K, int64_t n0, int64_t n1, float* y, int64_t N) {
+inline void MatMulPanelsT(const float* x, int64_t T, int64_t ldx, const void* wdata, int64_t ps,
+                          int64_t Kb, int blocks, int64_t p0, int64_t p1, float* y, int64_t ldy,
+                          int64_t n_end, int64_t y_block) {
   const auto* w = static_cast<const typename W::T*>(wdata);
-  constexpr int64_t kPanel = 16;
-  for (int64_t p = n0; p < n1; p += kPanel)
-    PanelRows<V, W, TR, TN>(x, T, ldx, w, ldw, K, p, std::min(n1, p + kPanel), y, N);
-}
-
-// The same for `blocks` column blocks of Kb columns each: y_b [T, N] (y + b * y_block) takes
-// columns [b Kb, (b+1) Kb). All blocks of a 16-row panel are done before the next panel, so a
-// panel's rows are read once, front to back. With one activation row (decode), each group of TN
-// weight rows is walked front to back through all its blocks, so the rows stream as TN long runs.
-template <typename V, typename W, int TR, int TN>
-inline void MatMulRowsBlockedT(const float* x, int64_t T, int64_t ldx, const void* wdata,
-                               int64_t ldw, int64_t Kb, int blocks, int64_t n0, int64_t n1,
-                               float* y, int64_t N, int64_t y_block) {
-  const auto* w = static_cast<const typename W::T*>(wdata);
-  if (T == 1) {
-    int64_t n = n0;
-    for (; n + TN <= n1; n += TN)
-      for (int b = 0; b < blocks; ++b)
-        Tile<V, W, 1, TN>(x + b * Kb, ldx, w + n * ldw + b * Kb, ldw, Kb, y + b * y_block + n, N);
-    for (; n < n1; ++n)
-      for (int b = 0; b < blocks; ++b)
-        Tile<V, W, 1, 1>(x + b * Kb, ldx, w + n * ldw + b * Kb, ldw, Kb, y + b * y_block + n, N);
-    return;
-  }
-  constexpr int64_t kPanel = 16;
-  for (int64_t p = n0; p < n1; p += kPanel)
+  auto group = [&](int64_t p, auto tn) {
+    constexpr int kTN = decltype(tn)::value;
+    const int64_t valid = std::min<int64_t>(16 * kTN, n_end - 16 * p);
     for (int b = 0; b < blocks; ++b)
-      PanelRows<V, W, TR, TN>(x + b * Kb, T, ldx, w + b * Kb, ldw, Kb, p, std::min(n1, p + kPanel),
-                              y + b * y_block, N);
+      PanelGroup<V, W, TR, kTN>(x + b * Kb, T, ldx, w + p * ps + b * Kb * 16, ps, Kb,
+                                y + b * y_block + 16 * p, ldy, valid);
+  };
+  int64_t p = p0;
+  for (; p + TN <= p1; p += TN) group(p, std::integral_constant<int, TN>());
+  for (; p < p1; ++p) group(p, std::integral_constant<int, 1>());
 }
 
-// The entry points of kernels_isa.h for one ISA: tiles of TR x TN, and TR_DECODE x TN_DECODE
-// when there is a single activation row (decode).
+// The entry point of kernels_isa.h for one ISA: tiles of TR x TN, and 1 x TN_DECODE when there
+// is a single activation row (decode).
 template <typename V, int TR, int TN, int TN_DECODE>
 struct Entry {
   template <typename W>
-  static void Rows(const float* x, int64_t T, int64_t ldx, const void* w, int64_t ldw, int64_t K,
-                   int64_t n0, int64_t n1, float* y, int64_t N) {
-    if (T == 1) return MatMulRowsT<V, W, 1, TN_DECODE>(x, T, ldx, w, ldw, K, n0, n1, y, N);
-    MatMulRowsT<V, W, TR, TN>(x, T, ldx, w, ldw, K, n0, n1, y, N);
-  }
-  template <typename W>
-  static void Blocked(const float* x, int64_t T, int64_t ldx, const void* w, int64_t ldw,
-                      int64_t Kb, int blocks, int64_t n0, int64_t n1, float* y, int64_t N,
-                      int64_t y_block) {
+  static void Panels(const float* x, int64_t T, int64_t ldx, const void* w, int64_t ps,
+                     int64_t Kb, int blocks, int64_t p0, int64_t p1, float* y, int64_t ldy,
+                     int64_t n_end, int64_t y_block) {
     if (T == 1)
-      return MatMulRowsBlockedT<V, W, 1, TN_DECODE>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
-    MatMulRowsBlockedT<V, W, TR, TN>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
+      return MatMulPanelsT<V, W, 1, TN_DECODE>(x, T, ldx, w, ps, Kb, blocks, p0, p1, y, ldy, n_end,
+                                               y_block);
+    MatMulPanelsT<V, W, TR, TN>(x, T, ldx, w, ps, Kb, blocks, p0, p1, y, ldy, n_end, y_block);
   }
-  static void MatMulRows(const float* x, int64_t T, int64_t ldx, const void* w, DType dtype,
-                         int64_t ldw, int64_t K, int64_t n0, int64_t n1, float* y, int64_t N) {
+  static void MatMulPanels(const float* x, int64_t T, int64_t ldx, const void* w, DType dtype,
+                           int64_t ps, int64_t Kb, int blocks, int64_t p0, int64_t p1, float* y,
+                           int64_t ldy, int64_t n_end, int64_t y_block) {
     switch (dtype) {
-      case DType::kF32: return Rows<WF32>(x, T, ldx, w, ldw, K, n0, n1, y, N);
-      case DType::kBF16: return Rows<WBf16>(x, T, ldx, w, ldw, K, n0, n1, y, N);
-      case DType::kF16: return Rows<WF16>(x, T, ldx, w, ldw, K, n0, n1, y, N);
-    }
-  }
-  static void MatMulBlocked(const float* x, int64_t T, int64_t ldx, const void* w, DType dtype,
-                            int64_t ldw, int64_t Kb, int blocks, int64_t n0, int64_t n1, float* y,
-                            int64_t N, int64_t y_block) {
-    switch (dtype) {
-      case DType::kF32: return Blocked<WF32>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
-      case DType::kBF16: return Blocked<WBf16>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
-      case DType::kF16: return Blocked<WF16>(x, T, ldx, w, ldw, Kb, blocks, n0, n1, y, N, y_block);
+      case DType::kF32: return Panels<WF32>(x, T, ldx, w, ps, Kb, blocks, p0, p1, y, ldy, n_end, y_block);
+      case DType::kBF16: return Panels<WBf16>(x, T, ldx, w, ps, Kb, blocks, p0, p1, y, ldy, n_end, y_block);
+      case DType::kF16: return Panels<WF16>(x, T, ldx, w, ps, Kb, blocks, p0, p1, y, ldy, n_end, y_block);
     }
   }
 };
 
+// The dot product in its fixed order (above), for n >= 0.
 template <typename V>
 inline float DotT(const float* a, const float* b, int64_t n) {
-  float out;
-  Tile<V, WF32, 1, 1>(a, 0, b, 0, n, &out, 0);
-  return out;
+  V acc = V::Zero();
+  const int64_t main = n / 16 * 16;
+  for (int64_t k = 0; k < main; k += 16) acc = V::Fma(V::Load(a + k), V::Load(b + k), acc);
+  if (main < n) {
+    // The tail through zero-padded copies: padding lanes add 0 * 0, which leaves them as is.
+    alignas(64) float at[16] = {}, bt[16] = {};
+    for (int64_t k = main; k < n; ++k) {
+      at[k - main] = a[k];
+      bt[k - main] = b[k];
+    }
+    acc = V::Fma(V::Load(at), V::Load(bt), acc);
+  }
+  return V::Reduce(acc);
 }
 
 // y[i] += a * x[i] with fused multiply-adds (in index order per element).

@@ -13,8 +13,7 @@ namespace {
 
 StatusOr<Matrix> TakeMatrix(Checkpoint& ckpt, const std::string& name, int64_t rows,
                             int64_t cols) {
-  MOE_ASSIGN_OR_RETURN(TensorView t, ckpt.Take(name, {rows, cols}));
-  return Matrix{t.data, t.dtype, rows, cols};
+  return ckpt.TakeMatrix(name, {rows, cols});
 }
 
 StatusOr<Matrix> TakeVector(Checkpoint& ckpt, const std::string& name, int64_t n) {

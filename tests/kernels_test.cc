@@ -81,8 +81,47 @@ TEST(Kernels, MatMulRowIsIndependentOfBatchAndThreads) {
   MatMul(x.data() + 5 * K, 1, m, alone.data(), one);
   MatMul(x.data(), 9, m, batch.data(), two);
   EXPECT_EQ(std::memcmp(alone.data(), batch.data() + 5 * N, N * sizeof(float)), 0);
-  for (int n = 0; n < N; ++n)
-    EXPECT_EQ(Dot(x.data() + 5 * K, w.data() + n * K, K), alone[n]);
+  // The fixed order: one chain of fused multiply-adds along K.
+  for (int n = 0; n < N; ++n) {
+    float acc = 0;
+    for (int k = 0; k < K; ++k) acc = std::fma(x[5 * K + k], w[n * K + k], acc);
+    EXPECT_EQ(acc, alone[n]) << n;
+  }
+}
+
+// A matrix in panels (whole, row and column slices, in blocks) gives the bits of the row-major
+// matrix it was packed from.
+TEST(Kernels, PanelsGiveTheBitsOfRowMajor) {
+  ThreadPool pool(2);
+  const int N = 37, K = 96, T = 11;  // a partial last panel; 11 rows: tiles of 8, 1, 1, 1
+  auto w = ToBf16(Random(N * K, 7));
+  auto x = Random(T * K, 8);
+  const Matrix rows{w.data(), DType::kBF16, N, K};
+  std::vector<uint16_t> packed(PanelElements(N, K));
+  PackPanels(w.data(), DType::kBF16, K, 0, N, 0, K, packed.data());
+  const Matrix panels{packed.data(), DType::kBF16, N, K, 0, 16 * K};
+  for (int t : {1, T}) {
+    std::vector<float> a(t * N), b(t * N);
+    MatMul(x.data(), t, rows, a.data(), pool);
+    MatMul(x.data(), t, panels, b.data(), pool);
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * 4), 0) << "T=" << t;
+    std::vector<float> row(K);
+    WidenRow(panels, 21, row.data());
+    for (int k = 0; k < K; ++k) ASSERT_EQ(row[k], Bf16ToF32(w[21 * K + k]));
+  }
+  // Rows [16, 37) and columns [32, 80), in panels and row-major.
+  std::vector<float> a(T * 21), b(T * 21);
+  MatMul(x.data() + 32, T, rows.Rows(16, 37).Columns(32, 80), a.data(), pool, K);
+  MatMul(x.data() + 32, T, panels.Rows(16, 37).Columns(32, 80), b.data(), pool, K);
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * 4), 0);
+  // Two blocks of 48 columns: y[b] = x[:, block b] W[:, block b]^T, each block its own chain.
+  std::vector<float> blocked(2 * T * N), half(T * N);
+  const MatMulJob job{x.data(), T, &panels, blocked.data(), -1, 2};
+  MatMulMany(&job, 1, pool);
+  for (int blk = 0; blk < 2; ++blk) {
+    MatMul(x.data() + 48 * blk, T, rows.Columns(48 * blk, 48 * (blk + 1)), half.data(), pool, K);
+    EXPECT_EQ(std::memcmp(half.data(), blocked.data() + blk * T * N, half.size() * 4), 0) << blk;
+  }
 }
 
 TEST(Kernels, StridedSlicesMatchWholeMatrix) {

@@ -3,14 +3,6 @@
 #include "common/tensor_names.h"
 
 namespace moe {
-namespace {
-
-Matrix AsMatrix(const TensorView& t) {
-  return Matrix{t.data, t.dtype, t.shape[0], t.shape[1]};
-}
-
-}  // namespace
-
 StatusOr<ExpertStore> ExpertStore::Load(const ModelConfig& config, Checkpoint& ckpt,
                                         const std::vector<ExpertAssignment>& owned) {
   ExpertStore store;
@@ -30,18 +22,16 @@ StatusOr<ExpertStore> ExpertStore::Load(const ModelConfig& config, Checkpoint& c
         n2 = names::MlpDown(l);
         n3 = names::MlpUp(l);
       }
-      MOE_ASSIGN_OR_RETURN(TensorView w1, ckpt.Take(n1, {F, D}));
-      MOE_ASSIGN_OR_RETURN(TensorView w2, ckpt.Take(n2, {D, F}));
-      MOE_ASSIGN_OR_RETURN(TensorView w3, ckpt.Take(n3, {F, D}));
+      // Only the held blocks: ffn rows [f0, f1) of w1 and w3, the same columns of w2.
       const int64_t f0 = int64_t{a.block_begin} * store.block_size_;
       const int64_t f1 = int64_t{a.block_end} * store.block_size_;
       ExpertSlice s;
       s.expert = a.expert;
       s.block_begin = a.block_begin;
       s.block_end = a.block_end;
-      s.w1 = AsMatrix(w1).Rows(f0, f1);
-      s.w3 = AsMatrix(w3).Rows(f0, f1);
-      s.w2 = AsMatrix(w2).Columns(f0, f1);
+      MOE_ASSIGN_OR_RETURN(s.w1, ckpt.TakeMatrix(n1, {F, D}, f0, f1));
+      MOE_ASSIGN_OR_RETURN(s.w2, ckpt.TakeMatrix(n2, {D, F}, 0, D, f0, f1));
+      MOE_ASSIGN_OR_RETURN(s.w3, ckpt.TakeMatrix(n3, {F, D}, f0, f1));
       store.bytes_ += s.w1.bytes() + s.w2.bytes() + s.w3.bytes();
       store.layers_[l].push_back(s);
     }
