@@ -73,15 +73,21 @@ inline void Tile(const float* x, int64_t ldx, const typename W::T* w, int64_t ps
     }
 }
 
-// Rows [0, T) against TN panels starting at w: tiles of TR rows, then 4, then 1.
+// Rows [0, T) against TN panels starting at w: tiles of TR rows, then one of the T % TR left.
 template <typename V, typename W, int TR, int TN>
 inline void PanelGroup(const float* x, int64_t T, int64_t ldx, const typename W::T* w, int64_t ps,
                        int64_t K, float* y, int64_t ldy, int64_t valid) {
   int64_t t = 0;
   for (; t + TR <= T; t += TR) Tile<V, W, TR, TN>(x + t * ldx, ldx, w, ps, K, y + t * ldy, ldy, valid);
-  if (TR > 4)
-    for (; t + 4 <= T; t += 4) Tile<V, W, 4, TN>(x + t * ldx, ldx, w, ps, K, y + t * ldy, ldy, valid);
-  for (; t < T; ++t) Tile<V, W, 1, TN>(x + t * ldx, ldx, w, ps, K, y + t * ldy, ldy, valid);
+  const int64_t left = T - t;
+  if (left == 0) return;
+  x += t * ldx;
+  y += t * ldy;
+  // The last rows in one tile of their own height (a row at a time would leave only TN
+  // independent chains of fused multiply-adds, too few to hide their latency).
+  [&]<int... R>(std::integer_sequence<int, R...>) {
+    ((left == R + 1 ? Tile<V, W, R + 1, TN>(x, ldx, w, ps, K, y, ldy, valid) : void()), ...);
+  }(std::make_integer_sequence<int, TR - 1>());
 }
 
 // Panels [p0, p1) of W (panel p at w + p * ps) against x [T, blocks * Kb]: y_b [T, ldy]
