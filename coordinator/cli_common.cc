@@ -49,7 +49,8 @@ void AddModelFlags(po::options_description& options, RuntimeOptions& runtime) {
        "Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.model)")
       ("threads", po::value(&runtime.threads)->default_value(0),
        "compute threads per rank (0 = rank 0: all of its host's cores; a worker: its "
-       "host's cores shared among the workers there)")
+       "host's cores shared among the workers there; with --micro-batches 2 an equal "
+       "share for every rank on a host)")
       ("placement", po::value(&runtime.placement_file),
        "JSON expert placement {\"experts\": {\"0\": [1], ...}} (default: spread evenly)")
       ("rank-timeout", po::value(&runtime.rank_timeout)->default_value(30.0),

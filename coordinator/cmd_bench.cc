@@ -65,7 +65,8 @@ int Bench(int argc, char** argv, Transport& transport) {
        "cut the synthetic model to this many layers (0 = all)")
       ("threads", po::value(&runtime.threads)->default_value(0),
        "compute threads per rank (0 = rank 0: all of its host's cores; a worker: its "
-       "host's cores shared among the workers there)")
+       "host's cores shared among the workers there; with --micro-batches 2 an equal "
+       "share for every rank on a host)")
       ("placement", po::value(&runtime.placement_file), "JSON expert placement")
       ("rank-timeout", po::value(&runtime.rank_timeout)->default_value(120.0),
        "seconds a rank may take to answer")

@@ -19,15 +19,17 @@ bool IsDirectory(const std::string& path) {
   return !path.empty() && stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-// Rank 0 and the workers take turns: the coordinator computes attention while the workers
-// wait for rows, and the workers compute experts while it waits for answers. So rank 0 takes
-// every core of its host, and the workers on a host share its cores between them.
-int DefaultThreads(const Transport& t) {
+// With one micro-batch rank 0 and the workers take turns: the coordinator computes attention
+// while the workers wait for rows, and the workers compute experts while it waits for answers.
+// So rank 0 takes every core of its host, and the workers on a host share its cores. With two
+// (ping-pong) they compute at once, and every rank on a host gets an equal share.
+int DefaultThreads(const Transport& t, int micro_batches) {
   const int cores = ThreadPool::DefaultThreads();
-  if (t.rank() == 0) return cores;
-  int workers = 0;
-  for (int r = 1; r < t.size(); ++r) workers += t.host(r) == t.host(t.rank());
-  return std::max(1, cores / std::max(workers, 1));
+  if (t.rank() == 0 && micro_batches == 1) return cores;
+  int sharing = 0;
+  for (int r = micro_batches == 1 ? 1 : 0; r < t.size(); ++r)
+    sharing += t.host(r) == t.host(t.rank());
+  return std::max(1, cores / std::max(sharing, 1));
 }
 
 // What every rank loads before the ranks compare notes.
@@ -110,7 +112,7 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeOptions& options,
   MOE_RETURN_IF_ERROR(transport->CheckSameEverywhere(
       ModelFingerprint(loaded.config_text, *loaded.ckpt), "the model (config.json and tensors)"));
 
-  const int threads = options.threads > 0 ? options.threads : DefaultThreads(*transport);
+  const int threads = options.threads > 0 ? options.threads : DefaultThreads(*transport, options.micro_batches);
   auto pool = std::make_unique<ThreadPool>(threads);
   const int K = loaded.config.is_moe() ? loaded.config.experts_per_token : 1;
   std::unique_ptr<ExpertWorker> worker;

@@ -22,7 +22,7 @@ namespace moe {
 
 struct RuntimeOptions {
   std::string model_dir;        // Hugging Face checkpoint directory
-  int threads = 0;              // 0 = rank 0: all its host's cores; workers share theirs
+  int threads = 0;              // 0: see DefaultThreads in runtime.cc
   std::string placement_file;   // optional JSON expert placement
   double rank_timeout = 30.0;   // seconds a rank may take to answer before the job fails
   int micro_batches = 1;        // 2: ping-pong attention and experts (coordinator/model.cc)
