@@ -178,15 +178,17 @@ StatusOr<Matrix> Checkpoint::TakeMatrix(const std::string& name, const std::vect
   const int64_t rows = r1 - r0, cols = c1 - c0, size = DTypeSize(t.dtype);
   MOE_ASSIGN_OR_RETURN(ResidentMemory copy,
                        ResidentMemory::Allocate(std::max<int64_t>(PanelElements(rows, cols) * size, 1)));
+  // Until Take copies it, t.data is the file mapping (or nothing, for a synthetic tensor).
+  const bool in_file = taken_.count(name) == 0;
   std::vector<uint16_t> made;  // a synthetic tensor, whole (its values depend on the position)
   const void* src = t.data;
-  if (t.file == "synthetic" && taken_.count(name) == 0) {
+  if (in_file && t.file == "synthetic") {
     made.resize(t.bytes / 2);
     MakeSynthetic(t, made.data());
     src = made.data();
   }
   PackPanels(src, t.dtype, shape[1], r0, r1, c0, c1, copy.data());
-  if (t.file != "synthetic" && taken_.count(name) == 0) ReleaseMappedPages(t.data, t.bytes);
+  if (in_file && t.file != "synthetic") ReleaseMappedPages(t.data, t.bytes);
   Matrix m{copy.data(), t.dtype, rows, cols, 0, 16 * cols};
   resident_.push_back(std::move(copy));
   Count(rows * cols * size);

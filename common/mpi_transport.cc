@@ -120,11 +120,7 @@ class MpiTransport : public Transport {
     for (int p = 0; p < size_; ++p)
       if (!(send.counts[p] < INT_MAX && recv->counts[p] < INT_MAX && recv->counts[p] >= 0))
         return InvalidArgument("an exchange of over 2 GiB with one rank; lower the tokens per step");
-    recv->data.resize(send.counts[rank_] + [&] {
-      int64_t total = 0;
-      for (int p : peers) total += recv->counts[p];
-      return total;
-    }());
+    recv->data.resize(recv->offset(size_));  // counts from non-peers are 0
     std::memcpy(recv->data.data() + recv->offset(rank_), send.data.data() + send.offset(rank_),
                 send.counts[rank_]);
     reqs.clear();

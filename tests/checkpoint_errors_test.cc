@@ -518,6 +518,12 @@ const std::string kLabel = "test.safetensors";
 // A header with one tensor 'w' of the given entry JSON.
 std::string OneTensor(const std::string& entry) { return "{\"w\":" + entry + "}"; }
 
+// That header over 16 data bytes fails with `code` and a message containing every part.
+::testing::AssertionResult OneTensorFails(const std::string& entry, StatusCode code,
+                                          const std::vector<std::string>& parts) {
+  return FailsWith(StatusOf(ParseText(OneTensor(entry), Bytes(16, 0))), code, parts);
+}
+
 // The hand-built file parses to exactly its tensors, sorted by offset.
 TEST(SafetensorsHeader, ValidFileParses) {
   const Bytes file = HandBuiltFile();
@@ -587,75 +593,59 @@ TEST(SafetensorsHeader, HeaderIsAJsonArrayOrScalar) {
 // Each of the three required keys missing, or of the wrong type: the message names the tensor
 // and the key.
 TEST(SafetensorsHeader, EntryMissingARequiredKey) {
-  const Bytes data(16, 0);
-  EXPECT_TRUE(FailsWith(StatusOf(ParseText(OneTensor(R"({"shape":[4],"data_offsets":[0,16]})"), data)),
-                        StatusCode::kDataLoss, {kLabel, "'w'", "dtype"}));
-  EXPECT_TRUE(FailsWith(
-      StatusOf(ParseText(OneTensor(R"({"dtype":5,"shape":[4],"data_offsets":[0,16]})"), data)),
-      StatusCode::kDataLoss, {kLabel, "'w'", "dtype"}));
-  EXPECT_TRUE(FailsWith(StatusOf(ParseText(OneTensor(R"({"dtype":"F32","data_offsets":[0,16]})"), data)),
-                        StatusCode::kDataLoss, {kLabel, "'w'", "shape"}));
-  EXPECT_TRUE(FailsWith(StatusOf(ParseText(OneTensor(R"({"dtype":"F32","shape":[4]})"), data)),
-                        StatusCode::kDataLoss, {kLabel, "'w'", "data_offsets"}));
-  EXPECT_TRUE(FailsWith(
-      StatusOf(ParseText(OneTensor(R"({"dtype":"F32","shape":[4],"data_offsets":[16]})"), data)),
-      StatusCode::kDataLoss, {kLabel, "'w'", "data_offsets"}));
-  EXPECT_TRUE(FailsWith(StatusOf(ParseText(OneTensor("[1, 2]"), data)), StatusCode::kDataLoss,
-                        {kLabel, "'w'", "not a JSON object"}));
+  EXPECT_TRUE(OneTensorFails(R"({"shape":[4],"data_offsets":[0,16]})", StatusCode::kDataLoss,
+                             {kLabel, "'w'", "dtype"}));
+  EXPECT_TRUE(OneTensorFails(R"({"dtype":5,"shape":[4],"data_offsets":[0,16]})",
+                             StatusCode::kDataLoss, {kLabel, "'w'", "dtype"}));
+  EXPECT_TRUE(OneTensorFails(R"({"dtype":"F32","data_offsets":[0,16]})", StatusCode::kDataLoss,
+                             {kLabel, "'w'", "shape"}));
+  EXPECT_TRUE(OneTensorFails(R"({"dtype":"F32","shape":[4]})", StatusCode::kDataLoss,
+                             {kLabel, "'w'", "data_offsets"}));
+  EXPECT_TRUE(OneTensorFails(R"({"dtype":"F32","shape":[4],"data_offsets":[16]})",
+                             StatusCode::kDataLoss, {kLabel, "'w'", "data_offsets"}));
+  EXPECT_TRUE(
+      OneTensorFails("[1, 2]", StatusCode::kDataLoss, {kLabel, "'w'", "not a JSON object"}));
 }
 
 // An unsupported dtype: the message names it and lists the supported ones.
 TEST(SafetensorsHeader, UnsupportedDtype) {
-  EXPECT_TRUE(FailsWith(
-      StatusOf(ParseText(OneTensor(R"({"dtype":"I64","shape":[2],"data_offsets":[0,16]})"),
-                         Bytes(16, 0))),
-      StatusCode::kInvalidArgument, {kLabel, "'w'", "I64", "F32, F16, BF16"}));
+  EXPECT_TRUE(OneTensorFails(R"({"dtype":"I64","shape":[2],"data_offsets":[0,16]})",
+                             StatusCode::kInvalidArgument,
+                             {kLabel, "'w'", "I64", "F32, F16, BF16"}));
 }
 
 // Negative, fractional and overflowing dimensions.
 TEST(SafetensorsHeader, BadShapeEntries) {
-  for (const std::string shape : {"[-1]", "[2, -4]", "[2.5]", "[\"4\"]",
-                                   "[18446744073709551615]", "[4294967296, 4294967296]",
-                                   "[1,1,1,1,1,1,1,1,1]"})
-    EXPECT_TRUE(FailsWith(
-        StatusOf(ParseText(OneTensor(R"({"dtype":"F32","shape":)" + shape +
-                                     R"(,"data_offsets":[0,16]})"),
-                           Bytes(16, 0))),
-        StatusCode::kDataLoss, {kLabel, "'w'", "shape"}))
+  for (const std::string shape : {"[-1]", "[2, -4]", "[2.5]", "[\"4\"]", "[18446744073709551615]",
+                                  "[4294967296, 4294967296]", "[1,1,1,1,1,1,1,1,1]"})
+    EXPECT_TRUE(OneTensorFails(R"({"dtype":"F32","shape":)" + shape + R"(,"data_offsets":[0,16]})",
+                               StatusCode::kDataLoss, {kLabel, "'w'", "shape"}))
         << shape;
 }
 
 // data_offsets that end before they begin, or are negative.
 TEST(SafetensorsHeader, OffsetsEndBeforeBegin) {
-  EXPECT_TRUE(FailsWith(
-      StatusOf(ParseText(OneTensor(R"({"dtype":"F32","shape":[0],"data_offsets":[8,4]})"),
-                         Bytes(16, 0))),
-      StatusCode::kDataLoss, {kLabel, "'w'", "end before they begin"}));
-  EXPECT_TRUE(FailsWith(
-      StatusOf(ParseText(OneTensor(R"({"dtype":"F32","shape":[4],"data_offsets":[-16,0]})"),
-                         Bytes(16, 0))),
-      StatusCode::kDataLoss, {kLabel, "'w'", "data_offsets"}));
+  EXPECT_TRUE(OneTensorFails(R"({"dtype":"F32","shape":[0],"data_offsets":[8,4]})",
+                             StatusCode::kDataLoss, {kLabel, "'w'", "end before they begin"}));
+  EXPECT_TRUE(OneTensorFails(R"({"dtype":"F32","shape":[4],"data_offsets":[-16,0]})",
+                             StatusCode::kDataLoss, {kLabel, "'w'", "data_offsets"}));
 }
 
 // data_offsets that run past the data section (by one byte, and by 2^64 - 1).
 TEST(SafetensorsHeader, OffsetsPastEndOfData) {
-  EXPECT_TRUE(FailsWith(
-      StatusOf(ParseText(OneTensor(R"({"dtype":"F32","shape":[4],"data_offsets":[1,17]})"),
-                         Bytes(16, 0))),
-      StatusCode::kDataLoss, {kLabel, "'w'", "[1, 17)", "past the end of the data section"}));
-  EXPECT_TRUE(FailsWith(
-      StatusOf(ParseText(OneTensor(R"({"dtype":"F32","shape":[0],)"
-                                   R"("data_offsets":[18446744073709551615,18446744073709551615]})"),
-                         Bytes(16, 0))),
-      StatusCode::kDataLoss, {kLabel, "'w'", "past the end of the data section"}));
+  EXPECT_TRUE(OneTensorFails(R"({"dtype":"F32","shape":[4],"data_offsets":[1,17]})",
+                             StatusCode::kDataLoss,
+                             {kLabel, "'w'", "[1, 17)", "past the end of the data section"}));
+  EXPECT_TRUE(OneTensorFails(R"({"dtype":"F32","shape":[0],)"
+                             R"("data_offsets":[18446744073709551615,18446744073709551615]})",
+                             StatusCode::kDataLoss,
+                             {kLabel, "'w'", "past the end of the data section"}));
 }
 
 // A byte range that disagrees with shape * dtype size.
 TEST(SafetensorsHeader, ByteRangeDisagreesWithShape) {
-  EXPECT_TRUE(FailsWith(
-      StatusOf(ParseText(OneTensor(R"({"dtype":"BF16","shape":[4],"data_offsets":[0,16]})"),
-                         Bytes(16, 0))),
-      StatusCode::kDataLoss, {kLabel, "'w'", "16 bytes", "(8 bytes)"}));
+  EXPECT_TRUE(OneTensorFails(R"({"dtype":"BF16","shape":[4],"data_offsets":[0,16]})",
+                             StatusCode::kDataLoss, {kLabel, "'w'", "16 bytes", "(8 bytes)"}));
 }
 
 // Two tensors sharing bytes: the message names both.
@@ -690,16 +680,6 @@ TEST(SafetensorsHeader, MetadataIsIgnored) {
 
 class CheckpointErrors : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string tmpl = (fs::temp_directory_path() / "moe-checkpoint-errors-XXXXXX").string();
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr) << "mkdtemp failed";
-    root_ = tmpl;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(root_, ec);
-  }
-
   // A fresh copy of tests/data/models/NAME; returns its path.
   std::string CopyModel(const std::string& name) {
     const fs::path dst = fs::path(root_) / name;
@@ -739,7 +719,8 @@ class CheckpointErrors : public ::testing::Test {
     WriteBytes(path, BuildSafetensors(tensors));
   }
 
-  std::string root_;
+  testing::ScratchDir scratch_{"moe-checkpoint-errors"};
+  const std::string root_ = scratch_.path();
 };
 
 // The unmodified copy loads: the breakages below are the only cause of each error.

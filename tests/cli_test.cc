@@ -61,16 +61,6 @@ std::string Slurp(const std::string& path) {
 
 class Cli : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string tmpl = (fs::temp_directory_path() / "moe-cli-test-XXXXXX").string();
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr) << "mkdtemp failed";
-    tmp_ = tmpl;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(tmp_, ec);
-  }
-
   // Runs `moe ARGS...` and returns its exit code and output.
   CliResult Run(const std::vector<std::string>& args) {
     const std::string out = tmp_ + "/stdout", err = tmp_ + "/stderr";
@@ -112,7 +102,8 @@ class Cli : public ::testing::Test {
     for (const std::string& p : parts) EXPECT_TRUE(Contains(r.err, p)) << "'" << p << "'\n" << r;
   }
 
-  std::string tmp_;
+  testing::ScratchDir scratch_{"moe-cli-test"};
+  const std::string tmp_ = scratch_.path();
 };
 
 // ---------------------------------------------------------------------------------------------

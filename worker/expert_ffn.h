@@ -12,15 +12,14 @@
 
 #include "common/kernels.h"
 #include "common/model_config.h"
+#include "common/placement.h"
 #include "common/thread_pool.h"
 
 namespace moe {
 
-// Blocks [block_begin, block_end) of one expert's weights (the dense MLP is expert 0).
-struct ExpertSlice {
-  int expert = 0;
-  int block_begin = 0;
-  int block_end = 0;
+// The weights of an assignment: blocks [block_begin, block_end) of one expert (the dense MLP is
+// expert 0).
+struct ExpertSlice : ExpertAssignment {
   Matrix w1;  // [Fs, D] gate projection, Fs = (block_end - block_begin) * Fb
   Matrix w3;  // [Fs, D] up projection
   Matrix w2;  // [D, Fs] down projection (a column slice of [D, F])

@@ -25,10 +25,7 @@ StatusOr<ExpertStore> ExpertStore::Load(const ModelConfig& config, Checkpoint& c
       // Only the held blocks: ffn rows [f0, f1) of w1 and w3, the same columns of w2.
       const int64_t f0 = int64_t{a.block_begin} * store.block_size_;
       const int64_t f1 = int64_t{a.block_end} * store.block_size_;
-      ExpertSlice s;
-      s.expert = a.expert;
-      s.block_begin = a.block_begin;
-      s.block_end = a.block_end;
+      ExpertSlice s{a};
       MOE_ASSIGN_OR_RETURN(s.w1, ckpt.TakeMatrix(n1, {F, D}, f0, f1));
       MOE_ASSIGN_OR_RETURN(s.w2, ckpt.TakeMatrix(n2, {D, F}, 0, D, f0, f1));
       MOE_ASSIGN_OR_RETURN(s.w3, ckpt.TakeMatrix(n3, {F, D}, f0, f1));

@@ -19,6 +19,18 @@ def _save(fig, out, name):
     return path
 
 
+def _finish_loglog(fig, ax, out, name, xlabel, ylabel, title, title_size=10):
+    """Log-log axes, labels, legend and grid; saves the figure."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=title_size)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, out, name)
+
+
 def _avail(m, runs):
     from perf_model import avail_of
     return float(np.median([avail_of(m, r) for r in runs])) if runs else None
@@ -70,14 +82,9 @@ def batch_sweep(m, runs, out):
         ax.plot([p[2] for p in pts], [p[1] for p in pts], "o-", color=f"C{i}", label=lab)
         for b, tps, pu in pts:
             ax.annotate(str(b), (pu, tps), fontsize=6, xytext=(2, 2), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("tok/s per user (1 / step time)")
-    ax.set_ylabel("aggregate decode tok/s")
-    ax.set_title(f"Batch sweep (labels: batch), {preset}, 1 layer", fontsize=10)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3, which="both")
-    return _save(fig, out, "batch_sweep.png")
+    return _finish_loglog(fig, ax, out, "batch_sweep.png", "tok/s per user (1 / step time)",
+                          "aggregate decode tok/s",
+                          f"Batch sweep (labels: batch), {preset}, 1 layer")
 
 
 def exposed_comm(m, runs, out):
@@ -166,14 +173,9 @@ def model_vs_measured(val, out):
     for f, st in ((0.15, ":"), (0.25, "--")):
         ax.plot(xs, xs * (1 + f), "k" + st, lw=0.6)
         ax.plot(xs, xs * (1 - f), "k" + st, lw=0.6, label=f"+/-{int(f * 100)}%")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("measured step ms")
-    ax.set_ylabel("model step ms")
-    ax.set_title("Model against measurement", fontsize=10)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3, which="both")
-    return _save(fig, out, "model_vs_measured.png")
+    return _finish_loglog(fig, ax, out, "model_vs_measured.png", "measured step ms",
+                          "model step ms",
+                          "Model against measurement")
 
 
 def exchange_plot(m, exch, runs, out):
@@ -188,14 +190,9 @@ def exchange_plot(m, exch, runs, out):
         ax.scatter([r["wire_bytes_per_layer"] for r in v], [r["comm_per_layer_s"] * 1e3 for r in v],
                    s=14, color=f"C{i}", label=lab)
         ax.plot(x, (m.exchange(w, x) + m.oversub(w, m.cores)) * 1e3, "-", color=f"C{i}", alpha=0.6)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("bytes on the wire per layer (dispatch + combine)")
-    ax.set_ylabel("ms per layer")
-    ax.set_title("Exchange per layer: dispatch+combine (points); fitted terms (lines; W>=2 share one)", fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3, which="both")
-    return _save(fig, out, "exchange.png")
+    return _finish_loglog(fig, ax, out, "exchange.png", "bytes on the wire per layer (dispatch + combine)",
+                          "ms per layer",
+                          "Exchange per layer: dispatch+combine (points); fitted terms (lines; W>=2 share one)", title_size=9)
 
 
 def projection_plot(proj, out):
@@ -215,14 +212,9 @@ def projection_plot(proj, out):
         ax.errorbar(x, y, yerr=[lo, hi], fmt="o-", color=f"C{i}", capsize=3, label=f"{w} x H100, {link}")
         for p in v:
             ax.annotate(str(p["batch"]), (p["per_user_tok_s"], p["tok_s"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("tok/s per user")
-    ax.set_ylabel("aggregate decode tok/s")
-    ax.set_title("Projection (CPU-calibrated model): Mixtral 8x22B, 56 layers, ctx 1024", fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3, which="both")
-    return _save(fig, out, "projection.png")
+    return _finish_loglog(fig, ax, out, "projection.png", "tok/s per user",
+                          "aggregate decode tok/s",
+                          "Projection (CPU-calibrated model): Mixtral 8x22B, 56 layers, ctx 1024", title_size=9)
 
 
 def all_plots(m, runs, exch, val, proj, out):

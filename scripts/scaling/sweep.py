@@ -22,8 +22,8 @@ Besides the grid it runs:
   * the exchange probe -> exchange.csv: `moe bench` on bench-1b (hidden 1024) with B' = 6 B rows,
     so that each dispatch/combine carries the bytes of B rows x 6144 floats, for B in 1..256 and
     W in 0, 1, 2, 4, 8, uniform routing; dispatch + combine seconds per layer pass against the
-    bytes on the wire. This is the runtime's own exchange (pack, counts, MPI_Ialltoallv, unpack,
-    weighted sum), not a bare MPI ping-pong: mpi4py is not available and the project has no
+    bytes on the wire. This is the runtime's own exchange (pack, counts, bytes point to point,
+    unpack, weighted sum), not a bare MPI ping-pong: mpi4py is not available and the project has no
     C++ probe for it.
 
 --full runs the whole grid (5 worker counts x 5 batches x 2 micro-batch settings x 3 skews at
