@@ -79,7 +79,8 @@ void RmsNorm(const float* x, int64_t T, int64_t D, const Matrix& weight, float e
 // In place softmax over n values (max-subtracted, f32).
 void Softmax(float* x, int64_t n);
 
-// gate[i] = silu(gate[i]) * up[i], i < n.
+// gate[i] = silu(gate[i]) * up[i], i < n, with an exp of our own (common/simd_activation.h):
+// the same bits on every ISA.
 void SiluMul(float* gate, const float* up, int64_t n);
 
 }  // namespace moe

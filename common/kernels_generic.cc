@@ -37,6 +37,42 @@ struct V {
     for (int j = 0; j < 16; ++j) v.l[j] = std::fma(a.l[j], b.l[j], c.l[j]);
     return v;
   }
+  template <typename Op>
+  static V Lanes(const V& a, const V& b, Op op) {
+    V v;
+    for (int j = 0; j < 16; ++j) v.l[j] = op(a.l[j], b.l[j]);
+    return v;
+  }
+  static V Add(const V& a, const V& b) {
+    return Lanes(a, b, [](float x, float y) { return x + y; });
+  }
+  static V Sub(const V& a, const V& b) {
+    return Lanes(a, b, [](float x, float y) { return x - y; });
+  }
+  static V Mul(const V& a, const V& b) {
+    return Lanes(a, b, [](float x, float y) { return x * y; });
+  }
+  static V Div(const V& a, const V& b) {
+    return Lanes(a, b, [](float x, float y) { return x / y; });
+  }
+  // As the x86 instructions: the second operand unless the first is smaller (or larger).
+  static V Min(const V& a, const V& b) {
+    return Lanes(a, b, [](float x, float y) { return x < y ? x : y; });
+  }
+  static V Max(const V& a, const V& b) {
+    return Lanes(a, b, [](float x, float y) { return x > y ? x : y; });
+  }
+  static V Round(const V& a) {
+    return Lanes(a, a, [](float x, float) { return std::nearbyint(x); });
+  }
+  static V Pow2(const V& n) {
+    return Lanes(n, n, [](float e, float) {
+      const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(e) + 127) << 23;
+      float v;
+      std::memcpy(&v, &bits, 4);
+      return v;
+    });
+  }
   static float Reduce(V v) {
     for (int width = 8; width >= 1; width /= 2)
       for (int j = 0; j < width; ++j) v.l[j] += v.l[j + width];
@@ -44,6 +80,7 @@ struct V {
   }
 };
 
+#include "common/simd_activation.h"
 #include "common/simd_matmul.h"
 
 // Portable: small tiles.
@@ -52,7 +89,7 @@ using Kernel = Entry<V, 2, 2, 2>;
 }  // namespace
 
 Kernels GenericKernels() {
-  return {Isa::kGeneric, "generic", Kernel::MatMulPanels, DotT<V>, AxpyT<V>};
+  return {Isa::kGeneric, "generic", Kernel::MatMulPanels, DotT<V>, AxpyT<V>, SiluMulT<V>};
 }
 
 }  // namespace moe::isa

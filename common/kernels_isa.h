@@ -17,6 +17,7 @@ using MatMulPanelsFn = void (*)(const float* x, int64_t T, int64_t ldx, const vo
                                 int64_t p1, float* y, int64_t ldy, int64_t n_end, int64_t y_block);
 using DotFn = float (*)(const float* a, const float* b, int64_t n);
 using AxpyFn = void (*)(float a, const float* x, float* y, int64_t n);
+using SiluMulFn = void (*)(float* gate, const float* up, int64_t n);
 
 struct Kernels {
   Isa isa;
@@ -24,6 +25,7 @@ struct Kernels {
   MatMulPanelsFn matmul_panels;
   DotFn dot;
   AxpyFn axpy;
+  SiluMulFn silu_mul;
 };
 
 Kernels GenericKernels();

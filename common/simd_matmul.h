@@ -23,15 +23,24 @@
 // Weight element access by dtype.
 struct WF32 {
   using T = float;
-  template <typename V> static V Load(const T* p) { return V::Load(p); }
+  template <typename V>
+  static V Load(const T* p) {
+    return V::Load(p);
+  }
 };
 struct WBf16 {
   using T = uint16_t;
-  template <typename V> static V Load(const T* p) { return V::LoadBf16(p); }
+  template <typename V>
+  static V Load(const T* p) {
+    return V::LoadBf16(p);
+  }
 };
 struct WF16 {
   using T = uint16_t;
-  template <typename V> static V Load(const T* p) { return V::LoadF16(p); }
+  template <typename V>
+  static V Load(const T* p) {
+    return V::LoadF16(p);
+  }
 };
 
 constexpr int kPrefetchBytes = 512;
@@ -73,21 +82,24 @@ inline void Tile(const float* x, int64_t ldx, const typename W::T* w, int64_t ps
     }
 }
 
-// Rows [0, T) against TN panels starting at w: tiles of TR rows, then one of the T % TR left.
+// Rows [0, T) against TN panels starting at w, in ceil(T / TR) tiles of as equal height as
+// can be (33 rows: 7, 7, 7, 6, 6). A short tile leaves few independent chains of fused
+// multiply-adds and reconverts the weights for few rows: 8 + 1 rows run at two thirds of the
+// speed of 5 + 4.
 template <typename V, typename W, int TR, int TN>
 inline void PanelGroup(const float* x, int64_t T, int64_t ldx, const typename W::T* w, int64_t ps,
                        int64_t K, float* y, int64_t ldy, int64_t valid) {
-  int64_t t = 0;
-  for (; t + TR <= T; t += TR) Tile<V, W, TR, TN>(x + t * ldx, ldx, w, ps, K, y + t * ldy, ldy, valid);
-  const int64_t left = T - t;
-  if (left == 0) return;
-  x += t * ldx;
-  y += t * ldy;
-  // The last rows in one tile of their own height (a row at a time would leave only TN
-  // independent chains of fused multiply-adds, too few to hide their latency).
-  [&]<int... R>(std::integer_sequence<int, R...>) {
-    ((left == R + 1 ? Tile<V, W, R + 1, TN>(x, ldx, w, ps, K, y, ldy, valid) : void()), ...);
-  }(std::make_integer_sequence<int, TR - 1>());
+  const int64_t tiles = (T + TR - 1) / TR, base = T / tiles, taller = T % tiles;
+  for (int64_t i = 0, t = 0; i < tiles; ++i) {
+    const int64_t rows = base + (i < taller);
+    [&]<int... R>(std::integer_sequence<int, R...>) {
+      ((rows == R + 1 ? Tile<V, W, R + 1, TN>(x + t * ldx, ldx, w, ps, K, y + t * ldy, ldy, valid)
+                      : void()),
+       ...);
+    }
+    (std::make_integer_sequence<int, TR>());
+    t += rows;
+  }
 }
 
 // Panels [p0, p1) of W (panel p at w + p * ps) against x [T, blocks * Kb]: y_b [T, ldy]
@@ -116,9 +128,9 @@ inline void MatMulPanelsT(const float* x, int64_t T, int64_t ldx, const void* wd
 template <typename V, int TR, int TN, int TN_DECODE>
 struct Entry {
   template <typename W>
-  static void Panels(const float* x, int64_t T, int64_t ldx, const void* w, int64_t ps,
-                     int64_t Kb, int blocks, int64_t p0, int64_t p1, float* y, int64_t ldy,
-                     int64_t n_end, int64_t y_block) {
+  static void Panels(const float* x, int64_t T, int64_t ldx, const void* w, int64_t ps, int64_t Kb,
+                     int blocks, int64_t p0, int64_t p1, float* y, int64_t ldy, int64_t n_end,
+                     int64_t y_block) {
     if (T == 1)
       return MatMulPanelsT<V, W, 1, TN_DECODE>(x, T, ldx, w, ps, Kb, blocks, p0, p1, y, ldy, n_end,
                                                y_block);
@@ -128,9 +140,12 @@ struct Entry {
                            int64_t ps, int64_t Kb, int blocks, int64_t p0, int64_t p1, float* y,
                            int64_t ldy, int64_t n_end, int64_t y_block) {
     switch (dtype) {
-      case DType::kF32: return Panels<WF32>(x, T, ldx, w, ps, Kb, blocks, p0, p1, y, ldy, n_end, y_block);
-      case DType::kBF16: return Panels<WBf16>(x, T, ldx, w, ps, Kb, blocks, p0, p1, y, ldy, n_end, y_block);
-      case DType::kF16: return Panels<WF16>(x, T, ldx, w, ps, Kb, blocks, p0, p1, y, ldy, n_end, y_block);
+      case DType::kF32:
+        return Panels<WF32>(x, T, ldx, w, ps, Kb, blocks, p0, p1, y, ldy, n_end, y_block);
+      case DType::kBF16:
+        return Panels<WBf16>(x, T, ldx, w, ps, Kb, blocks, p0, p1, y, ldy, n_end, y_block);
+      case DType::kF16:
+        return Panels<WF16>(x, T, ldx, w, ps, Kb, blocks, p0, p1, y, ldy, n_end, y_block);
     }
   }
 };

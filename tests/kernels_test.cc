@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <tuple>
@@ -20,7 +21,6 @@ namespace {
 
 using testing::Random;
 using testing::ToBf16;
-
 
 // y = x W^T in double: the reference.
 std::vector<double> RefMatMul(const std::vector<float>& x, int T, const std::vector<float>& w,
@@ -49,7 +49,10 @@ TEST(Kernels, MatMulMatchesReferenceForEveryDtype) {
     // f16 bits via round-trip through the hardware-free path: pick exactly representable values.
     wh_wide[i] = Bf16ToF32(wb[i]);
   }
-  struct Case { Matrix m; const std::vector<float>* exact; };
+  struct Case {
+    Matrix m;
+    const std::vector<float>* exact;
+  };
   std::vector<Case> cases = {{{w.data(), DType::kF32, N, K}, &w},
                              {{wb.data(), DType::kBF16, N, K}, &wb_wide}};
   for (const Case& c : cases) {
@@ -242,7 +245,8 @@ TEST(Attention, MatchesReferenceLoop) {
         double mx = -1e30, z = 0;
         for (int j = lo; j <= t; ++j) {
           double d = 0;
-          for (int i = 0; i < hd; ++i) d += double{q[(t * H + h) * hd + i]} * k[(j * KV + kvh) * hd + i];
+          for (int i = 0; i < hd; ++i)
+            d += double{q[(t * H + h) * hd + i]} * k[(j * KV + kvh) * hd + i];
           s.push_back(d / std::sqrt(double{hd}));
           mx = std::max(mx, s.back());
         }
@@ -291,8 +295,9 @@ TEST(Kernels, EveryIsaGivesIdenticalBits) {
     auto wb = ToBf16(w);
     std::vector<uint16_t> wh(w.size());
     for (size_t i = 0; i < w.size(); ++i) wh[i] = static_cast<uint16_t>(wb[i] >> 1);  // some f16
-    for (const Matrix& m : {Matrix{w.data(), DType::kF32, N, K}, Matrix{wb.data(), DType::kBF16, N, K},
-                            Matrix{wh.data(), DType::kF16, N, K}}) {
+    for (const Matrix& m :
+         {Matrix{w.data(), DType::kF32, N, K}, Matrix{wb.data(), DType::kBF16, N, K},
+          Matrix{wh.data(), DType::kF16, N, K}}) {
       std::vector<std::vector<float>> out;
       std::vector<float> dots, axpy;
       for (const std::string& isa : isas) {
@@ -314,6 +319,39 @@ TEST(Kernels, EveryIsaGivesIdenticalBits) {
   }
   ASSERT_TRUE(SetKernelIsa("auto").ok());
   EXPECT_FALSE(SetKernelIsa("sse9").ok());
+}
+
+// SiLU-times-up: every ISA gives the bits of the portable reference, and every value is within
+// a few ulp of silu computed in double, over the whole range (tails, zeros, ties of the
+// rounding in the exp's range reduction) and for a length with a tail.
+TEST(Kernels, SiluMulIsExactAcrossIsasAndAccurate) {
+  std::vector<float> gate, up;
+  for (float g = -120.0f; g <= 120.0f; g += 0.0137f) gate.push_back(g);
+  for (float g : {0.0f, -0.0f, 1e-30f, -1e-30f, 86.5f, -88.5f, 0.5f * 0.693147f, 1e4f, -1e4f})
+    gate.push_back(g);
+  for (size_t i = 0; i < gate.size(); ++i) up.push_back(0.5f + static_cast<float>(i % 7));
+  std::vector<std::string> isas = {"generic"};
+  for (const char* name : {"avx2", "avx512"})
+    if (SetKernelIsa(name).ok()) isas.push_back(name);
+  std::vector<std::vector<float>> out;
+  for (const std::string& isa : isas) {
+    ASSERT_TRUE(SetKernelIsa(isa).ok());
+    out.push_back(gate);
+    SiluMul(out.back().data(), up.data(), static_cast<int64_t>(gate.size()));
+  }
+  ASSERT_TRUE(SetKernelIsa("auto").ok());
+  for (size_t i = 1; i < out.size(); ++i)
+    EXPECT_EQ(std::memcmp(out[0].data(), out[i].data(), gate.size() * 4), 0) << isas[i];
+  for (size_t i = 0; i < gate.size(); ++i) {
+    const double g = gate[i], want = g / (1 + std::exp(-g)) * up[i];
+    if (g < -88.73) {  // exp(-g) overflows f32: g / inf = -0 (the exact value is below 2e-36)
+      EXPECT_EQ(out[0][i], 0.0f) << "g = " << g;
+      continue;
+    }
+    EXPECT_NEAR(out[0][i], want,
+                4 * std::numeric_limits<float>::epsilon() * std::fabs(want) + 1e-44)
+        << "g = " << g;
+  }
 }
 
 }  // namespace
