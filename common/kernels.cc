@@ -128,8 +128,7 @@ void RunPanels(const isa::Kernels& k, const MatMulJob& job, int64_t p0, int64_t 
 
 }  // namespace
 
-void MatMul(const float* x, int64_t T, const Matrix& w, float* y, ThreadPool& pool,
-            int64_t ldx) {
+void MatMul(const float* x, int64_t T, const Matrix& w, float* y, ThreadPool& pool, int64_t ldx) {
   const MatMulJob job{x, T, &w, y, ldx};
   MatMulMany(&job, 1, pool);
 }
@@ -137,13 +136,17 @@ void MatMul(const float* x, int64_t T, const Matrix& w, float* y, ThreadPool& po
 void MatMulMany(const MatMulJob* jobs, int count, ThreadPool& pool) {
   // The panels of all jobs laid end to end; threads take ranges of them, so each weight byte
   // is read by one thread, once per call.
+  // Ranges start at multiples of the kernel's group of panels, so few groups are cut short.
   std::vector<int64_t> start(count + 1, 0);
   int64_t work = 0;
+  bool one_row = true;
   for (int j = 0; j < count; ++j) {
     start[j + 1] = start[j] + (jobs[j].T > 0 ? (jobs[j].w->rows + 15) / 16 : 0);
     work += jobs[j].T * jobs[j].w->rows * jobs[j].w->cols;
+    one_row = one_row && jobs[j].T <= 1;
   }
   const isa::Kernels& k = Active();
+  const int grain = one_row ? k.decode_group_panels : k.group_panels;
   pool.ParallelFor(
       start[count],
       [&](int64_t q0, int64_t q1) {
@@ -153,7 +156,7 @@ void MatMulMany(const MatMulJob* jobs, int count, ThreadPool& pool) {
           if (p0 < p1) RunPanels(k, jobs[j], p0, p1);
         }
       },
-      1, work);
+      grain, work);
 }
 
 void RmsNorm(const float* x, int64_t T, int64_t D, const Matrix& weight, float eps, float* y) {

@@ -78,7 +78,9 @@ using Kernel = Entry<V, 6, 1, 4>;
 }  // namespace
 
 Kernels Avx2Kernels() {
-  return {Isa::kAvx2, "avx2", Kernel::MatMulPanels, DotT<V>, AxpyT<V>, SiluMulT<V>};
+  return {
+      Isa::kAvx2, "avx2",   Kernel::MatMulPanels, Kernel::kGroupPanels, Kernel::kDecodeGroupPanels,
+      DotT<V>,    AxpyT<V>, SiluMulT<V>};
 }
 
 }  // namespace moe::isa

@@ -59,7 +59,14 @@ using Kernel = Entry<V, 8, 3, 8>;
 }  // namespace
 
 Kernels Avx512Kernels() {
-  return {Isa::kAvx512, "avx512", Kernel::MatMulPanels, DotT<V>, AxpyT<V>, SiluMulT<V>};
+  return {Isa::kAvx512,
+          "avx512",
+          Kernel::MatMulPanels,
+          Kernel::kGroupPanels,
+          Kernel::kDecodeGroupPanels,
+          DotT<V>,
+          AxpyT<V>,
+          SiluMulT<V>};
 }
 
 }  // namespace moe::isa

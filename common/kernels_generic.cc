@@ -89,7 +89,14 @@ using Kernel = Entry<V, 2, 2, 2>;
 }  // namespace
 
 Kernels GenericKernels() {
-  return {Isa::kGeneric, "generic", Kernel::MatMulPanels, DotT<V>, AxpyT<V>, SiluMulT<V>};
+  return {Isa::kGeneric,
+          "generic",
+          Kernel::MatMulPanels,
+          Kernel::kGroupPanels,
+          Kernel::kDecodeGroupPanels,
+          DotT<V>,
+          AxpyT<V>,
+          SiluMulT<V>};
 }
 
 }  // namespace moe::isa

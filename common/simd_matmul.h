@@ -120,13 +120,18 @@ inline void MatMulPanelsT(const float* x, int64_t T, int64_t ldx, const void* wd
   };
   int64_t p = p0;
   for (; p + TN <= p1; p += TN) group(p, std::integral_constant<int, TN>());
-  for (; p < p1; ++p) group(p, std::integral_constant<int, 1>());
+  // The panels left in one group of their own width, as the rows left in PanelGroup.
+  [&]<int... C>(std::integer_sequence<int, C...>) {
+    ((p1 - p == C + 1 ? group(p, std::integral_constant<int, C + 1>()) : void()), ...);
+  }
+  (std::make_integer_sequence<int, TN - 1>());
 }
 
 // The entry point of kernels_isa.h for one ISA: tiles of TR x TN, and 1 x TN_DECODE when there
 // is a single activation row (decode).
 template <typename V, int TR, int TN, int TN_DECODE>
 struct Entry {
+  static constexpr int kGroupPanels = TN, kDecodeGroupPanels = TN_DECODE;
   template <typename W>
   static void Panels(const float* x, int64_t T, int64_t ldx, const void* w, int64_t ps, int64_t Kb,
                      int blocks, int64_t p0, int64_t p1, float* y, int64_t ldy, int64_t n_end,
