@@ -147,6 +147,9 @@ void MatMulMany(const MatMulJob* jobs, int count, ThreadPool& pool) {
   }
   const isa::Kernels& k = Active();
   const int grain = one_row ? k.decode_group_panels : k.group_panels;
+  // Several rows: compute-bound chunks, many of them, so threads end together. One row:
+  // streaming from memory, long stretches.
+  const int chunks_per_thread = one_row ? 4 : 16;
   pool.ParallelFor(
       start[count],
       [&](int64_t q0, int64_t q1) {
@@ -156,7 +159,7 @@ void MatMulMany(const MatMulJob* jobs, int count, ThreadPool& pool) {
           if (p0 < p1) RunPanels(k, jobs[j], p0, p1);
         }
       },
-      grain, work);
+      grain, work, chunks_per_thread);
 }
 
 void RmsNorm(const float* x, int64_t T, int64_t D, const Matrix& weight, float eps, float* y) {

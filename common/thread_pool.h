@@ -24,9 +24,12 @@ class ThreadPool {
 
   // Calls fn(begin, end) over disjoint chunks covering [0, n); chunks are multiples of `grain`.
   // `work` (in multiply-adds, say) below kInlineWork runs on the calling thread: waking a thread
-  // costs more than that, and much more when the machine is busy.
+  // costs more than that, and much more when the machine is busy. Threads take up to
+  // `chunks_per_thread` chunks each, in turn from a shared counter: more chunks leave less idle
+  // time at the end when chunks differ in cost or a thread is slowed; fewer keep each thread's
+  // stretch of memory long (streaming kernels).
   void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1,
-                   int64_t work = INT64_MAX);
+                   int64_t work = INT64_MAX, int chunks_per_thread = 4);
   static constexpr int64_t kInlineWork = 1 << 16;
 
   static int DefaultThreads();  // the cores this process may use
@@ -36,7 +39,6 @@ class ThreadPool {
   void Park() { park_epoch_.fetch_add(1, std::memory_order_release); }
 
  private:
-  static constexpr int kChunksPerThread = 4;
   void WorkerLoop();
   void RunParts(const std::function<void(int64_t, int64_t)>& fn);  // takes chunks until none left
 
