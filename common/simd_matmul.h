@@ -43,7 +43,7 @@ struct WF16 {
   }
 };
 
-constexpr int kPrefetchBytes = 512;
+constexpr int kPrefetchBytes = 1024;
 
 // TR rows x TN panels over k in [0, K). x rows are ldx apart; panel c starts at w + c * ps and
 // holds column k at + 16 k. Output j of panel c for row r goes to y[r * ldy + 16 c + j] when
