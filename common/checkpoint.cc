@@ -2,10 +2,10 @@
 
 #include <sys/stat.h>
 
+#include <nlohmann/json.hpp>
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <nlohmann/json.hpp>
 #include <set>
 
 #include "common/safetensors.h"
@@ -55,8 +55,7 @@ StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& model_
   } else if (FileExists(model_dir + "/model.safetensors")) {
     MOE_RETURN_IF_ERROR(ckpt->AddFile(model_dir, "model.safetensors", nullptr));
   } else {
-    return NotFound(model_dir +
-                    ": no model.safetensors or model.safetensors.index.json; "
+    return NotFound(model_dir + ": no model.safetensors or model.safetensors.index.json; "
                     "point --model at a Hugging Face checkpoint directory");
   }
   for (const auto& [name, view] : ckpt->tensors_) ckpt->claimed_[name] = false;
@@ -113,14 +112,16 @@ std::unique_ptr<Checkpoint> Checkpoint::Synthetic(const ModelConfig& config) {
   return ckpt;
 }
 
-StatusOr<TensorView*> Checkpoint::Find(const std::string& name, const std::vector<int64_t>& shape) {
+StatusOr<TensorView*> Checkpoint::Find(const std::string& name,
+                                       const std::vector<int64_t>& shape) {
   auto it = tensors_.find(name);
   if (it == tensors_.end())
     return NotFound(dir_ + ": tensor '" + name + "' is missing from the checkpoint");
   TensorView& t = it->second;
   if (t.shape != shape)
-    return FailedPrecondition(t.file + ": tensor '" + name + "' has shape " + ShapeString(t.shape) +
-                              " but config.json implies " + ShapeString(shape));
+    return FailedPrecondition(t.file + ": tensor '" + name + "' has shape " +
+                              ShapeString(t.shape) + " but config.json implies " +
+                              ShapeString(shape));
   return &t;
 }
 
@@ -139,9 +140,8 @@ void MakeSynthetic(const TensorView& t, uint16_t* out) {
   if (t.shape.size() == 1)
     std::fill(out, out + n, F32ToBf16(1.0f));
   else
-    FillSynthetic(
-        t.name, t.name == names::Embed() ? 1.0f : 1.0f / std::sqrt(static_cast<float>(t.shape[1])),
-        out, n);
+    FillSynthetic(t.name, t.name == names::Embed() ? 1.0f : 1.0f / std::sqrt(static_cast<float>(t.shape[1])),
+                  out, n);
 }
 
 }  // namespace
@@ -176,8 +176,8 @@ StatusOr<Matrix> Checkpoint::TakeMatrix(const std::string& name, const std::vect
   MOE_CHECK(0 <= r0 && r0 <= r1 && r1 <= shape[0] && 0 <= c0 && c0 <= c1 && c1 <= shape[1],
             "TakeMatrix range inside the tensor");
   const int64_t rows = r1 - r0, cols = c1 - c0, size = DTypeSize(t.dtype);
-  MOE_ASSIGN_OR_RETURN(ResidentMemory copy, ResidentMemory::Allocate(std::max<int64_t>(
-                                                PanelElements(rows, cols) * size, 1)));
+  MOE_ASSIGN_OR_RETURN(ResidentMemory copy,
+                       ResidentMemory::Allocate(std::max<int64_t>(PanelElements(rows, cols) * size, 1)));
   // Until Take copies it, t.data is the file mapping (or nothing, for a synthetic tensor).
   const bool in_file = taken_.count(name) == 0;
   std::vector<uint16_t> made;  // a synthetic tensor, whole (its values depend on the position)
@@ -227,8 +227,8 @@ Status Checkpoint::Finish() const {
   if (count == 0) return Status::Ok();
   return FailedPrecondition(dir_ + ": " + std::to_string(count) +
                             " tensor(s) in the checkpoint are not part of the model described "
-                            "by config.json: " +
-                            unknown + (count > 5 ? ", ..." : "") +
+                            "by config.json: " + unknown +
+                            (count > 5 ? ", ..." : "") +
                             "; check that config.json matches the weights");
 }
 

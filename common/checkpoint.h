@@ -9,8 +9,8 @@
 
 #include <functional>
 #include <map>
-#include <memory>
 #include <set>
+#include <memory>
 #include <string>
 #include <vector>
 

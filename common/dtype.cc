@@ -4,25 +4,18 @@ namespace moe {
 
 const char* DTypeName(DType d) {
   switch (d) {
-    case DType::kF32:
-      return "F32";
-    case DType::kF16:
-      return "F16";
-    case DType::kBF16:
-      return "BF16";
+    case DType::kF32: return "F32";
+    case DType::kF16: return "F16";
+    case DType::kBF16: return "BF16";
   }
   return "?";
 }
 
 bool ParseDType(const std::string& s, DType* out) {
-  if (s == "F32")
-    *out = DType::kF32;
-  else if (s == "F16")
-    *out = DType::kF16;
-  else if (s == "BF16")
-    *out = DType::kBF16;
-  else
-    return false;
+  if (s == "F32") *out = DType::kF32;
+  else if (s == "F16") *out = DType::kF16;
+  else if (s == "BF16") *out = DType::kBF16;
+  else return false;
   return true;
 }
 

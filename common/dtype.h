@@ -10,7 +10,7 @@ namespace moe {
 enum class DType { kF32, kF16, kBF16 };
 
 inline int DTypeSize(DType d) { return d == DType::kF32 ? 4 : 2; }
-const char* DTypeName(DType d);  // "F32", "F16", "BF16" (safetensors spelling)
+const char* DTypeName(DType d);               // "F32", "F16", "BF16" (safetensors spelling)
 bool ParseDType(const std::string& s, DType* out);
 
 // bf16 is the top half of an f32: widening is a shift, exact.

@@ -128,15 +128,16 @@ void RunPanels(const isa::Kernels& k, const MatMulJob& job, int64_t p0, int64_t 
 
 }  // namespace
 
-void MatMul(const float* x, int64_t T, const Matrix& w, float* y, ThreadPool& pool, int64_t ldx) {
+void MatMul(const float* x, int64_t T, const Matrix& w, float* y, ThreadPool& pool,
+            int64_t ldx) {
   const MatMulJob job{x, T, &w, y, ldx};
   MatMulMany(&job, 1, pool);
 }
 
 void MatMulMany(const MatMulJob* jobs, int count, ThreadPool& pool) {
   // The panels of all jobs laid end to end; threads take ranges of them, so each weight byte
-  // is read by one thread, once per call.
-  // Ranges start at multiples of the kernel's group of panels, so few groups are cut short.
+  // is read by one thread, once per call. Ranges start at multiples of the kernel's group of
+  // panels, so few groups are cut short.
   std::vector<int64_t> start(count + 1, 0);
   int64_t work = 0;
   bool one_row = true;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+
 #include <string>
 
 #include "common/dtype.h"
@@ -49,12 +50,12 @@ void MatMul(const float* x, int64_t T, const Matrix& w, float* y, ThreadPool& po
 
 // Several matmuls in one parallel pass (one wake-up of the thread pool instead of one each).
 struct MatMulJob {
-  const float* x;  // [T, K], rows ldx apart (-1: K)
+  const float* x;      // [T, K], rows ldx apart (-1: K)
   int64_t T;
-  const Matrix* w;  // [N, K]
-  float* y;         // [T, N]; with blocks > 1: [blocks, T, N]
+  const Matrix* w;     // [N, K]
+  float* y;            // [T, N]; with blocks > 1: [blocks, T, N]
   int64_t ldx = -1;
-  int blocks = 1;  // > 1: y[b] = x[:, block b] W[:, block b]^T over K / blocks columns each
+  int blocks = 1;      // > 1: y[b] = x[:, block b] W[:, block b]^T over K / blocks columns each
 };
 void MatMulMany(const MatMulJob* jobs, int count, ThreadPool& pool);
 

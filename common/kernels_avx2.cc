@@ -19,8 +19,7 @@ struct V {
     _mm256_storeu_ps(p + 8, v.hi);
   }
   static __m256 Bf16x8(const uint16_t* p) {
-    const __m256i wide =
-        _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
   }
   static V LoadBf16(const uint16_t* p) { return {Bf16x8(p), Bf16x8(p + 8)}; }
@@ -31,33 +30,40 @@ struct V {
   static V Fma(const V& a, const V& b, const V& c) {
     return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
   }
+  // An operation on both halves.
+  template <typename Op>
+  static V Halves(const V& a, const V& b, Op op) {
+    return {op(a.lo, b.lo), op(a.hi, b.hi)};
+  }
   static V Add(const V& a, const V& b) {
-    return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)};
+    return Halves(a, b, [](__m256 x, __m256 y) { return _mm256_add_ps(x, y); });
   }
   static V Sub(const V& a, const V& b) {
-    return {_mm256_sub_ps(a.lo, b.lo), _mm256_sub_ps(a.hi, b.hi)};
+    return Halves(a, b, [](__m256 x, __m256 y) { return _mm256_sub_ps(x, y); });
   }
   static V Mul(const V& a, const V& b) {
-    return {_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)};
+    return Halves(a, b, [](__m256 x, __m256 y) { return _mm256_mul_ps(x, y); });
   }
   static V Div(const V& a, const V& b) {
-    return {_mm256_div_ps(a.lo, b.lo), _mm256_div_ps(a.hi, b.hi)};
+    return Halves(a, b, [](__m256 x, __m256 y) { return _mm256_div_ps(x, y); });
   }
   static V Min(const V& a, const V& b) {
-    return {_mm256_min_ps(a.lo, b.lo), _mm256_min_ps(a.hi, b.hi)};
+    return Halves(a, b, [](__m256 x, __m256 y) { return _mm256_min_ps(x, y); });
   }
   static V Max(const V& a, const V& b) {
-    return {_mm256_max_ps(a.lo, b.lo), _mm256_max_ps(a.hi, b.hi)};
+    return Halves(a, b, [](__m256 x, __m256 y) { return _mm256_max_ps(x, y); });
   }
   static V Round(const V& a) {
-    constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    return {_mm256_round_ps(a.lo, kNearest), _mm256_round_ps(a.hi, kNearest)};
+    return Halves(a, a, [](__m256 x, __m256) {
+      return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    });
   }
-  static __m256 Pow2x8(__m256 n) {
-    const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+  static V Pow2(const V& n) {
+    return Halves(n, n, [](__m256 x, __m256) {
+      const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(x), _mm256_set1_epi32(127));
+      return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+    });
   }
-  static V Pow2(const V& n) { return {Pow2x8(n.lo), Pow2x8(n.hi)}; }
   // 16 -> 8: lane j + lane j+8; 8 -> 4; 4 -> 2; 2 -> 1.
   static float Reduce(const V& v) {
     const __m256 s8 = _mm256_add_ps(v.lo, v.hi);
@@ -68,8 +74,7 @@ struct V {
   }
 };
 
-#include "common/simd_activation.h"
-#include "common/simd_matmul.h"
+#include "common/simd_kernels.h"
 
 // 6 rows x 1 panel: 12 accumulator registers (of 16), 2 for weights, 1 for a broadcast;
 // decode: 4 panels at once.
@@ -78,9 +83,7 @@ using Kernel = Entry<V, 6, 1, 4>;
 }  // namespace
 
 Kernels Avx2Kernels() {
-  return {
-      Isa::kAvx2, "avx2",   Kernel::MatMulPanels, Kernel::kGroupPanels, Kernel::kDecodeGroupPanels,
-      DotT<V>,    AxpyT<V>, SiluMulT<V>};
+  return KernelTable<Kernel, V>(Isa::kAvx2, "avx2");
 }
 
 }  // namespace moe::isa

@@ -39,9 +39,8 @@ struct V {
   }
   // 16 -> 8: lane j + lane j+8; 8 -> 4; 4 -> 2; 2 -> 1.
   static float Reduce(const V& x) {
-    const __m256 s8 =
-        _mm256_add_ps(_mm512_castps512_ps256(x.v),
-                      _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x.v), 1)));
+    const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(x.v),
+                                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x.v), 1)));
     const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
     const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
     const __m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
@@ -49,8 +48,7 @@ struct V {
   }
 };
 
-#include "common/simd_activation.h"
-#include "common/simd_matmul.h"
+#include "common/simd_kernels.h"
 
 // 8 rows x 3 panels: 24 accumulator registers (of 32), 3 for weights, 1 for a broadcast;
 // decode: 4 panels at once (4 chains cover the fused multiply-add latency; 4 streams from memory
@@ -60,14 +58,7 @@ using Kernel = Entry<V, 8, 3, 4>;
 }  // namespace
 
 Kernels Avx512Kernels() {
-  return {Isa::kAvx512,
-          "avx512",
-          Kernel::MatMulPanels,
-          Kernel::kGroupPanels,
-          Kernel::kDecodeGroupPanels,
-          DotT<V>,
-          AxpyT<V>,
-          SiluMulT<V>};
+  return KernelTable<Kernel, V>(Isa::kAvx512, "avx512");
 }
 
 }  // namespace moe::isa

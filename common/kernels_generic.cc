@@ -37,6 +37,7 @@ struct V {
     for (int j = 0; j < 16; ++j) v.l[j] = std::fma(a.l[j], b.l[j], c.l[j]);
     return v;
   }
+  // An operation lane by lane.
   template <typename Op>
   static V Lanes(const V& a, const V& b, Op op) {
     V v;
@@ -80,8 +81,7 @@ struct V {
   }
 };
 
-#include "common/simd_activation.h"
-#include "common/simd_matmul.h"
+#include "common/simd_kernels.h"
 
 // Portable: small tiles.
 using Kernel = Entry<V, 2, 2, 2>;
@@ -89,14 +89,7 @@ using Kernel = Entry<V, 2, 2, 2>;
 }  // namespace
 
 Kernels GenericKernels() {
-  return {Isa::kGeneric,
-          "generic",
-          Kernel::MatMulPanels,
-          Kernel::kGroupPanels,
-          Kernel::kDecodeGroupPanels,
-          DotT<V>,
-          AxpyT<V>,
-          SiluMulT<V>};
+  return KernelTable<Kernel, V>(Isa::kGeneric, "generic");
 }
 
 }  // namespace moe::isa

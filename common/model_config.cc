@@ -30,8 +30,8 @@ class KeyReader {
     int64_t v = it->get<int64_t>();
     if (v < lo || v > hi)
       return InvalidArgument(label_ + ": key '" + key + "' = " + std::to_string(v) +
-                             " is out of range [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                             "]");
+                             " is out of range [" + std::to_string(lo) + ", " +
+                             std::to_string(hi) + "]");
     *out = static_cast<int>(v);
     return Status::Ok();
   }
@@ -46,8 +46,9 @@ class KeyReader {
       return InvalidArgument(label_ + ": key '" + key + "' must be a number, got " + it->dump());
     double v = it->get<double>();
     if (!(v > lo && v <= hi))
-      return InvalidArgument(label_ + ": key '" + key + "' = " + it->dump() + " is out of range (" +
-                             std::to_string(lo) + ", " + std::to_string(hi) + "]");
+      return InvalidArgument(label_ + ": key '" + key + "' = " + it->dump() +
+                             " is out of range (" + std::to_string(lo) + ", " +
+                             std::to_string(hi) + "]");
     *out = v;
     return Status::Ok();
   }
@@ -73,10 +74,8 @@ std::string ModelConfig::Summary() const {
     << " KV=" << kv_heads << " hd=" << head_dim << " V=" << vocab << " ctx=" << max_positions
     << " rope_theta=" << rope_theta << " eps=" << rms_norm_eps
     << " window=" << (sliding_window ? std::to_string(sliding_window) : "none");
-  if (is_moe())
-    s << " experts=" << num_experts << " top-" << experts_per_token;
-  else
-    s << " dense MLP";
+  if (is_moe()) s << " experts=" << num_experts << " top-" << experts_per_token;
+  else s << " dense MLP";
   return s.str();
 }
 
@@ -87,9 +86,8 @@ StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text, const std::
   ModelConfig c;
   auto arch = j.find("architectures");
   if (arch == j.end() || !arch->is_array() || arch->empty() || !(*arch)[0].is_string())
-    return InvalidArgument(label +
-                           ": missing 'architectures' (expected [\"MixtralForCausalLM\"] "
-                           "or [\"MistralForCausalLM\"])");
+    return InvalidArgument(label + ": missing 'architectures' (expected [\"MixtralForCausalLM\"] "
+                                   "or [\"MistralForCausalLM\"])");
   c.architecture = (*arch)[0].get<std::string>();
   const bool moe = c.architecture == "MixtralForCausalLM";
   if (!moe && c.architecture != "MistralForCausalLM")
@@ -109,8 +107,7 @@ StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text, const std::
   const int default_head_dim = c.hidden / c.heads;
   MOE_RETURN_IF_ERROR(r.Int("head_dim", 2, 4096, &c.head_dim, &default_head_dim));
   if (c.head_dim < 2)
-    return InvalidArgument(label +
-                           ": hidden_size / num_attention_heads gives a head dimension of " +
+    return InvalidArgument(label + ": hidden_size / num_attention_heads gives a head dimension of " +
                            std::to_string(c.head_dim) + "; give 'head_dim' or fix the sizes");
   MOE_RETURN_IF_ERROR(r.Int("vocab_size", 3, 1 << 24, &c.vocab));
   MOE_RETURN_IF_ERROR(r.Int("max_position_embeddings", 1, 1 << 24, &c.max_positions));

@@ -49,15 +49,15 @@ bool WaitAll(std::vector<MPI_Request>& reqs, double timeout_seconds, int max_sle
   for (;;) {
     AnswerPings();
     int done = 0;
-    MOE_CHECK(MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &done, MPI_STATUSES_IGNORE) ==
-                  MPI_SUCCESS,
+    MOE_CHECK(MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &done,
+                          MPI_STATUSES_IGNORE) == MPI_SUCCESS,
               "MPI_Testall failed");
     if (done) return true;
     const auto now = Clock::now();
     if (timeout_seconds >= 0 && now > deadline) return false;
     const auto waited = std::chrono::duration_cast<std::chrono::microseconds>(now - start);
-    std::this_thread::sleep_for(
-        std::chrono::microseconds(std::clamp<int64_t>(waited.count() / 8, 2, max_sleep_us)));
+    std::this_thread::sleep_for(std::chrono::microseconds(
+        std::clamp<int64_t>(waited.count() / 8, 2, max_sleep_us)));
   }
 }
 
@@ -91,10 +91,8 @@ class MpiTransport : public Transport {
     std::vector<int> peers;
     for (int p = 0; p < size_; ++p) {
       if (p == rank_) continue;
-      if (rank_ == 0 || p == 0)
-        peers.push_back(p);
-      else
-        MOE_CHECK(send.counts[p] == 0, "a worker sent bytes to another worker");
+      if (rank_ == 0 || p == 0) peers.push_back(p);
+      else MOE_CHECK(send.counts[p] == 0, "a worker sent bytes to another worker");
     }
     // Counts first: a peer that does not answer is known by rank.
     recv->counts.assign(size_, 0);
@@ -121,8 +119,7 @@ class MpiTransport : public Transport {
     // Then the bytes, a message per peer with something to send.
     for (int p = 0; p < size_; ++p)
       if (!(send.counts[p] < INT_MAX && recv->counts[p] < INT_MAX && recv->counts[p] >= 0))
-        return InvalidArgument(
-            "an exchange of over 2 GiB with one rank; lower the tokens per step");
+        return InvalidArgument("an exchange of over 2 GiB with one rank; lower the tokens per step");
     recv->data.resize(recv->offset(size_));  // counts from non-peers are 0
     std::memcpy(recv->data.data() + recv->offset(rank_), send.data.data() + send.offset(rank_),
                 send.counts[rank_]);
@@ -130,8 +127,8 @@ class MpiTransport : public Transport {
     for (int p : peers) {
       if (recv->counts[p] == 0) continue;
       reqs.emplace_back();
-      MPI_Irecv(recv->data.data() + recv->offset(p), static_cast<int>(recv->counts[p]), MPI_BYTE, p,
-                kTagBytes, MPI_COMM_WORLD, &reqs.back());
+      MPI_Irecv(recv->data.data() + recv->offset(p), static_cast<int>(recv->counts[p]), MPI_BYTE,
+                p, kTagBytes, MPI_COMM_WORLD, &reqs.back());
     }
     for (int p : peers) {
       if (send.counts[p] == 0) continue;
@@ -139,15 +136,14 @@ class MpiTransport : public Transport {
       MPI_Isend(send.data.data() + send.offset(p), static_cast<int>(send.counts[p]), MPI_BYTE, p,
                 kTagBytes, MPI_COMM_WORLD, &reqs.back());
     }
-    if (!WaitAll(reqs, timeout_seconds, max_sleep))
-      return TimedOut(Unresponsive(), label, timeout_seconds);
+    if (!WaitAll(reqs, timeout_seconds, max_sleep)) return TimedOut(Unresponsive(), label, timeout_seconds);
     return Status::Ok();
   }
 
   Status CheckSameEverywhere(uint64_t value, const std::string& what) override {
     std::vector<uint64_t> all(size_);
-    MOE_CHECK(MPI_Allgather(&value, 1, MPI_UINT64_T, all.data(), 1, MPI_UINT64_T, MPI_COMM_WORLD) ==
-                  MPI_SUCCESS,
+    MOE_CHECK(MPI_Allgather(&value, 1, MPI_UINT64_T, all.data(), 1, MPI_UINT64_T,
+                            MPI_COMM_WORLD) == MPI_SUCCESS,
               "MPI_Allgather failed");
     std::string odd;
     for (int r = 1; r < size_; ++r)
@@ -209,8 +205,7 @@ class MpiTransport : public Transport {
       MPI_Test(&recvs[i], &done, MPI_STATUS_IGNORE);
       if (!done) missing += (missing.empty() ? "" : ", ") + Describe(peers[i]);
     }
-    return missing.empty() ? "a peer (every rank answers pings, yet the exchange stalled)"
-                           : missing;
+    return missing.empty() ? "a peer (every rank answers pings, yet the exchange stalled)" : missing;
   }
 
   std::string Describe(int r) const { return "rank " + std::to_string(r) + " on " + host(r); }

@@ -39,8 +39,7 @@ StatusOr<NpyArray> ReadNpy(const std::string& path) {
   const size_t len = static_cast<uint8_t>(bytes[8]) | static_cast<uint8_t>(bytes[9]) << 8;
   if (bytes[6] != 1 || 10 + len > bytes.size()) return DataLoss(path + ": unsupported .npy header");
   const std::string header = bytes.substr(10, len);
-  if (header.find("'<f4'") == std::string::npos ||
-      header.find("'fortran_order': False") == std::string::npos)
+  if (header.find("'<f4'") == std::string::npos || header.find("'fortran_order': False") == std::string::npos)
     return DataLoss(path + ": only little-endian float32 C-order arrays are supported");
   NpyArray a;
   const size_t open = header.find('('), close = header.find(')');
@@ -50,8 +49,7 @@ StatusOr<NpyArray> ReadNpy(const std::string& path) {
   size_t pos = 0;
   while (pos < dims.size()) {
     size_t comma = dims.find(',', pos);
-    std::string part =
-        dims.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    std::string part = dims.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
     if (part.find_first_of("0123456789") != std::string::npos) {
       a.shape.push_back(std::stoll(part));
       count *= a.shape.back();

@@ -34,8 +34,7 @@ Status ApplySplit(Placement* p) {
                            " ffn blocks, too few for " + std::to_string(W) +
                            " workers; use at most " + std::to_string(B) + " workers");
   for (int w = 0; w < W; ++w)
-    for (int e = 0; e < p->experts; ++e)
-      p->by_rank[w + 1].push_back({e, B * w / W, B * (w + 1) / W});
+    for (int e = 0; e < p->experts; ++e) p->by_rank[w + 1].push_back({e, B * w / W, B * (w + 1) / W});
   return Status::Ok();
 }
 
@@ -46,8 +45,7 @@ Status ApplyFile(const std::string& text, Placement* p) {
     return ApplySplit(p);
   }
   if (j.is_discarded() || !j.is_object() || !j.contains("experts") || !j["experts"].is_object())
-    return InvalidArgument(
-        "expected a JSON object {\"experts\": {\"0\": [1], ...}} or {\"split\": true}");
+    return InvalidArgument("expected a JSON object {\"experts\": {\"0\": [1], ...}} or {\"split\": true}");
   std::vector<bool> seen(p->experts, false);
   for (auto it = j["experts"].begin(); it != j["experts"].end(); ++it) {
     int e = -1;
@@ -76,12 +74,10 @@ Status ApplyFile(const std::string& text, Placement* p) {
     for (int r : ranks) p->by_rank[r].push_back({e, 0, p->blocks});
   }
   for (int e = 0; e < p->experts; ++e)
-    if (!seen[e])
-      return InvalidArgument("expert " + std::to_string(e) + " has no rank; list every expert");
+    if (!seen[e]) return InvalidArgument("expert " + std::to_string(e) + " has no rank; list every expert");
   for (int r = 1; r <= p->workers; ++r)
     if (p->by_rank[r].empty())
-      return InvalidArgument("worker rank " + std::to_string(r) +
-                             " holds no expert; give it one "
+      return InvalidArgument("worker rank " + std::to_string(r) + " holds no expert; give it one "
                              "or start fewer ranks");
   return Status::Ok();
 }
@@ -103,8 +99,7 @@ StatusOr<Placement> ComputePlacement(const ModelConfig& config, int workers,
                            " blocks); start at most " + std::to_string(E * B + 1) + " ranks");
   p.by_rank.assign(workers + 1, {});
   if (!placement_json.empty()) {
-    if (workers == 0)
-      return InvalidArgument("a placement file needs worker ranks (mpirun -np N, N >= 2)");
+    if (workers == 0) return InvalidArgument("a placement file needs worker ranks (mpirun -np N, N >= 2)");
     MOE_RETURN_IF_ERROR(ApplyFile(placement_json, &p));
   } else if (workers == 0) {
     for (int e = 0; e < E; ++e) p.by_rank[0].push_back({e, 0, B});
@@ -146,8 +141,7 @@ std::string Placement::Describe(const ModelConfig& config) const {
     s << "  rank " << r << ":";
     for (const ExpertAssignment& a : by_rank[r]) {
       s << " e" << a.expert;
-      if (a.block_end - a.block_begin != blocks)
-        s << "[" << a.block_begin << ":" << a.block_end << "]";
+      if (a.block_end - a.block_begin != blocks) s << "[" << a.block_begin << ":" << a.block_end << "]";
       bytes += block_bytes * (a.block_end - a.block_begin);
     }
     s << "  (" << std::fixed << std::setprecision(1) << bytes / (1 << 20) << " MiB)\n";

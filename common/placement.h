@@ -34,17 +34,15 @@ struct Owner {
 };
 
 struct Placement {
-  int workers = 0;  // W; ranks 1..W hold experts (rank 0 when W == 0)
-  int experts = 0;  // E (1 for a dense model: the MLP)
-  int blocks = 0;   // B = FfnBlocks(F): blocks per expert
+  int workers = 0;       // W; ranks 1..W hold experts (rank 0 when W == 0)
+  int experts = 0;       // E (1 for a dense model: the MLP)
+  int blocks = 0;        // B = FfnBlocks(F): blocks per expert
   std::vector<std::vector<ExpertAssignment>> by_rank;  // [ranks][held], sorted by expert
   std::vector<std::vector<Owner>> by_expert;           // [E][owners], sorted by block, then rank
 
   int ranks() const { return static_cast<int>(by_rank.size()); }
   // True when expert e lives whole on each of its owners (no slicing; maybe replicated).
-  bool whole(int e) const {
-    return by_expert[e][0].block_end - by_expert[e][0].block_begin == blocks;
-  }
+  bool whole(int e) const { return by_expert[e][0].block_end - by_expert[e][0].block_begin == blocks; }
   // A human-readable table with bytes per rank (expert weights only, for `moe inspect`).
   std::string Describe(const ModelConfig& config) const;
 };

@@ -16,8 +16,8 @@ StatusOr<ResidentMemory> ResidentMemory::Allocate(size_t bytes) {
   if (bytes == 0) return m;
   const size_t size = (bytes + kHugePage - 1) / kHugePage * kHugePage;
   // Map one huge page more than needed and trim both ends to a 2 MiB boundary.
-  void* raw =
-      mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* raw = mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
   if (raw == MAP_FAILED)
     return ResourceExhausted("cannot allocate " + std::to_string(bytes >> 20) +
                              " MiB for weights; use more ranks or a machine with more memory");

@@ -23,24 +23,15 @@
 // Weight element access by dtype.
 struct WF32 {
   using T = float;
-  template <typename V>
-  static V Load(const T* p) {
-    return V::Load(p);
-  }
+  template <typename V> static V Load(const T* p) { return V::Load(p); }
 };
 struct WBf16 {
   using T = uint16_t;
-  template <typename V>
-  static V Load(const T* p) {
-    return V::LoadBf16(p);
-  }
+  template <typename V> static V Load(const T* p) { return V::LoadBf16(p); }
 };
 struct WF16 {
   using T = uint16_t;
-  template <typename V>
-  static V Load(const T* p) {
-    return V::LoadF16(p);
-  }
+  template <typename V> static V Load(const T* p) { return V::LoadF16(p); }
 };
 
 constexpr int kPrefetchBytes = 1024;
@@ -94,10 +85,8 @@ inline void PanelGroup(const float* x, int64_t T, int64_t ldx, const typename W:
     const int64_t rows = base + (i < taller);
     [&]<int... R>(std::integer_sequence<int, R...>) {
       ((rows == R + 1 ? Tile<V, W, R + 1, TN>(x + t * ldx, ldx, w, ps, K, y + t * ldy, ldy, valid)
-                      : void()),
-       ...);
-    }
-    (std::make_integer_sequence<int, TR>());
+                      : void()), ...);
+    }(std::make_integer_sequence<int, TR>());
     t += rows;
   }
 }
@@ -123,8 +112,7 @@ inline void MatMulPanelsT(const float* x, int64_t T, int64_t ldx, const void* wd
   // The panels left in one group of their own width, as the rows left in PanelGroup.
   [&]<int... C>(std::integer_sequence<int, C...>) {
     ((p1 - p == C + 1 ? group(p, std::integral_constant<int, C + 1>()) : void()), ...);
-  }
-  (std::make_integer_sequence<int, TN - 1>());
+  }(std::make_integer_sequence<int, TN - 1>());
 }
 
 // The entry point of kernels_isa.h for one ISA: tiles of TR x TN, and 1 x TN_DECODE when there
@@ -133,9 +121,9 @@ template <typename V, int TR, int TN, int TN_DECODE>
 struct Entry {
   static constexpr int kGroupPanels = TN, kDecodeGroupPanels = TN_DECODE;
   template <typename W>
-  static void Panels(const float* x, int64_t T, int64_t ldx, const void* w, int64_t ps, int64_t Kb,
-                     int blocks, int64_t p0, int64_t p1, float* y, int64_t ldy, int64_t n_end,
-                     int64_t y_block) {
+  static void Panels(const float* x, int64_t T, int64_t ldx, const void* w, int64_t ps,
+                     int64_t Kb, int blocks, int64_t p0, int64_t p1, float* y, int64_t ldy,
+                     int64_t n_end, int64_t y_block) {
     if (T == 1)
       return MatMulPanelsT<V, W, 1, TN_DECODE>(x, T, ldx, w, ps, Kb, blocks, p0, p1, y, ldy, n_end,
                                                y_block);
@@ -145,12 +133,9 @@ struct Entry {
                            int64_t ps, int64_t Kb, int blocks, int64_t p0, int64_t p1, float* y,
                            int64_t ldy, int64_t n_end, int64_t y_block) {
     switch (dtype) {
-      case DType::kF32:
-        return Panels<WF32>(x, T, ldx, w, ps, Kb, blocks, p0, p1, y, ldy, n_end, y_block);
-      case DType::kBF16:
-        return Panels<WBf16>(x, T, ldx, w, ps, Kb, blocks, p0, p1, y, ldy, n_end, y_block);
-      case DType::kF16:
-        return Panels<WF16>(x, T, ldx, w, ps, Kb, blocks, p0, p1, y, ldy, n_end, y_block);
+      case DType::kF32: return Panels<WF32>(x, T, ldx, w, ps, Kb, blocks, p0, p1, y, ldy, n_end, y_block);
+      case DType::kBF16: return Panels<WBf16>(x, T, ldx, w, ps, Kb, blocks, p0, p1, y, ldy, n_end, y_block);
+      case DType::kF16: return Panels<WF16>(x, T, ldx, w, ps, Kb, blocks, p0, p1, y, ldy, n_end, y_block);
     }
   }
 };

@@ -5,28 +5,17 @@ namespace {
 
 const char* CodeName(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk:
-      return "OK";
-    case StatusCode::kInvalidArgument:
-      return "invalid argument";
-    case StatusCode::kNotFound:
-      return "not found";
-    case StatusCode::kDataLoss:
-      return "data loss";
-    case StatusCode::kFailedPrecondition:
-      return "failed precondition";
-    case StatusCode::kResourceExhausted:
-      return "resource exhausted";
-    case StatusCode::kUnavailable:
-      return "unavailable";
-    case StatusCode::kCancelled:
-      return "cancelled";
-    case StatusCode::kDeadlineExceeded:
-      return "deadline exceeded";
-    case StatusCode::kUnauthenticated:
-      return "unauthenticated";
-    case StatusCode::kInternal:
-      return "internal";
+    case StatusCode::kOk: return "OK";
+    case StatusCode::kInvalidArgument: return "invalid argument";
+    case StatusCode::kNotFound: return "not found";
+    case StatusCode::kDataLoss: return "data loss";
+    case StatusCode::kFailedPrecondition: return "failed precondition";
+    case StatusCode::kResourceExhausted: return "resource exhausted";
+    case StatusCode::kUnavailable: return "unavailable";
+    case StatusCode::kCancelled: return "cancelled";
+    case StatusCode::kDeadlineExceeded: return "deadline exceeded";
+    case StatusCode::kUnauthenticated: return "unauthenticated";
+    case StatusCode::kInternal: return "internal";
   }
   return "unknown";
 }

@@ -12,15 +12,15 @@ namespace moe {
 
 enum class StatusCode {
   kOk = 0,
-  kInvalidArgument,     // a bad flag, request field or user input
-  kNotFound,            // a file or tensor that should exist does not
-  kDataLoss,            // a corrupt or truncated file
-  kFailedPrecondition,  // inputs that disagree with each other (config vs tensors)
+  kInvalidArgument,    // a bad flag, request field or user input
+  kNotFound,           // a file or tensor that should exist does not
+  kDataLoss,           // a corrupt or truncated file
+  kFailedPrecondition, // inputs that disagree with each other (config vs tensors)
   kResourceExhausted,
   kUnavailable,
   kCancelled,
   kDeadlineExceeded,
-  kUnauthenticated,  // a missing or wrong API key
+  kUnauthenticated,    // a missing or wrong API key
   kInternal,
 };
 
@@ -43,9 +43,7 @@ class Status {
   std::string message_;
 };
 
-inline Status InvalidArgument(std::string m) {
-  return {StatusCode::kInvalidArgument, std::move(m)};
-}
+inline Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
 inline Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
 inline Status DataLoss(std::string m) { return {StatusCode::kDataLoss, std::move(m)}; }
 inline Status FailedPrecondition(std::string m) {
@@ -94,9 +92,9 @@ class StatusOr {
 #define MOE_CONCAT(a, b) MOE_CONCAT_INNER(a, b)
 
 // Returns from the current function if `expr` (a Status) is not OK.
-#define MOE_RETURN_IF_ERROR(expr)              \
-  do {                                         \
-    ::moe::Status moe_status_ = (expr);        \
+#define MOE_RETURN_IF_ERROR(expr)          \
+  do {                                     \
+    ::moe::Status moe_status_ = (expr);    \
     if (!moe_status_.ok()) return moe_status_; \
   } while (0)
 

@@ -37,8 +37,7 @@ StatusOr<ModelConfig> SyntheticPreset(const std::string& name, int layers) {
   for (const Preset& p : kPresets) {
     if (name != p.name) continue;
     if (layers < 0 || layers > p.layers)
-      return InvalidArgument("--layers must be in [1, " + std::to_string(p.layers) + "] for " +
-                             name);
+      return InvalidArgument("--layers must be in [1, " + std::to_string(p.layers) + "] for " + name);
     ModelConfig c;
     c.architecture = p.experts ? "MixtralForCausalLM" : "MistralForCausalLM";
     c.hidden = p.hidden;

@@ -21,8 +21,8 @@ inline std::string FfnNorm(int l) { return Layer(l) + "post_attention_layernorm.
 // Mixtral: the router and the experts' gate (w1), down (w2) and up (w3) projections.
 inline std::string Router(int l) { return Layer(l) + "block_sparse_moe.gate.weight"; }
 inline std::string ExpertW(int l, int e, int which) {
-  return Layer(l) + "block_sparse_moe.experts." + std::to_string(e) + ".w" + std::to_string(which) +
-         ".weight";
+  return Layer(l) + "block_sparse_moe.experts." + std::to_string(e) + ".w" +
+         std::to_string(which) + ".weight";
 }
 
 // Mistral's dense MLP, the same three matrices under other names.

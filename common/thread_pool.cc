@@ -37,8 +37,8 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
   }
   grain = std::max<int64_t>(grain, 1);
   const int64_t units = (n + grain - 1) / grain;
-  // A few chunks per thread, taken in turn from a shared counter: a thread slowed by another
-  // job on its core takes fewer, instead of everyone waiting for it at the end.
+  // Chunks taken in turn from a shared counter: a thread slowed by another job on its core
+  // takes fewer, instead of everyone waiting for it at the end.
   const int64_t parts = std::min<int64_t>(units, int64_t{size()} * std::max(chunks_per_thread, 1));
   if (parts <= 1 || size() == 1) {
     fn(0, n);

@@ -46,7 +46,7 @@ struct ResultHeader {
   uint32_t magic = kResultMagic;
   int32_t layer = 0;
   int32_t vectors = 0;
-  int32_t rows_received = 0;  // rows of the dispatch it answers (conservation check)
+  int32_t rows_received = 0;   // rows of the dispatch it answers (conservation check)
   int64_t step = 0;
   double compute_seconds = 0;  // the worker's expert time for this layer
 };

@@ -22,6 +22,7 @@ namespace {
 using testing::Random;
 using testing::ToBf16;
 
+
 // y = x W^T in double: the reference.
 std::vector<double> RefMatMul(const std::vector<float>& x, int T, const std::vector<float>& w,
                               int N, int K) {
@@ -49,10 +50,7 @@ TEST(Kernels, MatMulMatchesReferenceForEveryDtype) {
     // f16 bits via round-trip through the hardware-free path: pick exactly representable values.
     wh_wide[i] = Bf16ToF32(wb[i]);
   }
-  struct Case {
-    Matrix m;
-    const std::vector<float>* exact;
-  };
+  struct Case { Matrix m; const std::vector<float>* exact; };
   std::vector<Case> cases = {{{w.data(), DType::kF32, N, K}, &w},
                              {{wb.data(), DType::kBF16, N, K}, &wb_wide}};
   for (const Case& c : cases) {
@@ -245,8 +243,7 @@ TEST(Attention, MatchesReferenceLoop) {
         double mx = -1e30, z = 0;
         for (int j = lo; j <= t; ++j) {
           double d = 0;
-          for (int i = 0; i < hd; ++i)
-            d += double{q[(t * H + h) * hd + i]} * k[(j * KV + kvh) * hd + i];
+          for (int i = 0; i < hd; ++i) d += double{q[(t * H + h) * hd + i]} * k[(j * KV + kvh) * hd + i];
           s.push_back(d / std::sqrt(double{hd}));
           mx = std::max(mx, s.back());
         }
@@ -275,50 +272,6 @@ TEST(Attention, RollingBufferChunksEqualFullCache) {
                 &b[p0 * H * hd], pool);
   }
   EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
-}
-
-}  // namespace
-}  // namespace moe
-
-namespace moe {
-namespace {
-
-// Every instruction set computes the same bits as the portable reference.
-TEST(Kernels, EveryIsaGivesIdenticalBits) {
-  ThreadPool pool(2);
-  std::vector<std::string> isas = {"generic"};
-  for (const char* name : {"avx2", "avx512"})
-    if (SetKernelIsa(name).ok()) isas.push_back(name);
-  ASSERT_TRUE(SetKernelIsa("auto").ok());
-  for (auto [T, N, K] : {std::tuple{1, 33, 100}, std::tuple{7, 50, 64}, std::tuple{13, 17, 300}}) {
-    auto x = Random(T * K, 20), w = Random(N * K, 21);
-    auto wb = ToBf16(w);
-    std::vector<uint16_t> wh(w.size());
-    for (size_t i = 0; i < w.size(); ++i) wh[i] = static_cast<uint16_t>(wb[i] >> 1);  // some f16
-    for (const Matrix& m :
-         {Matrix{w.data(), DType::kF32, N, K}, Matrix{wb.data(), DType::kBF16, N, K},
-          Matrix{wh.data(), DType::kF16, N, K}}) {
-      std::vector<std::vector<float>> out;
-      std::vector<float> dots, axpy;
-      for (const std::string& isa : isas) {
-        ASSERT_TRUE(SetKernelIsa(isa).ok());
-        out.emplace_back(T * N);
-        MatMul(x.data(), T, m, out.back().data(), pool);
-        dots.push_back(Dot(x.data(), w.data(), K));
-        std::vector<float> y(w.begin(), w.begin() + K);
-        Axpy(0.37f, x.data(), y.data(), K);
-        if (axpy.empty()) axpy = y;
-        EXPECT_EQ(std::memcmp(axpy.data(), y.data(), K * 4), 0) << isa;
-      }
-      for (size_t i = 1; i < out.size(); ++i) {
-        EXPECT_EQ(std::memcmp(out[0].data(), out[i].data(), out[0].size() * 4), 0)
-            << isas[i] << " vs generic, dtype " << DTypeName(m.dtype) << " T=" << T << " K=" << K;
-        EXPECT_EQ(dots[0], dots[i]) << isas[i];
-      }
-    }
-  }
-  ASSERT_TRUE(SetKernelIsa("auto").ok());
-  EXPECT_FALSE(SetKernelIsa("sse9").ok());
 }
 
 // SiLU-times-up: every ISA gives the bits of the portable reference, and every value is within
@@ -352,6 +305,49 @@ TEST(Kernels, SiluMulIsExactAcrossIsasAndAccurate) {
                 4 * std::numeric_limits<float>::epsilon() * std::fabs(want) + 1e-44)
         << "g = " << g;
   }
+}
+
+}  // namespace
+}  // namespace moe
+
+namespace moe {
+namespace {
+
+// Every instruction set computes the same bits as the portable reference.
+TEST(Kernels, EveryIsaGivesIdenticalBits) {
+  ThreadPool pool(2);
+  std::vector<std::string> isas = {"generic"};
+  for (const char* name : {"avx2", "avx512"})
+    if (SetKernelIsa(name).ok()) isas.push_back(name);
+  ASSERT_TRUE(SetKernelIsa("auto").ok());
+  for (auto [T, N, K] : {std::tuple{1, 33, 100}, std::tuple{7, 50, 64}, std::tuple{13, 17, 300}}) {
+    auto x = Random(T * K, 20), w = Random(N * K, 21);
+    auto wb = ToBf16(w);
+    std::vector<uint16_t> wh(w.size());
+    for (size_t i = 0; i < w.size(); ++i) wh[i] = static_cast<uint16_t>(wb[i] >> 1);  // some f16
+    for (const Matrix& m : {Matrix{w.data(), DType::kF32, N, K}, Matrix{wb.data(), DType::kBF16, N, K},
+                            Matrix{wh.data(), DType::kF16, N, K}}) {
+      std::vector<std::vector<float>> out;
+      std::vector<float> dots, axpy;
+      for (const std::string& isa : isas) {
+        ASSERT_TRUE(SetKernelIsa(isa).ok());
+        out.emplace_back(T * N);
+        MatMul(x.data(), T, m, out.back().data(), pool);
+        dots.push_back(Dot(x.data(), w.data(), K));
+        std::vector<float> y(w.begin(), w.begin() + K);
+        Axpy(0.37f, x.data(), y.data(), K);
+        if (axpy.empty()) axpy = y;
+        EXPECT_EQ(std::memcmp(axpy.data(), y.data(), K * 4), 0) << isa;
+      }
+      for (size_t i = 1; i < out.size(); ++i) {
+        EXPECT_EQ(std::memcmp(out[0].data(), out[i].data(), out[0].size() * 4), 0)
+            << isas[i] << " vs generic, dtype " << DTypeName(m.dtype) << " T=" << T << " K=" << K;
+        EXPECT_EQ(dots[0], dots[i]) << isas[i];
+      }
+    }
+  }
+  ASSERT_TRUE(SetKernelIsa("auto").ok());
+  EXPECT_FALSE(SetKernelIsa("sse9").ok());
 }
 
 }  // namespace

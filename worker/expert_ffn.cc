@@ -26,8 +26,8 @@ void ExpertBlockPartials(const std::vector<ExpertTask>& tasks, int block_size,
   // act = silu(gate) * up, element by element (split across threads: same bits)
   pool.ParallelFor(
       offset.back(),
-      [&](int64_t i0, int64_t i1) { SiluMul(&scratch.gate[i0], &scratch.up[i0], i1 - i0); }, 4096,
-      offset.back() * 16);
+      [&](int64_t i0, int64_t i1) { SiluMul(&scratch.gate[i0], &scratch.up[i0], i1 - i0); },
+      4096, offset.back() * 16);
   // partial[b] = act[:, block b] w2[:, block b] for every task and block [blocks, n, D] each
   scratch.jobs.clear();
   for (size_t i = 0; i < tasks.size(); ++i) {
@@ -39,11 +39,11 @@ void ExpertBlockPartials(const std::vector<ExpertTask>& tasks, int block_size,
   MatMulMany(scratch.jobs.data(), static_cast<int>(scratch.jobs.size()), pool);
 }
 
-void SumBlocks(const float* partials, int blocks, int64_t stride, int64_t len, float* y) {
-  for (int64_t i = 0; i < len; ++i) y[i] = partials[i];
+void SumBlocks(const float* partials, int blocks, int64_t n_times_d, float* y) {
+  for (int64_t i = 0; i < n_times_d; ++i) y[i] = partials[i];
   for (int b = 1; b < blocks; ++b) {
-    const float* p = partials + b * stride;
-    for (int64_t i = 0; i < len; ++i) y[i] += p[i];
+    const float* p = partials + b * n_times_d;
+    for (int64_t i = 0; i < n_times_d; ++i) y[i] += p[i];
   }
 }
 

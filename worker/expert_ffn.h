@@ -44,7 +44,7 @@ struct ExpertTask {
 void ExpertBlockPartials(const std::vector<ExpertTask>& tasks, int block_size,
                          ExpertScratch& scratch, ThreadPool& pool);
 
-// y[len] = partials[0] + partials[1] + ... in block order, block b at partials + b * stride.
-void SumBlocks(const float* partials, int blocks, int64_t stride, int64_t len, float* y);
+// y[n, D] = partials[0] + partials[1] + ... in block order.
+void SumBlocks(const float* partials, int blocks, int64_t n_times_d, float* y);
 
 }  // namespace moe

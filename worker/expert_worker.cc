@@ -79,36 +79,29 @@ Status ExpertWorker::Process(int layer, int64_t step, int rows, const uint8_t* b
   }
   ExpertBlockPartials(tasks, store_->block_size(), scratch_, *pool_);
 
-  // Each row's answers, rows in parallel (one thread writes a row's vectors, so the order per
-  // row stays fixed): a whole expert's blocks are summed in block order, weighted, and added to
-  // the row's vector in expert-id order; a slice's block partials are copied, unweighted.
-  index_.assign(S, std::vector<int>(rows, -1));  // index_[si][r]: r's place in rows_[si]
-  for (int si = 0; si < S; ++si)
-    for (int i = 0; i < static_cast<int>(rows_[si].size()); ++i) index_[si][rows_[si][i]] = i;
-  pool_->ParallelFor(
-      rows,
-      [&](int64_t r0, int64_t r1) {
-        std::vector<float> sum(D_);
-        for (int64_t r = r0; r < r1; ++r) {
-          float* v = out + int64_t{first_vector[r]} * D_;
-          for (int si = 0; si < S; ++si) {
-            const int i = index_[si][r];
-            if (i < 0) continue;
-            const int n = static_cast<int>(rows_[si].size());
-            const int blocks = slices[si].block_end - slices[si].block_begin;
-            const float* partials = &partials_[p_at[si] + int64_t{i} * D_];  // block b at + b n D
-            if (blocks != store_->blocks()) {
-              for (int b = 0; b < blocks; ++b)
-                std::memcpy(v + int64_t{b} * D_, partials + int64_t{b} * n * D_, D_ * 4);
-              continue;
-            }
-            SumBlocks(partials, blocks, n * int64_t{D_}, D_, sum.data());
-            const float w = weights_[si][i];
-            for (int d = 0; d < D_; ++d) v[d] += w * sum[d];
-          }
-        }
-      },
-      1, int64_t{rows} * K_ * store_->blocks() * D_);
+  for (int si = 0; si < S; ++si) {
+    const ExpertSlice& s = slices[si];
+    const int n = static_cast<int>(rows_[si].size());
+    if (n == 0) continue;
+    const int blocks = s.block_end - s.block_begin;
+    const float* partials = &partials_[p_at[si]];
+    if (blocks == store_->blocks()) {
+      // Whole expert: sum its blocks, weight, add into the row's vector (id order).
+      out_.resize(int64_t{n} * D_);
+      SumBlocks(partials, blocks, int64_t{n} * D_, out_.data());
+      for (int i = 0; i < n; ++i) {
+        float* v = out + int64_t{first_vector[rows_[si][i]]} * D_;
+        const float w = weights_[si][i];
+        for (int d = 0; d < D_; ++d) v[d] += w * out_[int64_t{i} * D_ + d];
+      }
+    } else {
+      // Slice: its blocks' partial outputs, unweighted, in block order.
+      for (int i = 0; i < n; ++i)
+        for (int b = 0; b < blocks; ++b)
+          std::memcpy(out + (int64_t{first_vector[rows_[si][i]]} + b) * D_,
+                      &partials[(int64_t{b} * n + i) * D_], D_ * 4);
+    }
+  }
 
   wire::ResultHeader header;
   header.layer = layer;

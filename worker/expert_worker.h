@@ -30,8 +30,7 @@ class ExpertWorker {
   // Per held slice: the message rows routed to it and their routing weights.
   std::vector<std::vector<int>> rows_;
   std::vector<std::vector<float>> weights_;
-  std::vector<std::vector<int>> index_;  // per held slice and message row: its place, or -1
-  std::vector<float> x_, partials_;
+  std::vector<float> x_, partials_, out_;
 };
 
 }  // namespace moe
