@@ -9,20 +9,25 @@
 #include <chrono>
 #include <climits>
 #include <cstring>
+#include <deque>
+#include <memory>
+#include <random>
 #include <thread>
 
 #include "common/activity.h"
 #include "common/check.h"
+#include "common/doorbell.h"
 
 namespace moe {
 namespace {
 
-constexpr int kTagCounts = 11;
 constexpr int kTagPing = 12;  // "are you alive?", answered from inside every wait
 constexpr int kTagPong = 13;
 constexpr int kTagBytes = 14;
 constexpr int kHostLen = 64;
 constexpr int kAbortGraceSeconds = 5;
+// A wait woken by rings still tests this often, in case a ring was lost.
+constexpr int kRungSleepCapUs = 1000;
 
 using Clock = std::chrono::steady_clock;
 
@@ -39,27 +44,63 @@ void AnswerPings() {
   MPI_Request_free(&req);
 }
 
-// Tests `reqs` until all complete, sleeping between tests for an eighth of the time waited so
-// far (at least 2 us, at most `max_sleep_us`): a wait overshoots by about an eighth, and a
-// long one costs a few dozen tests. Ranks share cores, so a wait must sleep, never spin.
-// Returns false at the deadline (timeout < 0: none).
-bool WaitAll(std::vector<MPI_Request>& reqs, double timeout_seconds, int max_sleep_us) {
+// How a wait sleeps between tests. Ranks share cores, so a wait must sleep, never spin.
+enum class Sleep {
+  // Until the doorbell rings (at most the cap): every message awaited comes with a ring.
+  kUntilRung,
+  // For an eighth of the time waited so far (at least 2 us, at most the cap), or less if the
+  // doorbell rings: a wait overshoots by about an eighth, and a long one costs a few dozen tests.
+  kBackOff,
+};
+
+// Calls `done` until it returns true, sleeping in between as `sleep` says. Returns false at the
+// deadline (timeout < 0: none).
+template <typename Done>
+bool WaitUntil(const Doorbell& doorbell, Done done, Sleep sleep, double timeout_seconds,
+               int max_sleep_us) {
   const auto start = Clock::now();
   const auto deadline = start + std::chrono::duration<double>(timeout_seconds);
   for (;;) {
     AnswerPings();
-    int done = 0;
-    MOE_CHECK(MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &done,
-                          MPI_STATUSES_IGNORE) == MPI_SUCCESS,
-              "MPI_Testall failed");
-    if (done) return true;
+    if (done()) return true;
     const auto now = Clock::now();
     if (timeout_seconds >= 0 && now > deadline) return false;
     const auto waited = std::chrono::duration_cast<std::chrono::microseconds>(now - start);
-    std::this_thread::sleep_for(std::chrono::microseconds(
-        std::clamp<int64_t>(waited.count() / 8, 2, max_sleep_us)));
+    const int64_t us = sleep == Sleep::kUntilRung
+                           ? max_sleep_us
+                           : std::clamp<int64_t>(waited.count() / 8, 2, max_sleep_us);
+    doorbell.Wait(std::chrono::microseconds(us));
   }
 }
+
+bool TestAll(std::vector<MPI_Request>& reqs) {
+  int all = 0;
+  MOE_CHECK(MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &all,
+                        MPI_STATUSES_IGNORE) == MPI_SUCCESS,
+            "MPI_Testall failed");
+  return all != 0;
+}
+
+// A token every rank of this job shares and other jobs do not: rank 0's pick, broadcast.
+uint64_t JobToken() {
+  uint64_t token = 0;
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (rank == 0) {
+    std::random_device rd;
+    token = (uint64_t{rd()} << 32 | rd()) ^ static_cast<uint64_t>(getpid()) ^
+            static_cast<uint64_t>(Clock::now().time_since_epoch().count());
+  }
+  MOE_CHECK(MPI_Bcast(&token, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD) == MPI_SUCCESS,
+            "MPI_Bcast of the job token failed");
+  return token;
+}
+
+// Bytes sent by an exchange that has returned, kept until their sends complete.
+struct Outgoing {
+  std::vector<uint8_t> data;
+  std::vector<MPI_Request> reqs;
+};
 
 class MpiTransport : public Transport {
  public:
@@ -73,15 +114,30 @@ class MpiTransport : public Transport {
                             MPI_COMM_WORLD) == MPI_SUCCESS,
               "MPI_Allgather of host names failed");
     SetCheckIdentity(rank_, host(rank_));
+    doorbell_ = std::make_unique<Doorbell>(JobToken(), rank_);
+    rings_.assign(size_, false);
     // Waits sleep in steps of microseconds; the default 50 us of timer slack would stretch
     // each of them, and every layer's exchange with it.
     prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+  }
+
+  // Sends still in flight (the peer has not taken them yet) get a few seconds before MPI ends.
+  ~MpiTransport() override {
+    std::vector<MPI_Request> reqs;
+    for (Outgoing& o : outgoing_) reqs.insert(reqs.end(), o.reqs.begin(), o.reqs.end());
+    if (!WaitUntil(*doorbell_, [&] { return TestAll(reqs); }, Sleep::kBackOff,
+                   kAbortGraceSeconds, 1000))
+      for (MPI_Request& r : reqs)
+        if (r != MPI_REQUEST_NULL) MPI_Request_free(&r);
   }
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string host(int r) const override { return std::string(&hosts_[r * kHostLen]); }
 
+  // One message to every peer, empty or not: its arrival is the peer's answer, and its size
+  // is probed. Rings tell peers on this host that it came. The exchange returns once every
+  // peer's message is in; its own sends finish in the background, from a copy of the bytes.
   Status Exchange(const ByteRuns& send, ByteRuns* recv, const ExchangeLabel& label,
                   double timeout_seconds) override {
     MOE_CHECK(static_cast<int>(send.counts.size()) == size_, "send counts per rank");
@@ -94,49 +150,71 @@ class MpiTransport : public Transport {
       if (rank_ == 0 || p == 0) peers.push_back(p);
       else MOE_CHECK(send.counts[p] == 0, "a worker sent bytes to another worker");
     }
-    // Counts first: a peer that does not answer is known by rank.
-    recv->counts.assign(size_, 0);
-    recv->counts[rank_] = send.counts[rank_];
-    std::vector<MPI_Request> reqs;
-    for (int p : peers) {
-      reqs.emplace_back();
-      MPI_Irecv(&recv->counts[p], 1, MPI_INT64_T, p, kTagCounts, MPI_COMM_WORLD, &reqs.back());
-    }
-    for (int p : peers) {
-      reqs.emplace_back();
-      MPI_Isend(&send.counts[p], 1, MPI_INT64_T, p, kTagCounts, MPI_COMM_WORLD, &reqs.back());
-    }
-    const int max_sleep = timeout_seconds < 0 ? 1000 : 100;
-    if (!WaitAll(reqs, timeout_seconds, max_sleep)) {
-      std::string missing;
-      for (size_t i = 0; i < peers.size(); ++i) {
-        int done = 0;
-        MPI_Test(&reqs[i], &done, MPI_STATUS_IGNORE);
-        if (!done) missing += (missing.empty() ? "" : ", ") + Describe(peers[i]);
-      }
-      return TimedOut(missing.empty() ? Unresponsive() : missing, label, timeout_seconds);
-    }
-    // Then the bytes, a message per peer with something to send.
     for (int p = 0; p < size_; ++p)
-      if (!(send.counts[p] < INT_MAX && recv->counts[p] < INT_MAX && recv->counts[p] >= 0))
+      if (!(send.counts[p] >= 0 && send.counts[p] < INT_MAX))
         return InvalidArgument("an exchange of over 2 GiB with one rank; lower the tokens per step");
-    recv->data.resize(recv->offset(size_));  // counts from non-peers are 0
+
+    Outgoing& out = FreeOutgoing();
+    out.data.assign(send.data.begin(), send.data.end());
+    out.reqs.assign(peers.size(), MPI_REQUEST_NULL);
+    for (size_t i = 0; i < peers.size(); ++i) {
+      const int p = peers[i];
+      MPI_Isend(out.data.data() + send.offset(p), static_cast<int>(send.counts[p]), MPI_BYTE, p,
+                kTagBytes, MPI_COMM_WORLD, &out.reqs[i]);
+    }
+    for (int p : peers)
+      if (host(p) == host(rank_)) rings_[p] = doorbell_->Ring(p);
+
+    // Every peer's message is probed for its size before any is received, so that they can be
+    // laid end to end. A peer that can ring (it is reached by ours) wakes this wait itself.
+    const int max_sleep = timeout_seconds < 0 ? 1000 : 100;
+    std::vector<MPI_Message> msgs(peers.size(), MPI_MESSAGE_NULL);
+    recv->counts.assign(size_, 0);
+    bool all_ring = true;
+    for (int p : peers) all_ring = all_ring && rings_[p];
+    auto all_probed = [&] {
+      bool all = true;
+      for (size_t i = 0; i < peers.size(); ++i) {
+        if (msgs[i] != MPI_MESSAGE_NULL) continue;
+        int flag = 0, count = 0;
+        MPI_Status status;
+        MPI_Improbe(peers[i], kTagBytes, MPI_COMM_WORLD, &flag, &msgs[i], &status);
+        if (!flag) {
+          all = false;
+          continue;
+        }
+        MPI_Get_count(&status, MPI_BYTE, &count);
+        recv->counts[peers[i]] = count;
+      }
+      return all;
+    };
+    if (!WaitUntil(*doorbell_, all_probed, all_ring ? Sleep::kUntilRung : Sleep::kBackOff,
+                   timeout_seconds, all_ring ? kRungSleepCapUs : max_sleep)) {
+      std::string missing;
+      for (size_t i = 0; i < peers.size(); ++i)
+        if (msgs[i] == MPI_MESSAGE_NULL)
+          missing += (missing.empty() ? "" : ", ") + Describe(peers[i]);
+      return TimedOut(missing, label, timeout_seconds);
+    }
+
+    recv->counts[rank_] = send.counts[rank_];
+    recv->data.resize(recv->offset(size_));
     std::memcpy(recv->data.data() + recv->offset(rank_), send.data.data() + send.offset(rank_),
                 send.counts[rank_]);
-    reqs.clear();
-    for (int p : peers) {
-      if (recv->counts[p] == 0) continue;
-      reqs.emplace_back();
-      MPI_Irecv(recv->data.data() + recv->offset(p), static_cast<int>(recv->counts[p]), MPI_BYTE,
-                p, kTagBytes, MPI_COMM_WORLD, &reqs.back());
-    }
-    for (int p : peers) {
-      if (send.counts[p] == 0) continue;
-      reqs.emplace_back();
-      MPI_Isend(send.data.data() + send.offset(p), static_cast<int>(send.counts[p]), MPI_BYTE, p,
-                kTagBytes, MPI_COMM_WORLD, &reqs.back());
-    }
-    if (!WaitAll(reqs, timeout_seconds, max_sleep)) return TimedOut(Unresponsive(), label, timeout_seconds);
+    std::vector<MPI_Request> reqs(peers.size());
+    for (size_t i = 0; i < peers.size(); ++i)
+      MPI_Imrecv(recv->data.data() + recv->offset(peers[i]),
+                 static_cast<int>(recv->counts[peers[i]]), MPI_BYTE, &msgs[i], &reqs[i]);
+    // Within a node the bytes are copied straight from the sender; otherwise the sender may
+    // have to push more of them, so it is rung at every test.
+    auto received = [&] {
+      if (TestAll(reqs)) return true;
+      for (size_t i = 0; i < peers.size(); ++i)
+        if (reqs[i] != MPI_REQUEST_NULL && rings_[peers[i]]) doorbell_->Ring(peers[i]);
+      return false;
+    };
+    if (!WaitUntil(*doorbell_, received, Sleep::kBackOff, timeout_seconds, max_sleep))
+      return TimedOut(Unresponsive(), label, timeout_seconds);
     return Status::Ok();
   }
 
@@ -194,11 +272,12 @@ class MpiTransport : public Transport {
       if (p == rank_) continue;
       sends.emplace_back();
       MPI_Isend(&out[p], 1, MPI_CHAR, p, kTagPing, MPI_COMM_WORLD, &sends.back());
+      if (rings_[p]) doorbell_->Ring(p);
       recvs.emplace_back();
       MPI_Irecv(&in[p], 1, MPI_CHAR, p, kTagPong, MPI_COMM_WORLD, &recvs.back());
       peers.push_back(p);
     }
-    WaitAll(recvs, 1.0, 1000);
+    WaitUntil(*doorbell_, [&] { return TestAll(recvs); }, Sleep::kBackOff, 1.0, 1000);
     std::string missing;
     for (size_t i = 0; i < peers.size(); ++i) {
       int done = 0;
@@ -221,6 +300,16 @@ class MpiTransport : public Transport {
 
   int rank_ = 0, size_ = 1;
   std::vector<char> hosts_;
+  std::unique_ptr<Doorbell> doorbell_;
+  std::vector<bool> rings_;        // [ranks] our last ring reached it (so it rings us too)
+  std::deque<Outgoing> outgoing_;  // stable addresses: MPI holds pointers into the data
+
+  // An Outgoing whose sends have all completed, or a new one.
+  Outgoing& FreeOutgoing() {
+    for (Outgoing& o : outgoing_)
+      if (TestAll(o.reqs)) return o;
+    return outgoing_.emplace_back();
+  }
 };
 
 }  // namespace

@@ -1,6 +1,7 @@
-// The MPI transport: a star of point-to-point messages, counts first (so a rank that does not
-// answer is known by name), then the bytes. Every wait is MPI_Test with a sleep of an eighth of
-// the time waited so far, so idle ranks leave the cores to the ranks that work.
+// The MPI transport: a star of point-to-point messages, one per peer and exchange (empty or
+// not, so a rank that does not answer is known by name), sized by probing. Waits sleep, so idle
+// ranks leave the cores to the ranks that work: on a doorbell (common/doorbell.h) that peers on
+// the same host ring when they send, otherwise for an eighth of the time waited so far.
 // Only the engine thread calls MPI (MPI_THREAD_FUNNELED).
 #pragma once
 

@@ -1,7 +1,6 @@
 // The narrow interface every coordinator<->worker byte travels through. One exchange is a star:
 // rank 0 sends a byte run to every rank (possibly empty) and receives one from every rank; a
-// worker exchanges with rank 0 alone. Counts travel ahead of the bytes. Implementations:
-// in-process (one rank) and MPI.
+// worker exchanges with rank 0 alone. Implementations: in-process (one rank) and MPI.
 #pragma once
 
 #include <cstdint>

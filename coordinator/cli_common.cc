@@ -43,20 +43,29 @@ int Fail(const std::string& command, const Status& status) {
   return status.code() == StatusCode::kInternal ? kExitInternal : kExitBadInput;
 }
 
-void AddModelFlags(po::options_description& options, RuntimeOptions& runtime) {
+void AddRankFlags(po::options_description& options, RuntimeOptions& runtime) {
   options.add_options()
-      ("model", po::value(&runtime.model_dir)->required(),
-       "Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.model)")
       ("threads", po::value(&runtime.threads)->default_value(0),
        "compute threads per rank (0 = rank 0: all of its host's cores; a worker: its "
        "host's cores shared among the workers there; with --micro-batches 2 an equal "
        "share for every rank on a host)")
+      ("pin-threads", po::value(&runtime.pin_threads)->default_value(true),
+       "pin the ranks that share a host to their share of its cores (on/off; ranks the "
+       "launcher bound are left as they are)")
       ("placement", po::value(&runtime.placement_file),
-       "JSON expert placement {\"experts\": {\"0\": [1], ...}} (default: spread evenly)")
-      ("rank-timeout", po::value(&runtime.rank_timeout)->default_value(30.0),
-       "seconds a rank may take to answer before the job fails")
+       "JSON expert placement {\"experts\": {\"0\": [1], ...}} or {\"split\": true} "
+       "(default: spread evenly)")
       ("micro-batches", po::value(&runtime.micro_batches)->default_value(1),
        "2: overlap attention of one half of each step with the experts of the other");
+}
+
+void AddModelFlags(po::options_description& options, RuntimeOptions& runtime) {
+  options.add_options()
+      ("model", po::value(&runtime.model_dir)->required(),
+       "Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.model)")
+      ("rank-timeout", po::value(&runtime.rank_timeout)->default_value(30.0),
+       "seconds a rank may take to answer before the job fails");
+  AddRankFlags(options, runtime);
 }
 
 StatusOr<std::vector<int>> ParseIds(const std::string& text, const std::string& what) {

@@ -30,7 +30,10 @@ void SetRank(int rank);
 // Prints "moe COMMAND: error: ..." and returns the matching exit code.
 int Fail(const std::string& command, const Status& status);
 
-// --model, --threads, --placement, --rank-timeout.
+// How a rank computes: --threads, --pin-threads, --placement, --micro-batches.
+void AddRankFlags(po::options_description& options, RuntimeOptions& runtime);
+
+// --model, --rank-timeout and the rank flags.
 void AddModelFlags(po::options_description& options, RuntimeOptions& runtime);
 
 // "1 2 3" or "1,2,3" -> ids.

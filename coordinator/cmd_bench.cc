@@ -63,15 +63,8 @@ int Bench(int argc, char** argv, Transport& transport) {
        ("random weights at a preset's shapes: " + SyntheticPresetNames()).c_str())
       ("layers", po::value(&runtime.synthetic_layers)->default_value(0),
        "cut the synthetic model to this many layers (0 = all)")
-      ("threads", po::value(&runtime.threads)->default_value(0),
-       "compute threads per rank (0 = rank 0: all of its host's cores; a worker: its "
-       "host's cores shared among the workers there; with --micro-batches 2 an equal "
-       "share for every rank on a host)")
-      ("placement", po::value(&runtime.placement_file), "JSON expert placement")
       ("rank-timeout", po::value(&runtime.rank_timeout)->default_value(120.0),
        "seconds a rank may take to answer")
-      ("micro-batches", po::value(&runtime.micro_batches)->default_value(1),
-       "2: overlap attention of one half of each step with the experts of the other")
       ("prompt", po::value(&prompt)->default_value(128), "prompt tokens per sequence")
       ("gen", po::value(&gen)->default_value(64), "decode steps")
       ("batch", po::value(&batch)->default_value(1), "sequences decoded together")
@@ -80,6 +73,7 @@ int Bench(int argc, char** argv, Transport& transport) {
       ("router-skew", po::value(&skew)->default_value("real"),
        "routing: real (the router), uniform, or zipf:S (injected, for scaling studies)")
       ("json", po::bool_switch(&json), "print one JSON object");
+  AddRankFlags(options, runtime);
   po::variables_map vm;
   if (int rc = ParseFlags("bench", "(--model DIR | --synthetic PRESET [--layers L]) [flags]",
                           options, argc, argv, vm);

@@ -5,6 +5,7 @@
 
 #include <iostream>
 
+#include "common/cpu_affinity.h"
 #include "common/identity.h"
 #include "common/mapped_file.h"
 #include "common/synthetic.h"
@@ -19,17 +20,31 @@ bool IsDirectory(const std::string& path) {
   return !path.empty() && stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-// With one micro-batch rank 0 and the workers take turns: the coordinator computes attention
-// while the workers wait for rows, and the workers compute experts while it waits for answers.
-// So rank 0 takes every core of its host, and the workers on a host share its cores. With two
-// (ping-pong) they compute at once, and every rank on a host gets an equal share.
-int DefaultThreads(const Transport& t, int micro_batches) {
+// The cores a rank computes on. With one micro-batch rank 0 and the workers take turns: the
+// coordinator computes attention while the workers wait for rows, and the workers compute
+// experts while it waits for answers. So rank 0 takes every core of its host, and the workers
+// on a host share its cores. With two (ping-pong) they compute at once, and every rank on a
+// host gets an equal share. Shares are pinned (common/cpu_affinity.h) unless pinning is off or
+// the launcher bound the rank already (it may not run on every core of the machine).
+struct RankCores {
+  int threads = 1;       // the default thread count
+  std::vector<int> pin;  // the cores its threads are pinned to; empty: not pinned
+};
+
+RankCores ChooseCores(const Transport& t, int micro_batches, bool pin) {
   const int cores = ThreadPool::DefaultThreads();
-  if (t.rank() == 0 && micro_batches == 1) return cores;
-  int sharing = 0;
-  for (int r = micro_batches == 1 ? 1 : 0; r < t.size(); ++r)
-    sharing += t.host(r) == t.host(t.rank());
-  return std::max(1, cores / std::max(sharing, 1));
+  int index = -1, sharing = 0;
+  for (int r = micro_batches == 1 ? 1 : 0; r < t.size(); ++r) {
+    if (t.host(r) != t.host(t.rank())) continue;
+    if (r == t.rank()) index = sharing;
+    ++sharing;
+  }
+  if (index < 0 || sharing <= 1) return {cores, {}};
+  const std::vector<int> allowed = AllowedCpus();
+  const bool bound = static_cast<int>(allowed.size()) < OnlineCpus();
+  if (!pin || bound || allowed.empty()) return {std::max(1, cores / sharing), {}};
+  std::vector<int> share = CpuShare(allowed, index, sharing);
+  return {static_cast<int>(share.size()), share};
 }
 
 // What every rank loads before the ranks compare notes.
@@ -42,7 +57,9 @@ struct Loaded {
   ModelWeights weights;  // rank 0 only
 };
 
-Status LoadRank(const RuntimeOptions& o, const Transport& t, Loaded* out) {
+// `where` ends the rank's report line (its cores).
+Status LoadRank(const RuntimeOptions& o, const Transport& t, const std::string& where,
+                Loaded* out) {
   if (o.threads < 0 || o.threads > 4096)
     return InvalidArgument("--threads must be in [0, 4096] (0 = automatic), got " +
                            std::to_string(o.threads));
@@ -93,7 +110,7 @@ Status LoadRank(const RuntimeOptions& o, const Transport& t, Loaded* out) {
     const int64_t bytes = (out->store ? out->store->bytes() : 0) +
                           (t.rank() == 0 ? static_cast<int64_t>(out->ckpt->taken_bytes()) : 0);
     std::cerr << ("moe: rank " + std::to_string(t.rank()) + " on " + t.host(t.rank()) +
-                  " holds " + std::to_string(bytes) + " bytes of weights\n");
+                  " holds " + std::to_string(bytes) + " bytes of weights" + where + "\n");
   }
   return Status::Ok();
 }
@@ -104,16 +121,24 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeOptions& options,
                                                  Transport* transport) {
   static const std::unique_ptr<Transport> in_process = MakeInProcessTransport();
   if (transport == nullptr) transport = in_process.get();
+  // Pinned before loading, so each rank's weights are first touched on (near) its own cores.
+  RankCores cores = ChooseCores(*transport, options.micro_batches, options.pin_threads);
+  std::string where;
+  if (!cores.pin.empty()) {
+    const std::string error = PinCallingThread(cores.pin);
+    const std::string list = (cores.pin.size() == 1 ? "core " : "cores ") + CpuListText(cores.pin);
+    where = error.empty() ? "; pinned to " + list
+                          : "; not pinned to " + list + ": " + error;
+  }
   Loaded loaded;
-  Status status = LoadRank(options, *transport, &loaded);
+  Status status = LoadRank(options, *transport, where, &loaded);
   // Every rank learns whether any rank failed, and which.
   if (Status s = transport->AgreeOnStatus(status); !s.ok()) return s;
   MOE_RETURN_IF_ERROR(transport->CheckSameEverywhere(BinaryFingerprint(), "the moe binary"));
   MOE_RETURN_IF_ERROR(transport->CheckSameEverywhere(
       ModelFingerprint(loaded.config_text, *loaded.ckpt), "the model (config.json and tensors)"));
 
-  const int threads = options.threads > 0 ? options.threads : DefaultThreads(*transport, options.micro_batches);
-  auto pool = std::make_unique<ThreadPool>(threads);
+  auto pool = std::make_unique<ThreadPool>(options.threads > 0 ? options.threads : cores.threads);
   const int K = loaded.config.is_moe() ? loaded.config.experts_per_token : 1;
   std::unique_ptr<ExpertWorker> worker;
   if (loaded.store)

@@ -22,7 +22,8 @@ namespace moe {
 
 struct RuntimeOptions {
   std::string model_dir;        // Hugging Face checkpoint directory
-  int threads = 0;              // 0: see DefaultThreads in runtime.cc
+  int threads = 0;              // 0: see ChooseCores in runtime.cc
+  bool pin_threads = true;      // pin ranks that share a host to their own cores
   std::string placement_file;   // optional JSON expert placement
   double rank_timeout = 30.0;   // seconds a rank may take to answer before the job fails
   int micro_batches = 1;        // 2: ping-pong attention and experts (coordinator/model.cc)

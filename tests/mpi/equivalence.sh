@@ -18,6 +18,23 @@ for model in mixtral-f32 mixtral-window mixtral-bf16-sharded mistral-window; do
   done
 done
 
+# Ranks that share a host get their own cores unless told not to (or bound by the launcher),
+# and pinning changes no bit.
+model=mixtral-f32
+for pin in on off; do
+  "${MPIRUN[@]}" --bind-to none -np 3 "$MOE" generate --model "$DATA/models/$model" \
+    --prompt-ids "$PROMPT" --max-tokens 12 --ignore-eos --pin-threads "$pin" \
+    --dump-logits "$SCRATCH/pin-$pin" --json > /dev/null 2> "$SCRATCH/pin-$pin.err" \
+    || { cat "$SCRATCH/pin-$pin.err"; fail "--pin-threads $pin"; }
+  same_bytes "$SCRATCH/$model-1.gen.npy" "$SCRATCH/pin-$pin.gen.npy"
+done
+grep -q "pinned" "$SCRATCH/pin-off.err" && fail "--pin-threads off still pinned: $(cat "$SCRATCH/pin-off.err")"
+grep -q "rank 0 .*pinned" "$SCRATCH/pin-on.err" && fail "rank 0 was pinned with one micro-batch"
+cores=$(grep -o "rank [12] .*pinned to cores\? [0-9,-]*" "$SCRATCH/pin-on.err" | sed 's/.*pinned to cores\? //' | sort -u)
+[ "$(echo "$cores" | grep -c .)" -eq 2 ] || [ "$(nproc)" -lt 2 ] \
+  || fail "two workers on one host should be pinned to two shares of its cores: $(cat "$SCRATCH/pin-on.err")"
+echo "ok: workers pinned to cores $(echo $cores); bit-identical with and without pinning"
+
 # Micro-batch ping-pong (attention of one half overlapping the experts of the other) changes
 # nothing either: every prefill step is split in two, with and without sliced experts.
 for n in 1 3 10; do
