@@ -24,8 +24,9 @@ bool IsDirectory(const std::string& path) {
 // coordinator computes attention while the workers wait for rows, and the workers compute
 // experts while it waits for answers. So rank 0 takes every core of its host, and the workers
 // on a host share its cores. With two (ping-pong) they compute at once, and every rank on a
-// host gets an equal share. Shares are pinned (common/cpu_affinity.h) unless pinning is off or
-// the launcher bound the rank already (it may not run on every core of the machine).
+// host gets an equal share. Shares are pinned (common/cpu_affinity.h) unless pinning is off,
+// the launcher bound the rank already (it may not run on every core of the machine), or there
+// are more ranks than cores to share.
 struct RankCores {
   int threads = 1;       // the default thread count
   std::vector<int> pin;  // the cores its threads are pinned to; empty: not pinned
@@ -40,9 +41,11 @@ RankCores ChooseCores(const Transport& t, int micro_batches, bool pin) {
     ++sharing;
   }
   if (index < 0 || sharing <= 1) return {cores, {}};
+  // Fewer cores than ranks: the scheduler balances them better than fixed shares would.
   const std::vector<int> allowed = AllowedCpus();
   const bool bound = static_cast<int>(allowed.size()) < OnlineCpus();
-  if (!pin || bound || allowed.empty()) return {std::max(1, cores / sharing), {}};
+  if (!pin || bound || static_cast<int>(allowed.size()) < sharing)
+    return {std::max(1, cores / sharing), {}};
   std::vector<int> share = CpuShare(allowed, index, sharing);
   return {static_cast<int>(share.size()), share};
 }
