@@ -8,8 +8,11 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <iostream>
 #include <memory>
 #include <random>
 #include <thread>
@@ -17,6 +20,7 @@
 #include "common/activity.h"
 #include "common/check.h"
 #include "common/doorbell.h"
+#include "common/shm_inbox.h"
 
 namespace moe {
 namespace {
@@ -61,11 +65,11 @@ bool WaitUntil(const Doorbell& doorbell, Done done, Sleep sleep, double timeout_
   const auto start = Clock::now();
   const auto deadline = start + std::chrono::duration<double>(timeout_seconds);
   for (;;) {
+    const auto now = Clock::now();
+    const auto waited = std::chrono::duration_cast<std::chrono::microseconds>(now - start);
     AnswerPings();
     if (done()) return true;
-    const auto now = Clock::now();
     if (timeout_seconds >= 0 && now > deadline) return false;
-    const auto waited = std::chrono::duration_cast<std::chrono::microseconds>(now - start);
     const int64_t us = sleep == Sleep::kUntilRung
                            ? max_sleep_us
                            : std::clamp<int64_t>(waited.count() / 8, 2, max_sleep_us);
@@ -96,6 +100,19 @@ uint64_t JobToken() {
   return token;
 }
 
+// The largest message that goes through a shared-memory inbox: MOE_SHM_SLOT_BYTES if set (0
+// sends everything by MPI), else ShmInbox::kDefaultSlotBytes.
+int64_t ShmSlotBytes() {
+  const char* text = std::getenv("MOE_SHM_SLOT_BYTES");
+  if (text == nullptr) return ShmInbox::kDefaultSlotBytes;
+  char* end = nullptr;
+  const long long v = std::strtoll(text, &end, 10);
+  if (end != text && *end == '\0' && v >= 0 && v <= (1ll << 30)) return v;
+  std::cerr << "moe: MOE_SHM_SLOT_BYTES='" << text << "' is not a byte count in [0, 2^30]; using "
+            << ShmInbox::kDefaultSlotBytes << "\n";
+  return ShmInbox::kDefaultSlotBytes;
+}
+
 // Bytes sent by an exchange that has returned, kept until their sends complete.
 struct Outgoing {
   std::vector<uint8_t> data;
@@ -114,8 +131,14 @@ class MpiTransport : public Transport {
                             MPI_COMM_WORLD) == MPI_SUCCESS,
               "MPI_Allgather of host names failed");
     SetCheckIdentity(rank_, host(rank_));
-    doorbell_ = std::make_unique<Doorbell>(JobToken(), rank_);
+    // A star: rank 0 talks to every rank, a worker to rank 0 alone, so a worker never waits
+    // for another worker.
+    for (int p = 0; p < size_; ++p)
+      if (p != rank_ && (rank_ == 0 || p == 0)) peers_.push_back(p);
+    const uint64_t token = JobToken();
+    doorbell_ = std::make_unique<Doorbell>(token, rank_);
     rings_.assign(size_, false);
+    SetUpInboxes(token);
     // Waits sleep in steps of microseconds; the default 50 us of timer slack would stretch
     // each of them, and every layer's exchange with it.
     prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
@@ -135,65 +158,92 @@ class MpiTransport : public Transport {
   int size() const override { return size_; }
   std::string host(int r) const override { return std::string(&hosts_[r * kHostLen]); }
 
-  // One message to every peer, empty or not: its arrival is the peer's answer, and its size
-  // is probed. Rings tell peers on this host that it came. The exchange returns once every
-  // peer's message is in; its own sends finish in the background, from a copy of the bytes.
+  // One message to every peer, empty or not: its arrival is the peer's answer. To a peer on
+  // this host it goes through the peer's shared-memory inbox when it fits; otherwise by MPI,
+  // sized by probing. Rings tell peers on this host that it came. The exchange returns once
+  // every peer's message is in; MPI sends finish in the background, from a copy of the bytes.
   Status Exchange(const ByteRuns& send, ByteRuns* recv, const ExchangeLabel& label,
                   double timeout_seconds) override {
     MOE_CHECK(static_cast<int>(send.counts.size()) == size_, "send counts per rank");
     SetActivity(label.phase, label.layer, label.step);
-    // A star: rank 0 talks to every rank, a worker to rank 0 alone, so a worker never waits
-    // for another worker.
-    std::vector<int> peers;
     for (int p = 0; p < size_; ++p) {
-      if (p == rank_) continue;
-      if (rank_ == 0 || p == 0) peers.push_back(p);
-      else MOE_CHECK(send.counts[p] == 0, "a worker sent bytes to another worker");
-    }
-    for (int p = 0; p < size_; ++p)
+      if (p != rank_ && rank_ != 0 && p != 0)
+        MOE_CHECK(send.counts[p] == 0, "a worker sent bytes to another worker");
       if (!(send.counts[p] >= 0 && send.counts[p] < INT_MAX))
         return InvalidArgument("an exchange of over 2 GiB with one rank; lower the tokens per step");
+    }
+    const uint64_t seq = ++exchanges_;
+    const std::vector<int>& peers = peers_;
 
-    Outgoing& out = FreeOutgoing();
-    out.data.assign(send.data.begin(), send.data.end());
-    out.reqs.assign(peers.size(), MPI_REQUEST_NULL);
-    for (size_t i = 0; i < peers.size(); ++i) {
-      const int p = peers[i];
-      MPI_Isend(out.data.data() + send.offset(p), static_cast<int>(send.counts[p]), MPI_BYTE, p,
-                kTagBytes, MPI_COMM_WORLD, &out.reqs[i]);
+    Outgoing* out = nullptr;
+    for (int p : peers) {
+      const uint8_t* bytes = send.data.data() + send.offset(p);
+      ShmInbox* inbox = peer_inbox_[p].get();
+      if (inbox != nullptr && send.counts[p] <= inbox->slot_bytes()) {
+        inbox->Put(SenderIndex(rank_, p), seq, bytes, send.counts[p]);
+        continue;
+      }
+      if (out == nullptr) {
+        out = &FreeOutgoing();
+        out->data.assign(send.data.begin(), send.data.end());
+        out->reqs.clear();
+      }
+      out->reqs.emplace_back();
+      MPI_Isend(out->data.data() + send.offset(p), static_cast<int>(send.counts[p]), MPI_BYTE, p,
+                kTagBytes, MPI_COMM_WORLD, &out->reqs.back());
+      if (inbox != nullptr) inbox->Put(SenderIndex(rank_, p), seq, nullptr, ShmInbox::kViaMpi);
     }
     for (int p : peers)
       if (host(p) == host(rank_)) rings_[p] = doorbell_->Ring(p);
 
-    // Every peer's message is probed for its size before any is received, so that they can be
-    // laid end to end. A peer that can ring (it is reached by ours) wakes this wait itself.
+    // Every peer's message is found (and sized) before any is taken, so that they can be laid
+    // end to end. A peer that can ring (it is reached by ours) wakes this wait itself.
     const int max_sleep = timeout_seconds < 0 ? 1000 : 100;
-    std::vector<MPI_Message> msgs(peers.size(), MPI_MESSAGE_NULL);
+    struct Incoming {
+      bool found = false;
+      bool by_mpi = false;
+      MPI_Message msg = MPI_MESSAGE_NULL;
+    };
+    std::vector<Incoming> in(peers.size());
     recv->counts.assign(size_, 0);
     bool all_ring = true;
     for (int p : peers) all_ring = all_ring && rings_[p];
-    auto all_probed = [&] {
+    auto all_found = [&] {
       bool all = true;
       for (size_t i = 0; i < peers.size(); ++i) {
-        if (msgs[i] != MPI_MESSAGE_NULL) continue;
+        const int p = peers[i];
+        if (in[i].found) continue;
+        if (shm_from_[p] && !in[i].by_mpi) {
+          int64_t bytes = 0;
+          if (!inbox_->Peek(SenderIndex(p, rank_), seq, &bytes)) {
+            all = false;
+            continue;
+          }
+          in[i].by_mpi = bytes == ShmInbox::kViaMpi;
+          if (!in[i].by_mpi) {
+            recv->counts[p] = bytes;
+            in[i].found = true;
+            continue;
+          }
+        }
         int flag = 0, count = 0;
         MPI_Status status;
-        MPI_Improbe(peers[i], kTagBytes, MPI_COMM_WORLD, &flag, &msgs[i], &status);
+        MPI_Improbe(p, kTagBytes, MPI_COMM_WORLD, &flag, &in[i].msg, &status);
         if (!flag) {
           all = false;
           continue;
         }
         MPI_Get_count(&status, MPI_BYTE, &count);
-        recv->counts[peers[i]] = count;
+        recv->counts[p] = count;
+        in[i].by_mpi = in[i].found = true;
       }
       return all;
     };
-    if (!WaitUntil(*doorbell_, all_probed, all_ring ? Sleep::kUntilRung : Sleep::kBackOff,
+    if (!WaitUntil(*doorbell_, all_found, all_ring ? Sleep::kUntilRung : Sleep::kBackOff,
                    timeout_seconds, all_ring ? kRungSleepCapUs : max_sleep)) {
       std::string missing;
       for (size_t i = 0; i < peers.size(); ++i)
-        if (msgs[i] == MPI_MESSAGE_NULL)
-          missing += (missing.empty() ? "" : ", ") + Describe(peers[i]);
+        if (!in[i].found) missing += (missing.empty() ? "" : ", ") + Describe(peers[i]);
       return TimedOut(missing, label, timeout_seconds);
     }
 
@@ -201,16 +251,23 @@ class MpiTransport : public Transport {
     recv->data.resize(recv->offset(size_));
     std::memcpy(recv->data.data() + recv->offset(rank_), send.data.data() + send.offset(rank_),
                 send.counts[rank_]);
-    std::vector<MPI_Request> reqs(peers.size());
-    for (size_t i = 0; i < peers.size(); ++i)
-      MPI_Imrecv(recv->data.data() + recv->offset(peers[i]),
-                 static_cast<int>(recv->counts[peers[i]]), MPI_BYTE, &msgs[i], &reqs[i]);
-    // Within a node the bytes are copied straight from the sender; otherwise the sender may
+    std::vector<MPI_Request> reqs;
+    for (size_t i = 0; i < peers.size(); ++i) {
+      const int p = peers[i];
+      uint8_t* dst = recv->data.data() + recv->offset(p);
+      if (!in[i].by_mpi) {
+        std::memcpy(dst, inbox_->Data(SenderIndex(p, rank_), seq), recv->counts[p]);
+        continue;
+      }
+      reqs.emplace_back();
+      MPI_Imrecv(dst, static_cast<int>(recv->counts[p]), MPI_BYTE, &in[i].msg, &reqs.back());
+    }
+    // Within a node MPI copies the bytes straight from the sender; otherwise the sender may
     // have to push more of them, so it is rung at every test.
     auto received = [&] {
       if (TestAll(reqs)) return true;
       for (size_t i = 0; i < peers.size(); ++i)
-        if (reqs[i] != MPI_REQUEST_NULL && rings_[peers[i]]) doorbell_->Ring(peers[i]);
+        if (in[i].by_mpi && rings_[peers[i]]) doorbell_->Ring(peers[i]);
       return false;
     };
     if (!WaitUntil(*doorbell_, received, Sleep::kBackOff, timeout_seconds, max_sleep))
@@ -301,7 +358,43 @@ class MpiTransport : public Transport {
   int rank_ = 0, size_ = 1;
   std::vector<char> hosts_;
   std::unique_ptr<Doorbell> doorbell_;
+  std::vector<int> peers_;         // the ranks this one exchanges with
   std::vector<bool> rings_;        // [ranks] our last ring reached it (so it rings us too)
+  std::unique_ptr<ShmInbox> inbox_;                     // this rank's, if the host allows
+  std::vector<std::unique_ptr<ShmInbox>> peer_inbox_;  // [ranks] mapped: a peer on this host
+  std::vector<bool> shm_from_;     // [ranks] that peer writes to our inbox
+  uint64_t exchanges_ = 0;         // so far; the number of the next one, minus one
+
+  // Rank s's place among the senders to rank r's inbox (rank 0 hears from every worker).
+  static int SenderIndex(int s, int r) { return r == 0 ? s - 1 : 0; }
+
+  // Every rank makes its inbox; ranks map the inboxes of their peers on this host, and each
+  // learns which peers can write to its own. Names are gone once every rank is past this.
+  void SetUpInboxes(uint64_t token) {
+    auto name = [token](int r) {
+      char text[64];
+      std::snprintf(text, sizeof(text), "/moe-%016llx-%d", static_cast<unsigned long long>(token), r);
+      return std::string(text);
+    };
+    auto senders = [this](int r) { return r == 0 ? size_ - 1 : 1; };
+    const int64_t slot_bytes = ShmSlotBytes();
+    if (size_ > 1 && slot_bytes > 0)
+      inbox_ = ShmInbox::Create(name(rank_), senders(rank_), slot_bytes);
+    MOE_CHECK(MPI_Barrier(MPI_COMM_WORLD) == MPI_SUCCESS, "MPI_Barrier failed");
+    peer_inbox_.resize(size_);
+    std::vector<char> mapped(size_, 0), all(static_cast<size_t>(size_) * size_);
+    for (int p : peers_) {
+      if (host(p) != host(rank_)) continue;
+      if (slot_bytes > 0) peer_inbox_[p] = ShmInbox::Open(name(p), senders(p), slot_bytes);
+      mapped[p] = peer_inbox_[p] != nullptr;
+    }
+    MOE_CHECK(MPI_Allgather(mapped.data(), size_, MPI_CHAR, all.data(), size_, MPI_CHAR,
+                            MPI_COMM_WORLD) == MPI_SUCCESS,
+              "MPI_Allgather of shared-memory inboxes failed");
+    if (inbox_ != nullptr) inbox_->Unlink();
+    shm_from_.assign(size_, false);
+    for (int s = 0; s < size_; ++s) shm_from_[s] = all[static_cast<size_t>(s) * size_ + rank_] != 0;
+  }
   std::deque<Outgoing> outgoing_;  // stable addresses: MPI holds pointers into the data
 
   // An Outgoing whose sends have all completed, or a new one.

@@ -1,5 +1,6 @@
-// The pieces that let ranks share a host: core shares (common/cpu_affinity.h) and the doorbell
-// that wakes a waiting rank (common/doorbell.h).
+// The pieces that let ranks share a host: core shares (common/cpu_affinity.h), the doorbell
+// that wakes a waiting rank (common/doorbell.h) and the shared-memory inboxes
+// (common/shm_inbox.h).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -8,6 +9,7 @@
 
 #include "common/cpu_affinity.h"
 #include "common/doorbell.h"
+#include "common/shm_inbox.h"
 
 namespace moe {
 namespace {
@@ -102,6 +104,50 @@ TEST(Doorbell, OneNameOnce) {
   const auto t0 = Clock::now();
   second.Wait(microseconds(20000));
   EXPECT_GE(Clock::now() - t0, microseconds(20000));
+}
+
+std::string InboxName(int n) { return "/moe-test-" + std::to_string(getpid()) + "-" + std::to_string(n); }
+
+TEST(ShmInbox, CarriesEachExchangesMessageInAlternateSlots) {
+  const std::string name = InboxName(0);
+  auto mine = ShmInbox::Create(name, 2, 64);
+  ASSERT_NE(mine, nullptr);
+  auto peer = ShmInbox::Open(name, 2, 64);  // how a sender on this host sees it
+  ASSERT_NE(peer, nullptr);
+  mine->Unlink();
+  EXPECT_EQ(ShmInbox::Open(name, 2, 64), nullptr);  // gone by name, still mapped
+
+  int64_t bytes = 0;
+  EXPECT_FALSE(mine->Peek(0, 1, &bytes));
+  const std::vector<uint8_t> first = {1, 2, 3}, second(64, 7);
+  peer->Put(1, 1, first.data(), 3);
+  EXPECT_FALSE(mine->Peek(0, 1, &bytes));  // the other sender's slot
+  ASSERT_TRUE(mine->Peek(1, 1, &bytes));
+  ASSERT_EQ(bytes, 3);
+  EXPECT_EQ(std::vector<uint8_t>(mine->Data(1, 1), mine->Data(1, 1) + 3), first);
+  // Exchange 2 writes the other slot: exchange 1's bytes stay until exchange 3.
+  peer->Put(1, 2, second.data(), 64);
+  EXPECT_FALSE(mine->Peek(1, 3, &bytes));
+  ASSERT_TRUE(mine->Peek(1, 2, &bytes));
+  EXPECT_EQ(std::vector<uint8_t>(mine->Data(1, 2), mine->Data(1, 2) + 64), second);
+  ASSERT_TRUE(mine->Peek(1, 1, &bytes));
+  EXPECT_EQ(std::vector<uint8_t>(mine->Data(1, 1), mine->Data(1, 1) + 3), first);
+  peer->Put(1, 3, nullptr, ShmInbox::kViaMpi);
+  ASSERT_TRUE(mine->Peek(1, 3, &bytes));
+  EXPECT_EQ(bytes, ShmInbox::kViaMpi);
+  EXPECT_FALSE(mine->Peek(1, 1, &bytes));  // overwritten
+}
+
+TEST(ShmInbox, OpensOnlyAnInboxOfTheSameShape) {
+  const std::string name = InboxName(1);
+  auto mine = ShmInbox::Create(name, 1, 128);
+  ASSERT_NE(mine, nullptr);
+  EXPECT_EQ(ShmInbox::Create(name, 1, 128), nullptr);  // the name is taken
+  EXPECT_EQ(ShmInbox::Open(name, 2, 128), nullptr);
+  EXPECT_EQ(ShmInbox::Open(name, 1, 64), nullptr);
+  EXPECT_EQ(ShmInbox::Open(InboxName(2), 1, 128), nullptr);  // not there
+  EXPECT_NE(ShmInbox::Open(name, 1, 128), nullptr);
+  mine->Unlink();
 }
 
 }  // namespace
