@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <fstream>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -21,6 +23,24 @@ std::vector<int> AllowedCpus() {
 }
 
 int OnlineCpus() { return static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)); }
+
+std::vector<int> OrderedByCore(const std::vector<int>& cpus) {
+  auto read = [](int cpu, const char* what) {
+    std::ifstream in("/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/" + what);
+    int v = -1;
+    return in >> v ? v : -1;
+  };
+  std::vector<std::array<int, 3>> keyed;  // (socket, core, cpu)
+  for (int c : cpus) {
+    const int socket = read(c, "physical_package_id"), core = read(c, "core_id");
+    if (socket < 0 || core < 0) return cpus;
+    keyed.push_back({socket, core, c});
+  }
+  std::sort(keyed.begin(), keyed.end());
+  std::vector<int> ordered;
+  for (const auto& k : keyed) ordered.push_back(k[2]);
+  return ordered;
+}
 
 std::vector<int> CpuShare(const std::vector<int>& cpus, int index, int shares) {
   const int64_t C = static_cast<int64_t>(cpus.size());

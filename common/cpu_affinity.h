@@ -15,6 +15,11 @@ std::vector<int> AllowedCpus();
 // The cores online on this machine.
 int OnlineCpus();
 
+// `cpus` with the hardware threads of one physical core side by side (socket, then core, then
+// number; Linux often numbers a core's second thread N higher), so that contiguous shares take
+// whole cores. Unchanged where the topology cannot be read.
+std::vector<int> OrderedByCore(const std::vector<int>& cpus);
+
 // Share `index` of `shares` near-equal contiguous shares of `cpus` ([i C / S, (i + 1) C / S));
 // when there are more shares than cores, a share is the single core it falls on.
 std::vector<int> CpuShare(const std::vector<int>& cpus, int index, int shares);

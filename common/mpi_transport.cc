@@ -9,9 +9,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <deque>
 #include <iostream>
 #include <memory>
 #include <random>
@@ -20,6 +18,7 @@
 #include "common/activity.h"
 #include "common/check.h"
 #include "common/doorbell.h"
+#include "common/launch_env.h"
 #include "common/shm_inbox.h"
 
 namespace moe {
@@ -103,21 +102,10 @@ uint64_t JobToken() {
 // The largest message that goes through a shared-memory inbox: MOE_SHM_SLOT_BYTES if set (0
 // sends everything by MPI), else ShmInbox::kDefaultSlotBytes.
 int64_t ShmSlotBytes() {
-  const char* text = std::getenv("MOE_SHM_SLOT_BYTES");
-  if (text == nullptr) return ShmInbox::kDefaultSlotBytes;
-  char* end = nullptr;
-  const long long v = std::strtoll(text, &end, 10);
-  if (end != text && *end == '\0' && v >= 0 && v <= (1ll << 30)) return v;
-  std::cerr << "moe: MOE_SHM_SLOT_BYTES='" << text << "' is not a byte count in [0, 2^30]; using "
-            << ShmInbox::kDefaultSlotBytes << "\n";
-  return ShmInbox::kDefaultSlotBytes;
+  const LaunchEnv env = ReadLaunchEnv();
+  if (!env.warning.empty()) std::cerr << "moe: " << env.warning << "\n";
+  return env.shm_slot_bytes >= 0 ? env.shm_slot_bytes : ShmInbox::kDefaultSlotBytes;
 }
-
-// Bytes sent by an exchange that has returned, kept until their sends complete.
-struct Outgoing {
-  std::vector<uint8_t> data;
-  std::vector<MPI_Request> reqs;
-};
 
 class MpiTransport : public Transport {
  public:
@@ -144,16 +132,6 @@ class MpiTransport : public Transport {
     prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
   }
 
-  // Sends still in flight (the peer has not taken them yet) get a few seconds before MPI ends.
-  ~MpiTransport() override {
-    std::vector<MPI_Request> reqs;
-    for (Outgoing& o : outgoing_) reqs.insert(reqs.end(), o.reqs.begin(), o.reqs.end());
-    if (!WaitUntil(*doorbell_, [&] { return TestAll(reqs); }, Sleep::kBackOff,
-                   kAbortGraceSeconds, 1000))
-      for (MPI_Request& r : reqs)
-        if (r != MPI_REQUEST_NULL) MPI_Request_free(&r);
-  }
-
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string host(int r) const override { return std::string(&hosts_[r * kHostLen]); }
@@ -161,7 +139,9 @@ class MpiTransport : public Transport {
   // One message to every peer, empty or not: its arrival is the peer's answer. To a peer on
   // this host it goes through the peer's shared-memory inbox when it fits; otherwise by MPI,
   // sized by probing. Rings tell peers on this host that it came. The exchange returns once
-  // every peer's message is in; MPI sends finish in the background, from a copy of the bytes.
+  // every peer's message is in and its own MPI sends are done: a send over TCP, or within a
+  // node without single-copy support, needs this rank's progress calls to finish, and the
+  // rank may compute for a long time after the exchange.
   Status Exchange(const ByteRuns& send, ByteRuns* recv, const ExchangeLabel& label,
                   double timeout_seconds) override {
     MOE_CHECK(static_cast<int>(send.counts.size()) == size_, "send counts per rank");
@@ -175,7 +155,7 @@ class MpiTransport : public Transport {
     const uint64_t seq = ++exchanges_;
     const std::vector<int>& peers = peers_;
 
-    Outgoing* out = nullptr;
+    std::vector<MPI_Request> sends;
     for (int p : peers) {
       const uint8_t* bytes = send.data.data() + send.offset(p);
       ShmInbox* inbox = peer_inbox_[p].get();
@@ -183,14 +163,9 @@ class MpiTransport : public Transport {
         inbox->Put(SenderIndex(rank_, p), seq, bytes, send.counts[p]);
         continue;
       }
-      if (out == nullptr) {
-        out = &FreeOutgoing();
-        out->data.assign(send.data.begin(), send.data.end());
-        out->reqs.clear();
-      }
-      out->reqs.emplace_back();
-      MPI_Isend(out->data.data() + send.offset(p), static_cast<int>(send.counts[p]), MPI_BYTE, p,
-                kTagBytes, MPI_COMM_WORLD, &out->reqs.back());
+      sends.emplace_back();
+      MPI_Isend(bytes, static_cast<int>(send.counts[p]), MPI_BYTE, p, kTagBytes, MPI_COMM_WORLD,
+                &sends.back());
       if (inbox != nullptr) inbox->Put(SenderIndex(rank_, p), seq, nullptr, ShmInbox::kViaMpi);
     }
     for (int p : peers)
@@ -249,21 +224,23 @@ class MpiTransport : public Transport {
 
     recv->counts[rank_] = send.counts[rank_];
     recv->data.resize(recv->offset(size_));
-    std::memcpy(recv->data.data() + recv->offset(rank_), send.data.data() + send.offset(rank_),
-                send.counts[rank_]);
-    std::vector<MPI_Request> reqs;
+    if (send.counts[rank_] > 0)
+      std::memcpy(recv->data.data() + recv->offset(rank_), send.data.data() + send.offset(rank_),
+                  send.counts[rank_]);
+    std::vector<MPI_Request> reqs = std::move(sends);
     for (size_t i = 0; i < peers.size(); ++i) {
       const int p = peers[i];
       uint8_t* dst = recv->data.data() + recv->offset(p);
       if (!in[i].by_mpi) {
-        std::memcpy(dst, inbox_->Data(SenderIndex(p, rank_), seq), recv->counts[p]);
+        if (recv->counts[p] > 0)
+          std::memcpy(dst, inbox_->Data(SenderIndex(p, rank_), seq), recv->counts[p]);
         continue;
       }
       reqs.emplace_back();
       MPI_Imrecv(dst, static_cast<int>(recv->counts[p]), MPI_BYTE, &in[i].msg, &reqs.back());
     }
-    // Within a node MPI copies the bytes straight from the sender; otherwise the sender may
-    // have to push more of them, so it is rung at every test.
+    // Within a node MPI may copy the bytes straight from the sender; otherwise the sender has
+    // to push more of them, so it is rung at every test.
     auto received = [&] {
       if (TestAll(reqs)) return true;
       for (size_t i = 0; i < peers.size(); ++i)
@@ -378,7 +355,9 @@ class MpiTransport : public Transport {
     };
     auto senders = [this](int r) { return r == 0 ? size_ - 1 : 1; };
     const int64_t slot_bytes = ShmSlotBytes();
-    if (size_ > 1 && slot_bytes > 0)
+    bool neighbour = false;
+    for (int p : peers_) neighbour = neighbour || host(p) == host(rank_);
+    if (neighbour && slot_bytes > 0)
       inbox_ = ShmInbox::Create(name(rank_), senders(rank_), slot_bytes);
     MOE_CHECK(MPI_Barrier(MPI_COMM_WORLD) == MPI_SUCCESS, "MPI_Barrier failed");
     peer_inbox_.resize(size_);
@@ -394,14 +373,6 @@ class MpiTransport : public Transport {
     if (inbox_ != nullptr) inbox_->Unlink();
     shm_from_.assign(size_, false);
     for (int s = 0; s < size_; ++s) shm_from_[s] = all[static_cast<size_t>(s) * size_ + rank_] != 0;
-  }
-  std::deque<Outgoing> outgoing_;  // stable addresses: MPI holds pointers into the data
-
-  // An Outgoing whose sends have all completed, or a new one.
-  Outgoing& FreeOutgoing() {
-    for (Outgoing& o : outgoing_)
-      if (TestAll(o.reqs)) return o;
-    return outgoing_.emplace_back();
   }
 };
 

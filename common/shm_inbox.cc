@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <new>
+#include <atomic>
 
 namespace moe {
 namespace {
@@ -15,7 +15,12 @@ constexpr uint64_t kMagic = 0x786f626e69656f6dull;  // "moeinbox"
 constexpr size_t kHeader = 64;     // the magic; then the slots
 constexpr size_t kSlotHeader = 64;  // a slot's number and size; then its bytes
 
-static_assert(std::atomic<uint64_t>::is_always_lock_free, "slots need lock-free atomics");
+static_assert(std::atomic_ref<uint64_t>::is_always_lock_free, "slots need lock-free atomics");
+
+// Slot bytes rounded up to whole cache lines, so every slot header is aligned.
+size_t Stride(int64_t slot_bytes) {
+  return kSlotHeader + (static_cast<size_t>(slot_bytes) + 63) / 64 * 64;
+}
 
 uint8_t* Map(int fd, size_t size) {
   void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -25,10 +30,10 @@ uint8_t* Map(int fd, size_t size) {
 }  // namespace
 
 size_t ShmInbox::Size(int senders, int64_t slot_bytes) {
-  return kHeader + 2 * static_cast<size_t>(senders) * (kSlotHeader + slot_bytes);
+  return kHeader + 2 * static_cast<size_t>(senders) * Stride(slot_bytes);
 }
 
-size_t ShmInbox::stride() const { return kSlotHeader + static_cast<size_t>(slot_bytes_); }
+size_t ShmInbox::stride() const { return Stride(slot_bytes_); }
 
 std::unique_ptr<ShmInbox> ShmInbox::Create(const std::string& name, int senders,
                                            int64_t slot_bytes) {
@@ -45,8 +50,6 @@ std::unique_ptr<ShmInbox> ShmInbox::Create(const std::string& name, int senders,
   }
   std::memset(base, 0, size);
   auto inbox = std::unique_ptr<ShmInbox>(new ShmInbox(name, base, senders, slot_bytes));
-  for (int s = 0; s < senders; ++s)
-    for (uint64_t parity = 0; parity < 2; ++parity) new (inbox->slot(s, parity)) Slot{};
   std::memcpy(base, &kMagic, sizeof(kMagic));
   return inbox;
 }
@@ -83,12 +86,12 @@ void ShmInbox::Put(int s, uint64_t seq, const uint8_t* data, int64_t bytes) {
   Slot* sl = slot(s, seq);
   if (bytes > 0) std::memcpy(reinterpret_cast<uint8_t*>(sl) + kSlotHeader, data, static_cast<size_t>(bytes));
   sl->bytes = bytes;
-  sl->seq.store(seq, std::memory_order_release);
+  std::atomic_ref<uint64_t>(sl->seq).store(seq, std::memory_order_release);
 }
 
 bool ShmInbox::Peek(int s, uint64_t seq, int64_t* bytes) const {
-  const Slot* sl = slot(s, seq);
-  if (sl->seq.load(std::memory_order_acquire) != seq) return false;
+  Slot* sl = slot(s, seq);
+  if (std::atomic_ref<uint64_t>(sl->seq).load(std::memory_order_acquire) != seq) return false;
   *bytes = sl->bytes;
   return true;
 }

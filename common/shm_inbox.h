@@ -10,11 +10,10 @@
 // message of exchange n + 1, which the peer sent only after it had taken exchange n's bytes.
 //
 // Segments are named by a token the job's ranks share, and unlinked as soon as every peer has
-// mapped them, so none outlives the job; opening a peer's segment proves it shares this host's
-// memory.
+// mapped them, so none outlives the job unless a rank dies during start-up, between the two;
+// opening a peer's segment proves it shares this host's memory.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -51,13 +50,13 @@ class ShmInbox {
 
  private:
   struct Slot {
-    std::atomic<uint64_t> seq;  // the exchange whose message the slot holds (0: none yet)
+    uint64_t seq;  // the exchange whose message the slot holds (0: none yet); atomic_ref only
     int64_t bytes;
   };
   ShmInbox(std::string name, uint8_t* base, int senders, int64_t slot_bytes)
       : name_(std::move(name)), base_(base), senders_(senders), slot_bytes_(slot_bytes) {}
   Slot* slot(int s, uint64_t seq) const;
-  size_t stride() const;  // from one slot to the next
+  size_t stride() const;  // from one slot to the next: a multiple of 64 bytes
   static size_t Size(int senders, int64_t slot_bytes);
 
   std::string name_;

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <iostream>
 
 #include "common/cpu_affinity.h"
@@ -24,15 +25,16 @@ bool IsDirectory(const std::string& path) {
 // coordinator computes attention while the workers wait for rows, and the workers compute
 // experts while it waits for answers. So rank 0 takes every core of its host, and the workers
 // on a host share its cores. With two (ping-pong) they compute at once, and every rank on a
-// host gets an equal share. Shares are pinned (common/cpu_affinity.h) unless pinning is off,
-// the launcher bound the rank already (it may not run on every core of the machine), or there
-// are more ranks than cores to share.
+// host gets an equal share, of whole cores. Shares are pinned (common/cpu_affinity.h) unless
+// pinning is off, the rank may not run on every core of the machine already (a launcher's
+// binding, a cpuset), there are more ranks than cores to share, or --threads asks for more
+// threads than a share has cores.
 struct RankCores {
   int threads = 1;       // the default thread count
   std::vector<int> pin;  // the cores its threads are pinned to; empty: not pinned
 };
 
-RankCores ChooseCores(const Transport& t, int micro_batches, bool pin) {
+RankCores ChooseCores(const Transport& t, int micro_batches, bool pin, int threads) {
   const int cores = ThreadPool::DefaultThreads();
   int index = -1, sharing = 0;
   for (int r = micro_batches == 1 ? 1 : 0; r < t.size(); ++r) {
@@ -41,13 +43,16 @@ RankCores ChooseCores(const Transport& t, int micro_batches, bool pin) {
     ++sharing;
   }
   if (index < 0 || sharing <= 1) return {cores, {}};
-  // Fewer cores than ranks: the scheduler balances them better than fixed shares would.
+  // Fewer cores than ranks, or more threads asked for than a share has: the scheduler
+  // balances them better than fixed shares would.
   const std::vector<int> allowed = AllowedCpus();
   const bool bound = static_cast<int>(allowed.size()) < OnlineCpus();
-  if (!pin || bound || static_cast<int>(allowed.size()) < sharing)
+  std::vector<int> share = CpuShare(OrderedByCore(allowed), index, sharing);
+  const int size = static_cast<int>(share.size());
+  if (!pin || bound || static_cast<int>(allowed.size()) < sharing || threads > size)
     return {std::max(1, cores / sharing), {}};
-  std::vector<int> share = CpuShare(allowed, index, sharing);
-  return {static_cast<int>(share.size()), share};
+  std::sort(share.begin(), share.end());
+  return {size, share};
 }
 
 // What every rank loads before the ranks compare notes.
@@ -125,7 +130,8 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeOptions& options,
   static const std::unique_ptr<Transport> in_process = MakeInProcessTransport();
   if (transport == nullptr) transport = in_process.get();
   // Pinned before loading, so each rank's weights are first touched on (near) its own cores.
-  RankCores cores = ChooseCores(*transport, options.micro_batches, options.pin_threads);
+  RankCores cores =
+      ChooseCores(*transport, options.micro_batches, options.pin_threads, options.threads);
   std::string where;
   if (!cores.pin.empty()) {
     const std::string error = PinCallingThread(cores.pin);

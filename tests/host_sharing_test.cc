@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -106,12 +107,30 @@ TEST(Doorbell, OneNameOnce) {
   EXPECT_GE(Clock::now() - t0, microseconds(20000));
 }
 
-std::string InboxName(int n) { return "/moe-test-" + std::to_string(getpid()) + "-" + std::to_string(n); }
+std::string InboxName(int n) {
+  return "/moe-test-" + std::to_string(getpid()) + "-" + std::to_string(n);
+}
+
+// Unlinks an inbox's name however the test ends.
+struct Unlinker {
+  ShmInbox* inbox;
+  ~Unlinker() {
+    if (inbox != nullptr) inbox->Unlink();
+  }
+};
+
+TEST(CpuShare, OrderingByCoreKeepsEveryCore) {
+  std::vector<int> all = AllowedCpus();
+  std::vector<int> ordered = OrderedByCore(all);
+  std::sort(ordered.begin(), ordered.end());
+  EXPECT_EQ(ordered, all);
+}
 
 TEST(ShmInbox, CarriesEachExchangesMessageInAlternateSlots) {
   const std::string name = InboxName(0);
   auto mine = ShmInbox::Create(name, 2, 64);
   ASSERT_NE(mine, nullptr);
+  Unlinker unlink{mine.get()};
   auto peer = ShmInbox::Open(name, 2, 64);  // how a sender on this host sees it
   ASSERT_NE(peer, nullptr);
   mine->Unlink();
@@ -142,12 +161,29 @@ TEST(ShmInbox, OpensOnlyAnInboxOfTheSameShape) {
   const std::string name = InboxName(1);
   auto mine = ShmInbox::Create(name, 1, 128);
   ASSERT_NE(mine, nullptr);
+  Unlinker unlink{mine.get()};
   EXPECT_EQ(ShmInbox::Create(name, 1, 128), nullptr);  // the name is taken
   EXPECT_EQ(ShmInbox::Open(name, 2, 128), nullptr);
   EXPECT_EQ(ShmInbox::Open(name, 1, 64), nullptr);
   EXPECT_EQ(ShmInbox::Open(InboxName(2), 1, 128), nullptr);  // not there
   EXPECT_NE(ShmInbox::Open(name, 1, 128), nullptr);
-  mine->Unlink();
+}
+
+TEST(ShmInbox, SlotsOfAnySizeStayAligned) {
+  const std::string name = InboxName(3);
+  auto mine = ShmInbox::Create(name, 2, 100);  // not a whole number of cache lines
+  ASSERT_NE(mine, nullptr);
+  Unlinker unlink{mine.get()};
+  const std::vector<uint8_t> bytes(100, 9);
+  for (uint64_t seq = 1; seq <= 4; ++seq) {
+    for (int s = 0; s < 2; ++s) {
+      mine->Put(s, seq, bytes.data(), 100);
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(mine->Data(s, seq)) % 64, 0u);
+      int64_t n = 0;
+      ASSERT_TRUE(mine->Peek(s, seq, &n));
+      EXPECT_EQ(n, 100);
+    }
+  }
 }
 
 }  // namespace

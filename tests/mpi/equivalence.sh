@@ -30,23 +30,26 @@ for pin in on off; do
 done
 grep -q "pinned" "$SCRATCH/pin-off.err" && fail "--pin-threads off still pinned: $(cat "$SCRATCH/pin-off.err")"
 grep -q "rank 0 .*pinned" "$SCRATCH/pin-on.err" && fail "rank 0 was pinned with one micro-batch"
-cores=$(grep -o "rank [12] .*pinned to cores\? [0-9,-]*" "$SCRATCH/pin-on.err" | sed 's/.*pinned to cores\? //' | sort -u)
+cores=$(grep -o "rank [12] .*; pinned to cores\? [0-9,-]*" "$SCRATCH/pin-on.err" \
+  | sed 's/.*pinned to cores\? //' | sort -u || true)
 [ "$(echo "$cores" | grep -c .)" -eq 2 ] || [ "$(nproc)" -lt 2 ] \
   || fail "two workers on one host should be pinned to two shares of its cores: $(cat "$SCRATCH/pin-on.err")"
 echo "ok: workers pinned to cores $(echo $cores); bit-identical with and without pinning"
 
 # Ranks on one host exchange through shared-memory inboxes, and messages too big for a slot
-# go by MPI: all by MPI (slots of 0 bytes), a mix (64-byte slots: most rows go by MPI, empty
-# messages through the inbox) and the default give the same bits.
-for slot in 0 64; do
+# go by MPI: all by MPI (slots of 0 bytes), a mix (64- and 100-byte slots: most rows go by MPI,
+# empty messages through the inbox; 100 is not a whole cache line) and the default give the
+# same bits, with one micro-batch and with two.
+for run in "0 1" "64 1" "100 2"; do
+  read -r slot micro <<< "$run"
   MOE_SHM_SLOT_BYTES=$slot "${MPIRUN[@]}" -x MOE_SHM_SLOT_BYTES -np 3 "$MOE" generate \
     --model "$DATA/models/$model" --prompt-ids "$PROMPT" --max-tokens 12 --ignore-eos \
-    --dump-logits "$SCRATCH/slot-$slot" --json > /dev/null 2> "$SCRATCH/slot-$slot.err" \
-    || { cat "$SCRATCH/slot-$slot.err"; fail "MOE_SHM_SLOT_BYTES=$slot"; }
+    --micro-batches "$micro" --dump-logits "$SCRATCH/slot-$slot" --json > /dev/null \
+    2> "$SCRATCH/slot-$slot.err" || { cat "$SCRATCH/slot-$slot.err"; fail "MOE_SHM_SLOT_BYTES=$slot"; }
   same_bytes "$SCRATCH/$model-1.prompt.npy" "$SCRATCH/slot-$slot.prompt.npy"
   same_bytes "$SCRATCH/$model-1.gen.npy" "$SCRATCH/slot-$slot.gen.npy"
 done
-echo "ok: shared-memory slots of 0 and 64 bytes are bit-identical to one process"
+echo "ok: shared-memory slots of 0, 64 and 100 bytes (two micro-batches) are bit-identical to one process"
 ls /dev/shm | grep -q "^moe-" && fail "shared-memory inboxes left behind: $(ls /dev/shm | grep '^moe-')"
 
 # Micro-batch ping-pong (attention of one half overlapping the experts of the other) changes
