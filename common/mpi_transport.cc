@@ -123,6 +123,12 @@ class MpiTransport : public Transport {
     // for another worker.
     for (int p = 0; p < size_; ++p)
       if (p != rank_ && (rank_ == 0 || p == 0)) peers_.push_back(p);
+    same_host_.resize(size_);
+    index_at_rank0_.assign(size_ + 1, 0);
+    for (int r = 0; r < size_; ++r) {
+      same_host_[r] = host(r) == host(rank_);
+      index_at_rank0_[r + 1] = index_at_rank0_[r] + (r > 0 && host(r) == host(0));
+    }
     const uint64_t token = JobToken();
     doorbell_ = std::make_unique<Doorbell>(token, rank_);
     rings_.assign(size_, false);
@@ -169,7 +175,7 @@ class MpiTransport : public Transport {
       if (inbox != nullptr) inbox->Put(SenderIndex(rank_, p), seq, nullptr, ShmInbox::kViaMpi);
     }
     for (int p : peers)
-      if (host(p) == host(rank_)) rings_[p] = doorbell_->Ring(p);
+      if (same_host_[p]) rings_[p] = doorbell_->Ring(p);
 
     // Every peer's message is found (and sized) before any is taken, so that they can be laid
     // end to end. A peer that can ring (it is reached by ours) wakes this wait itself.
@@ -337,13 +343,17 @@ class MpiTransport : public Transport {
   std::unique_ptr<Doorbell> doorbell_;
   std::vector<int> peers_;         // the ranks this one exchanges with
   std::vector<bool> rings_;        // [ranks] our last ring reached it (so it rings us too)
+  std::vector<bool> same_host_;    // [ranks] on this rank's host
+  std::vector<int> index_at_rank0_;  // [ranks + 1] workers on rank 0's host before this rank
   std::unique_ptr<ShmInbox> inbox_;                     // this rank's, if the host allows
   std::vector<std::unique_ptr<ShmInbox>> peer_inbox_;  // [ranks] mapped: a peer on this host
   std::vector<bool> shm_from_;     // [ranks] that peer writes to our inbox
   uint64_t exchanges_ = 0;         // so far; the number of the next one, minus one
 
-  // Rank s's place among the senders to rank r's inbox (rank 0 hears from every worker).
-  static int SenderIndex(int s, int r) { return r == 0 ? s - 1 : 0; }
+  // Rank s's place among the senders to rank r's inbox: a worker hears from rank 0 alone, rank
+  // 0 from the workers on its host, in rank order.
+  int SenderIndex(int s, int r) const { return r == 0 ? index_at_rank0_[s] : 0; }
+  int Senders(int r) const { return r == 0 ? index_at_rank0_[size_] : 1; }
 
   // Every rank makes its inbox; ranks map the inboxes of their peers on this host, and each
   // learns which peers can write to its own. Names are gone once every rank is past this.
@@ -353,18 +363,17 @@ class MpiTransport : public Transport {
       std::snprintf(text, sizeof(text), "/moe-%016llx-%d", static_cast<unsigned long long>(token), r);
       return std::string(text);
     };
-    auto senders = [this](int r) { return r == 0 ? size_ - 1 : 1; };
     const int64_t slot_bytes = ShmSlotBytes();
     bool neighbour = false;
-    for (int p : peers_) neighbour = neighbour || host(p) == host(rank_);
+    for (int p : peers_) neighbour = neighbour || same_host_[p];
     if (neighbour && slot_bytes > 0)
-      inbox_ = ShmInbox::Create(name(rank_), senders(rank_), slot_bytes);
+      inbox_ = ShmInbox::Create(name(rank_), Senders(rank_), slot_bytes);
     MOE_CHECK(MPI_Barrier(MPI_COMM_WORLD) == MPI_SUCCESS, "MPI_Barrier failed");
     peer_inbox_.resize(size_);
     std::vector<char> mapped(size_, 0), all(static_cast<size_t>(size_) * size_);
     for (int p : peers_) {
-      if (host(p) != host(rank_)) continue;
-      if (slot_bytes > 0) peer_inbox_[p] = ShmInbox::Open(name(p), senders(p), slot_bytes);
+      if (!same_host_[p]) continue;
+      if (slot_bytes > 0) peer_inbox_[p] = ShmInbox::Open(name(p), Senders(p), slot_bytes);
       mapped[p] = peer_inbox_[p] != nullptr;
     }
     MOE_CHECK(MPI_Allgather(mapped.data(), size_, MPI_CHAR, all.data(), size_, MPI_CHAR,

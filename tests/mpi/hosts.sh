@@ -180,3 +180,22 @@ assert rows[0] == 0 and rows[1] > 0 and rows[2] > 0, ("every worker must get row
 print("ok: --stats rows per rank", rows)
 PY
 echo "ok: ranks 0, 1, 2 ran on ${HOSTS[*]}"
+
+# Four ranks, round robin over the hosts: rank 3 shares host a with rank 0 (a shared-memory
+# inbox and a doorbell between them, where rank 3 is rank 0's first local sender), and ranks 1
+# and 2 are reached over TCP alone.
+set +e
+timeout 120 mpirun --oversubscribe -np 4 --map-by node --hostfile "$HOSTFILE" \
+  --mca plm_rsh_agent "$AGENT" --mca plm_rsh_no_tree_spawn 1 \
+  --mca btl tcp,self --mca btl_tcp_if_include "$CIDR" --mca oob_tcp_if_include "$CIDR" \
+  --output-filename "$SCRATCH/mixed-ranks" \
+  "$MOE" generate --model "$M" --prompt-ids "$PROMPT" --max-tokens 12 --ignore-eos \
+  --dump-logits "$SCRATCH/mixed" --json > /dev/null 2> "$SCRATCH/mixed.err"
+rc=$?
+set -e
+[ $rc -eq 0 ] || { cat "$SCRATCH/mixed.err"; fail "4 ranks on 3 namespaces exited with status $rc"; }
+err=$(find "$SCRATCH/mixed-ranks" -path "*/rank.3/stderr" 2> /dev/null | head -1)
+grep -q "^moe: rank 3 on ${HOSTS[0]} holds" "$err" || { cat "$err"; fail "rank 3 did not run on ${HOSTS[0]}"; }
+same_bytes "$SCRATCH/one.prompt.npy" "$SCRATCH/mixed.prompt.npy"
+same_bytes "$SCRATCH/one.gen.npy" "$SCRATCH/mixed.gen.npy"
+echo "ok: 4 ranks, two of them sharing a host, are bit-identical to one process"
