@@ -156,68 +156,24 @@ class MpiTransport : public Transport {
       if (p != rank_ && rank_ != 0 && p != 0)
         MOE_CHECK(send.counts[p] == 0, "a worker sent bytes to another worker");
       if (!(send.counts[p] >= 0 && send.counts[p] < INT_MAX))
-        return InvalidArgument("an exchange of over 2 GiB with one rank; lower the tokens per step");
+        return InvalidArgument(
+            "an exchange of over 2 GiB with one rank; lower the tokens per step");
     }
     const uint64_t seq = ++exchanges_;
     const std::vector<int>& peers = peers_;
-
-    std::vector<MPI_Request> sends;
-    for (int p : peers) {
-      const uint8_t* bytes = send.data.data() + send.offset(p);
-      ShmInbox* inbox = peer_inbox_[p].get();
-      if (inbox != nullptr && send.counts[p] <= inbox->slot_bytes()) {
-        inbox->Put(SenderIndex(rank_, p), seq, bytes, send.counts[p]);
-        continue;
-      }
-      sends.emplace_back();
-      MPI_Isend(bytes, static_cast<int>(send.counts[p]), MPI_BYTE, p, kTagBytes, MPI_COMM_WORLD,
-                &sends.back());
-      if (inbox != nullptr) inbox->Put(SenderIndex(rank_, p), seq, nullptr, ShmInbox::kViaMpi);
-    }
-    for (int p : peers)
-      if (same_host_[p]) rings_[p] = doorbell_->Ring(p);
+    std::vector<MPI_Request> sends = Post(send, seq);
 
     // Every peer's message is found (and sized) before any is taken, so that they can be laid
     // end to end. A peer that can ring (it is reached by ours) wakes this wait itself.
     const int max_sleep = timeout_seconds < 0 ? 1000 : 100;
-    struct Incoming {
-      bool found = false;
-      bool by_mpi = false;
-      MPI_Message msg = MPI_MESSAGE_NULL;
-    };
     std::vector<Incoming> in(peers.size());
     recv->counts.assign(size_, 0);
     bool all_ring = true;
     for (int p : peers) all_ring = all_ring && rings_[p];
     auto all_found = [&] {
       bool all = true;
-      for (size_t i = 0; i < peers.size(); ++i) {
-        const int p = peers[i];
-        if (in[i].found) continue;
-        if (shm_from_[p] && !in[i].by_mpi) {
-          int64_t bytes = 0;
-          if (!inbox_->Peek(SenderIndex(p, rank_), seq, &bytes)) {
-            all = false;
-            continue;
-          }
-          in[i].by_mpi = bytes == ShmInbox::kViaMpi;
-          if (!in[i].by_mpi) {
-            recv->counts[p] = bytes;
-            in[i].found = true;
-            continue;
-          }
-        }
-        int flag = 0, count = 0;
-        MPI_Status status;
-        MPI_Improbe(p, kTagBytes, MPI_COMM_WORLD, &flag, &in[i].msg, &status);
-        if (!flag) {
-          all = false;
-          continue;
-        }
-        MPI_Get_count(&status, MPI_BYTE, &count);
-        recv->counts[p] = count;
-        in[i].by_mpi = in[i].found = true;
-      }
+      for (size_t i = 0; i < peers.size(); ++i)
+        all = Find(peers[i], seq, &in[i], &recv->counts[peers[i]]) && all;
       return all;
     };
     if (!WaitUntil(*doorbell_, all_found, all_ring ? Sleep::kUntilRung : Sleep::kBackOff,
@@ -348,19 +304,69 @@ class MpiTransport : public Transport {
   std::unique_ptr<ShmInbox> inbox_;                     // this rank's, if the host allows
   std::vector<std::unique_ptr<ShmInbox>> peer_inbox_;  // [ranks] mapped: a peer on this host
   std::vector<bool> shm_from_;     // [ranks] that peer writes to our inbox
-  uint64_t exchanges_ = 0;         // so far; the number of the next one, minus one
+  uint64_t exchanges_ = 0;         // begun so far: the number of the one under way
 
   // Rank s's place among the senders to rank r's inbox: a worker hears from rank 0 alone, rank
   // 0 from the workers on its host, in rank order.
   int SenderIndex(int s, int r) const { return r == 0 ? index_at_rank0_[s] : 0; }
   int Senders(int r) const { return r == 0 ? index_at_rank0_[size_] : 1; }
 
+  // Puts exchange `seq`'s message to each peer in its inbox if it fits, else sends it by MPI
+  // (and says so in the inbox, if any), then rings the peers on this host. Returns the sends.
+  std::vector<MPI_Request> Post(const ByteRuns& send, uint64_t seq) {
+    std::vector<MPI_Request> sends;
+    for (int p : peers_) {
+      const uint8_t* bytes = send.data.data() + send.offset(p);
+      ShmInbox* inbox = peer_inbox_[p].get();
+      if (inbox != nullptr && send.counts[p] <= inbox->slot_bytes()) {
+        inbox->Put(SenderIndex(rank_, p), seq, bytes, send.counts[p]);
+        continue;
+      }
+      sends.emplace_back();
+      MPI_Isend(bytes, static_cast<int>(send.counts[p]), MPI_BYTE, p, kTagBytes, MPI_COMM_WORLD,
+                &sends.back());
+      if (inbox != nullptr) inbox->Put(SenderIndex(rank_, p), seq, nullptr, ShmInbox::kViaMpi);
+    }
+    for (int p : peers_)
+      if (same_host_[p]) rings_[p] = doorbell_->Ring(p);
+    return sends;
+  }
+
+  // Where peer p's message of exchange `seq` is: in our inbox, or matched by MPI.
+  struct Incoming {
+    bool found = false;
+    bool by_mpi = false;
+    MPI_Message msg = MPI_MESSAGE_NULL;
+  };
+
+  // Looks for peer p's message once; when it is there, sets `count` to its size.
+  bool Find(int p, uint64_t seq, Incoming* in, int64_t* count) {
+    if (in->found) return true;
+    if (shm_from_[p] && !in->by_mpi) {
+      int64_t bytes = 0;
+      if (!inbox_->Peek(SenderIndex(p, rank_), seq, &bytes)) return false;
+      in->by_mpi = bytes == ShmInbox::kViaMpi;
+      if (!in->by_mpi) {
+        *count = bytes;
+        return in->found = true;
+      }
+    }
+    int flag = 0, bytes = 0;
+    MPI_Status status;
+    MPI_Improbe(p, kTagBytes, MPI_COMM_WORLD, &flag, &in->msg, &status);
+    if (!flag) return false;
+    MPI_Get_count(&status, MPI_BYTE, &bytes);
+    *count = bytes;
+    return in->by_mpi = in->found = true;
+  }
+
   // Every rank makes its inbox; ranks map the inboxes of their peers on this host, and each
   // learns which peers can write to its own. Names are gone once every rank is past this.
   void SetUpInboxes(uint64_t token) {
     auto name = [token](int r) {
       char text[64];
-      std::snprintf(text, sizeof(text), "/moe-%016llx-%d", static_cast<unsigned long long>(token), r);
+      std::snprintf(text, sizeof(text), "/moe-%016llx-%d",
+                    static_cast<unsigned long long>(token), r);
       return std::string(text);
     };
     const int64_t slot_bytes = ShmSlotBytes();
@@ -381,7 +387,8 @@ class MpiTransport : public Transport {
               "MPI_Allgather of shared-memory inboxes failed");
     if (inbox_ != nullptr) inbox_->Unlink();
     shm_from_.assign(size_, false);
-    for (int s = 0; s < size_; ++s) shm_from_[s] = all[static_cast<size_t>(s) * size_ + rank_] != 0;
+    for (int s = 0; s < size_; ++s)
+      shm_from_[s] = all[static_cast<size_t>(s) * size_ + rank_] != 0;
   }
 };
 

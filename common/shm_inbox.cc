@@ -79,12 +79,14 @@ ShmInbox::~ShmInbox() { munmap(base_, Size(senders_, slot_bytes_)); }
 void ShmInbox::Unlink() { shm_unlink(name_.c_str()); }
 
 ShmInbox::Slot* ShmInbox::slot(int s, uint64_t seq) const {
-  return reinterpret_cast<Slot*>(base_ + kHeader + (2 * static_cast<size_t>(s) + seq % 2) * stride());
+  const size_t index = 2 * static_cast<size_t>(s) + seq % 2;
+  return reinterpret_cast<Slot*>(base_ + kHeader + index * stride());
 }
 
 void ShmInbox::Put(int s, uint64_t seq, const uint8_t* data, int64_t bytes) {
   Slot* sl = slot(s, seq);
-  if (bytes > 0) std::memcpy(reinterpret_cast<uint8_t*>(sl) + kSlotHeader, data, static_cast<size_t>(bytes));
+  if (bytes > 0)
+    std::memcpy(reinterpret_cast<uint8_t*>(sl) + kSlotHeader, data, static_cast<size_t>(bytes));
   sl->bytes = bytes;
   std::atomic_ref<uint64_t>(sl->seq).store(seq, std::memory_order_release);
 }

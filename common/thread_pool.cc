@@ -1,8 +1,8 @@
 #include "common/thread_pool.h"
 
-#include <sched.h>
-
 #include <algorithm>
+
+#include "common/cpu_affinity.h"
 
 namespace moe {
 namespace {
@@ -23,8 +23,8 @@ ThreadPool::~ThreadPool() {
 }
 
 int ThreadPool::DefaultThreads() {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  const size_t allowed = AllowedCpus().size();
+  if (allowed > 0) return static_cast<int>(allowed);
   return std::max(1u, std::thread::hardware_concurrency());
 }
 

@@ -147,7 +147,8 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeOptions& options,
   MOE_RETURN_IF_ERROR(transport->CheckSameEverywhere(
       ModelFingerprint(loaded.config_text, *loaded.ckpt), "the model (config.json and tensors)"));
 
-  auto pool = std::make_unique<ThreadPool>(options.threads > 0 ? options.threads : cores.threads);
+  auto pool =
+      std::make_unique<ThreadPool>(options.threads > 0 ? options.threads : cores.threads);
   const int K = loaded.config.is_moe() ? loaded.config.experts_per_token : 1;
   std::unique_ptr<ExpertWorker> worker;
   if (loaded.store)

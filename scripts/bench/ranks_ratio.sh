@@ -8,30 +8,20 @@
 #       --placement deploy/placements/split.json
 # Flags that only mean something with several ranks (--placement, --micro-batches,
 # --pin-threads) are given to the mpirun runs alone.
-set -euo pipefail
-cd "$(dirname "$0")/../.."
 rounds=9
 np=3
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --rounds) rounds=$2; shift 2 ;;
-    --np) np=$2; shift 2 ;;
-    --) shift; break ;;
-    *) break ;;
-  esac
-done
-[ $# -gt 0 ] || set -- --synthetic bench-1b --prompt 4 --gen 96 --reps 3 \
-  --placement deploy/placements/split.json
+source "$(dirname "$0")/common.sh"
+parse_rounds_and_np "$@"
+[ ${#bench_args[@]} -gt 0 ] || bench_args=(--synthetic bench-1b --prompt 4 --gen 96 --reps 3
+  --placement deploy/placements/split.json)
 single=() multi=()
+set -- "${bench_args[@]}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --placement|--micro-batches|--pin-threads) multi+=("$1" "$2"); shift 2 ;;
     *) single+=("$1"); multi+=("$1"); shift ;;
   esac
 done
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
 for r in $(seq "$rounds"); do
   build/moe bench "${single[@]}" --json > "$out/one.$r" 2> "$out/err.one.$r"
   mpirun --oversubscribe -np "$np" build/moe bench "${multi[@]}" --json > "$out/many.$r" \

@@ -7,29 +7,18 @@
 #   scripts/bench/run.sh [--rounds 5] [--np N] [--] BENCH_ARGS...
 #   scripts/bench/run.sh -- --synthetic bench-1b --prompt 128 --gen 32 --reps 3
 #   scripts/bench/run.sh --np 3 -- --synthetic bench-1b --prompt 128 --gen 32 --reps 3
-set -euo pipefail
-cd "$(dirname "$0")/../.."
 rounds=5
 np=1
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --rounds) rounds=$2; shift 2 ;;
-    --np) np=$2; shift 2 ;;
-    --) shift; break ;;
-    *) break ;;
-  esac
-done
-[ $# -gt 0 ] || set -- --synthetic bench-1b --prompt 128 --gen 32 --reps 3
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+source "$(dirname "$0")/common.sh"
+parse_rounds_and_np "$@"
+[ ${#bench_args[@]} -gt 0 ] || bench_args=(--synthetic bench-1b --prompt 128 --gen 32 --reps 3)
 for r in $(seq "$rounds"); do
   build/moe_probe_bandwidth --reps 3 > "$out/bw.$r"
   build/moe_probe_fma --reps 2 > "$out/fma.$r"
   if [ "$np" -gt 1 ]; then
-    mpirun --oversubscribe -np "$np" build/moe bench "$@" --json > "$out/bench.$r" 2> "$out/err.$r"
+    mpirun --oversubscribe -np "$np" build/moe bench "${bench_args[@]}" --json > "$out/bench.$r" 2> "$out/err.$r"
   else
-    build/moe bench "$@" --json > "$out/bench.$r" 2> "$out/err.$r"
+    build/moe bench "${bench_args[@]}" --json > "$out/bench.$r" 2> "$out/err.$r"
   fi
 done
 python3 - "$out" "$rounds" <<'PY'
