@@ -196,6 +196,25 @@ StatusOr<Matrix> Checkpoint::TakeMatrix(const std::string& name, const std::vect
   return m;
 }
 
+Status Checkpoint::Read(const std::string& name, const std::vector<int64_t>& shape,
+                        uint64_t counted_bytes,
+                        const std::function<Status(const TensorView&)>& use) {
+  MOE_ASSIGN_OR_RETURN(TensorView * found, Find(name, shape));
+  const bool in_file = taken_.count(name) == 0;
+  TensorView view = *found;
+  std::vector<uint16_t> made;
+  if (in_file && view.file == "synthetic") {
+    made.resize(view.bytes / 2);
+    MakeSynthetic(view, made.data());
+    view.data = made.data();
+  }
+  MOE_RETURN_IF_ERROR(use(view));
+  if (in_file && view.file != "synthetic") ReleaseMappedPages(view.data, view.bytes);
+  Count(counted_bytes);
+  claimed_[name] = true;
+  return Status::Ok();
+}
+
 Status Checkpoint::Skip(const std::string& name) {
   auto it = claimed_.find(name);
   if (it == claimed_.end())

@@ -54,6 +54,12 @@ class Checkpoint {
   // marks the tensor used.
   StatusOr<Matrix> TakeMatrix(const std::string& name, const std::vector<int64_t>& shape,
                               int64_t r0 = 0, int64_t r1 = -1, int64_t c0 = 0, int64_t c1 = -1);
+  // Hands the named tensor with exactly this shape to `use` where it lies, without a resident
+  // copy: in its file mapping (or values made for the call, for a synthetic tensor; or the
+  // resident copy, once taken). For loading onto a device. Marks it used and counts
+  // `counted_bytes` (what `use` reads of it) towards the progress.
+  Status Read(const std::string& name, const std::vector<int64_t>& shape, uint64_t counted_bytes,
+              const std::function<Status(const TensorView&)>& use);
   // Marks a tensor as owned by another rank: it must exist, it is not read here.
   Status Skip(const std::string& name);
   // Skips every tensor of `expected` that this rank did not take, checking it exists: the

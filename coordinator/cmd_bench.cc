@@ -126,8 +126,12 @@ int Bench(int argc, char** argv, Transport& transport) {
   double bytes_per_step = 0;
   std::mt19937 rng(1234);
   for (int rep = 0; rep < reps; ++rep) {
-    std::vector<std::unique_ptr<RollingKvCache>> caches;
-    for (int b = 0; b < batch; ++b) caches.push_back(model.NewCache(prompt + gen));
+    std::vector<std::unique_ptr<KvCache>> caches = model.NewCaches(batch, prompt + gen);
+    std::vector<Sampler> greedy(batch, Sampler(SamplingParams{}));
+    std::vector<Sampler*> samplers;
+    for (Sampler& s : greedy) samplers.push_back(&s);
+    // On a GPU the logits stay there: the next tokens are picked on the device.
+    const bool host_logits = !model.on_device();
     std::vector<int> next(batch);
     // Prefill: all sequences' prompts, `chunk` tokens of each per step.
     const double t0 = Now();
@@ -140,23 +144,24 @@ int Bench(int argc, char** argv, Transport& transport) {
         chunks.push_back({caches[b].get(), start, len});
         if (start + len == prompt) rows.push_back(static_cast<int>(tokens.size()) - 1);
       }
-      std::vector<float> logits(rows.size() * static_cast<size_t>(V));
-      if (Status s = model.Forward(tokens, chunks, rows, logits.data()); !s.ok())
-        return Fail("bench", s);
-      for (size_t r = 0; r < rows.size(); ++r) next[r] = Argmax(&logits[r * V], V);
+      std::vector<float> logits(host_logits ? rows.size() * static_cast<size_t>(V) : 0);
+      Status s = model.Forward(tokens, chunks, rows, host_logits ? logits.data() : nullptr);
+      if (s.ok() && !rows.empty())
+        s = model.Sample({samplers.begin(), samplers.begin() + rows.size()}, logits.data(), &next);
+      if (!s.ok()) return Fail("bench", s);
     }
     const double t1 = Now();
     // Decode: one token per sequence per step, greedy.
     const int64_t touched0 = rt.stats().experts_touched;
-    std::vector<float> logits(static_cast<size_t>(batch) * V);
+    std::vector<float> logits(host_logits ? static_cast<size_t>(batch) * V : 0);
     std::vector<int> rows(batch);
     for (int b = 0; b < batch; ++b) rows[b] = b;
     for (int step = 0; step < gen; ++step) {
       std::vector<SequenceChunk> chunks;
       for (int b = 0; b < batch; ++b) chunks.push_back({caches[b].get(), prompt + step, 1});
-      if (Status s = model.Forward(next, chunks, rows, logits.data()); !s.ok())
-        return Fail("bench", s);
-      for (int b = 0; b < batch; ++b) next[b] = Argmax(&logits[static_cast<size_t>(b) * V], V);
+      Status s = model.Forward(next, chunks, rows, host_logits ? logits.data() : nullptr);
+      if (s.ok()) s = model.Sample(samplers, logits.data(), &next);
+      if (!s.ok()) return Fail("bench", s);
     }
     const double t2 = Now();
     const double experts_per_step =

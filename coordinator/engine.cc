@@ -109,7 +109,8 @@ Engine::Engine(Runtime* runtime, const EngineOptions& options, Metrics* metrics,
       config_(runtime->config()),
       options_(options),
       metrics_(metrics),
-      pool_(config_.layers, config_.kv_heads * config_.head_dim, options.block_size, blocks) {}
+      pool_(config_.layers, config_.kv_heads * config_.head_dim, options.block_size, blocks,
+            /*host_storage=*/!runtime->model().on_device()) {}
 
 Engine::~Engine() = default;
 
@@ -315,7 +316,17 @@ StatusOr<bool> Engine::Step() {
   if (worked) {
     const int V = config_.vocab;
     logits_.resize(rows.size() * static_cast<size_t>(V));
-    if (Status st = model_.Forward(tokens, chunks, rows, logits_.data()); !st.ok()) {
+    // On a GPU the logits stay there unless a request wants logprobs.
+    bool host_logits = !model_.on_device();
+    std::vector<Sampler*> samplers;
+    for (Sequence* s : row_owner) {
+      host_logits |= s->req.logprobs >= 0;
+      samplers.push_back(&s->sampler);
+    }
+    std::vector<int> sampled;
+    Status st = model_.Forward(tokens, chunks, rows, host_logits ? logits_.data() : nullptr);
+    if (st.ok()) st = model_.Sample(samplers, logits_.data(), &sampled);
+    if (!st.ok()) {
       // The runtime is lost: tell everyone, then let the caller end the server.
       CancelAllWith(st);
       return st;
@@ -326,7 +337,7 @@ StatusOr<bool> Engine::Step() {
       Sequence& s = *row_owner[i];
       if (s.done) continue;
       const float* row = &logits_[i * V];
-      const int token = s.sampler.Next(row, V);
+      const int token = sampled[i];
       TokenOutput out = s.req.logprobs >= 0 ? Logprobs(row, V, token, s.req.logprobs, order)
                                             : TokenOutput{token, 0.0f, {}};
       if (s.generated.empty()) {

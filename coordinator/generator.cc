@@ -65,7 +65,7 @@ StatusOr<GenerateResult> Generate(Model& model, const std::vector<int>& prompt,
                                   const std::function<void(int)>& on_token) {
   const ModelConfig& c = model.config();
   MOE_RETURN_IF_ERROR(ValidateRequest(c, prompt, options));
-  const int P = static_cast<int>(prompt.size()), V = c.vocab;
+  const int P = static_cast<int>(prompt.size());
   auto cache = model.NewCache(P + options.max_tokens);
   GenerateResult result;
   std::vector<float> logits;
@@ -81,11 +81,15 @@ StatusOr<GenerateResult> Generate(Model& model, const std::vector<int>& prompt,
     if (i > 0) {
       // Feed the previous token at its position; the cache holds everything before it.
       const int pos = P + i - 1;
+      // On a GPU the logits stay there unless they are kept.
+      const bool host_logits = options.keep_logits || !model.on_device();
       MOE_RETURN_IF_ERROR(model.Forward({result.generated.back()}, {{cache.get(), pos, 1}}, {0},
-                                        logits.data()));
+                                        host_logits ? logits.data() : nullptr));
     }
     if (options.keep_logits) result.gen_logits.insert(result.gen_logits.end(), logits.begin(), logits.end());
-    const int token = sampler.Next(logits.data(), V);
+    std::vector<int> sampled;
+    MOE_RETURN_IF_ERROR(model.Sample({&sampler}, logits.data(), &sampled));
+    const int token = sampled[0];
     result.generated.push_back(token);
     if (on_token) on_token(token);
     if (token == c.eos_id && !options.ignore_eos) {

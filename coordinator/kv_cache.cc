@@ -13,11 +13,18 @@ RollingKvCache::RollingKvCache(int layers, int slots, int kv_width)
       k_(static_cast<size_t>(layers) * slots * kv_width),
       v_(static_cast<size_t>(layers) * slots * kv_width) {}
 
-KvBlockPool::KvBlockPool(int layers, int kv_width, int block_size, int blocks)
-    : layers_(layers), width_(kv_width), block_size_(block_size), total_(blocks) {
+KvBlockPool::KvBlockPool(int layers, int kv_width, int block_size, int blocks,
+                         bool host_storage)
+    : layers_(layers),
+      width_(kv_width),
+      block_size_(block_size),
+      total_(blocks),
+      host_storage_(host_storage) {
   const size_t n = static_cast<size_t>(blocks) * layers * block_size * kv_width;
-  k_.reset(new (std::nothrow) float[n]);
-  v_.reset(new (std::nothrow) float[n]);
+  if (host_storage) {
+    k_.reset(new (std::nothrow) float[n]);
+    v_.reset(new (std::nothrow) float[n]);
+  }
   if (!allocated()) {
     total_ = 0;
     return;
@@ -33,6 +40,21 @@ int KvBlockPool::Allocate() {
 }
 
 void KvBlockPool::Free(int block) { free_.push_back(block); }
+
+std::vector<std::unique_ptr<KvCache>> PagedKvCache::Group(int count, int layers, int kv_width,
+                                                          int block_size, int length,
+                                                          int window) {
+  const int each = BlocksNeeded(std::max(length, 1), block_size, window);
+  auto pool = std::make_shared<KvBlockPool>(layers, kv_width, block_size, count * each,
+                                            /*host_storage=*/false);
+  std::vector<std::unique_ptr<KvCache>> caches;
+  for (int i = 0; i < count; ++i) {
+    auto cache = std::make_unique<PagedKvCache>(pool.get(), window);
+    cache->own_pool_ = pool;
+    caches.push_back(std::move(cache));
+  }
+  return caches;
+}
 
 PagedKvCache::~PagedKvCache() {
   for (int b : table_)

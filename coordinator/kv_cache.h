@@ -26,6 +26,8 @@ class KvCache {
   virtual void ReleaseBefore(int pos) {}
   virtual float* K(int layer, int pos) = 0;  // [KV * hd]
   virtual float* V(int layer, int pos) = 0;  // [KV * hd]
+  // The paged cache this is, or null (the GPU path reads block tables).
+  virtual class PagedKvCache* AsPaged() { return nullptr; }
 };
 
 class RollingKvCache : public KvCache {
@@ -46,9 +48,12 @@ class RollingKvCache : public KvCache {
 
 class KvBlockPool {
  public:
-  // Allocation may fail (check allocated()): the size comes from flags.
-  KvBlockPool(int layers, int kv_width, int block_size, int blocks);
-  bool allocated() const { return k_ != nullptr && v_ != nullptr; }
+  // Allocation may fail (check allocated()): the size comes from flags. Without host storage
+  // the pool only hands out block ids: the keys live on a device (device_storage()).
+  KvBlockPool(int layers, int kv_width, int block_size, int blocks, bool host_storage = true);
+  bool allocated() const { return !host_storage_ || (k_ != nullptr && v_ != nullptr); }
+  int layers() const { return layers_; }
+  int kv_width() const { return width_; }
   int block_size() const { return block_size_; }
   int total_blocks() const { return total_; }
   int free_blocks() const { return static_cast<int>(free_.size()); }
@@ -56,22 +61,34 @@ class KvBlockPool {
   void Free(int block);
   float* K(int block, int layer, int offset) { return &k_[Index(block, layer, offset)]; }
   float* V(int block, int layer, int offset) { return &v_[Index(block, layer, offset)]; }
+  // The device's keys and values for these blocks, attached by the GPU path on first use and
+  // freed with the pool.
+  std::shared_ptr<void>& device_storage() { return device_storage_; }
 
  private:
   size_t Index(int block, int layer, int offset) const {
     return ((static_cast<size_t>(block) * layers_ + layer) * block_size_ + offset) * width_;
   }
   int layers_, width_, block_size_, total_;
+  bool host_storage_;
   std::vector<int> free_;
   // [blocks, L, B, KV * hd], left uninitialised so untouched blocks cost no memory.
   std::unique_ptr<float[]> k_, v_;
+  std::shared_ptr<void> device_storage_;
 };
 
 class PagedKvCache : public KvCache {
  public:
   // `window` > 0: blocks entirely before the window are released.
   PagedKvCache(KvBlockPool* pool, int window) : pool_(pool), window_(window) {}
+  // `count` caches over one pool of their own, without host storage, each with room for
+  // `length` positions (the GPU path's caches outside the server's engine).
+  static std::vector<std::unique_ptr<KvCache>> Group(int count, int layers, int kv_width,
+                                                     int block_size, int length, int window);
   ~PagedKvCache() override;
+  PagedKvCache* AsPaged() override { return this; }
+  KvBlockPool* pool() const { return pool_; }
+  const std::vector<int>& table() const { return table_; }  // -1: released
   bool Reserve(int end) override;
   void ReleaseBefore(int pos) override;
   float* K(int layer, int pos) override;
@@ -83,6 +100,7 @@ class PagedKvCache : public KvCache {
  private:
   KvBlockPool* pool_;
   int window_;
+  std::shared_ptr<KvBlockPool> own_pool_;  // Group's; released after the table is freed
   std::vector<int> table_;  // block of each B positions; -1 once released
 };
 

@@ -23,6 +23,8 @@ StatusOr<Matrix> TakeVector(Checkpoint& ckpt, const std::string& name, int64_t n
 
 using Clock = std::chrono::steady_clock;
 
+constexpr int kDeviceBlockSize = 16;  // positions per KV block of a device cache
+
 // Adds the seconds since `t` to `*sum` (when stats are kept) and restarts `t`.
 void Lap(Clock::time_point& t, double* sum) {
   const auto now = Clock::now();
@@ -67,13 +69,42 @@ Model::Model(ModelConfig config, ModelWeights weights, ExpertParallel* experts, 
       pool_(pool),
       rope_(config_.head_dim, config_.rope_theta) {}
 
-std::unique_ptr<RollingKvCache> Model::NewCache(int max_len) const {
+void Model::set_device(std::unique_ptr<DeviceForward> device) {
+  device_ = std::move(device);
+  if (device_) {
+    device_->set_route_skew(&skew_);
+    device_->Attach(experts_, stats_);
+  }
+}
+
+std::unique_ptr<KvCache> Model::NewCache(int max_len) const {
+  return std::move(NewCaches(1, max_len)[0]);
+}
+
+std::vector<std::unique_ptr<KvCache>> Model::NewCaches(int count, int max_len) const {
+  const int width = config_.kv_heads * config_.head_dim;
+  if (device_)
+    return PagedKvCache::Group(count, config_.layers, width, kDeviceBlockSize, max_len,
+                               config_.sliding_window);
   const int slots = config_.sliding_window > 0 ? std::min(config_.sliding_window, max_len) : max_len;
-  return std::make_unique<RollingKvCache>(config_.layers, std::max(slots, 1),
-                                          config_.kv_heads * config_.head_dim);
+  std::vector<std::unique_ptr<KvCache>> caches;
+  for (int i = 0; i < count; ++i)
+    caches.push_back(std::make_unique<RollingKvCache>(config_.layers, std::max(slots, 1), width));
+  return caches;
+}
+
+Status Model::Sample(const std::vector<Sampler*>& samplers, const float* logits,
+                     std::vector<int>* ids) {
+  if (device_) return device_->Sample(samplers, ids);
+  MOE_CHECK(logits != nullptr || samplers.empty(), "CPU sampling needs the logits");
+  ids->resize(samplers.size());
+  for (size_t r = 0; r < samplers.size(); ++r)
+    (*ids)[r] = samplers[r]->Next(logits + r * static_cast<size_t>(config_.vocab), config_.vocab);
+  return Status::Ok();
 }
 
 int64_t Model::dense_weight_bytes() const {
+  if (device_) return device_->dense_weight_bytes();
   int64_t bytes = w_.final_norm.bytes() + w_.lm_head.bytes();
   for (const LayerWeights& l : w_.layers)
     bytes += l.attn_norm.bytes() + l.wq.bytes() + l.wk.bytes() + l.wv.bytes() + l.wo.bytes() +
@@ -161,6 +192,8 @@ Status Model::CombineInto(int l, MicroBatch& mb) {
 
 Status Model::Forward(const std::vector<int>& tokens, const std::vector<SequenceChunk>& chunks,
                       const std::vector<int>& logit_rows, float* logits) {
+  if (device_) return device_->Forward(tokens, chunks, logit_rows, logits);
+  MOE_CHECK(logits != nullptr || logit_rows.empty(), "the CPU forward pass writes logits");
   const ModelConfig& c = config_;
   const int T = static_cast<int>(tokens.size());
   const int64_t D = c.hidden, V = c.vocab, H = c.heads, KV = c.kv_heads, hd = c.head_dim;

@@ -17,6 +17,7 @@
 #include "coordinator/rope.h"
 #include "coordinator/route_skew.h"
 #include "coordinator/run_stats.h"
+#include "coordinator/sampler.h"
 
 namespace moe {
 
@@ -52,6 +53,22 @@ struct SequenceChunk {
 using ActivationSink =
     std::function<void(const std::string&, int, const float*, int64_t, int64_t)>;
 
+// The forward pass on a device (coordinator/gpu_forward.h): Model::Forward's contract, with the
+// step's logits kept on the device for Sample.
+class DeviceForward {
+ public:
+  virtual ~DeviceForward() = default;
+  // logits may be null: they stay on the device only.
+  virtual Status Forward(const std::vector<int>& tokens, const std::vector<SequenceChunk>& chunks,
+                         const std::vector<int>& logit_rows, float* logits) = 0;
+  // One token per logit row of the last Forward, drawn with each row's sampler.
+  virtual Status Sample(const std::vector<Sampler*>& samplers, std::vector<int>* ids) = 0;
+  virtual int64_t dense_weight_bytes() const = 0;
+  virtual void set_route_skew(RouteSkew* skew) = 0;
+  // Where the routed rows go, and where phase times are added (null: none).
+  virtual void Attach(ExpertParallel* experts, RunStats* stats) = 0;
+};
+
 class Model {
  public:
   Model(ModelConfig config, ModelWeights weights, ExpertParallel* experts, ThreadPool* pool);
@@ -61,19 +78,36 @@ class Model {
   int64_t dense_weight_bytes() const;
 
   // tokens [T], the chunks laid end to end; logits [R, V] for the step rows in `logit_rows`.
+  // On a device, logits may be null (they stay there for Sample).
   Status Forward(const std::vector<int>& tokens, const std::vector<SequenceChunk>& chunks,
                  const std::vector<int>& logit_rows, float* logits);
+  // One token per logit row of the last Forward, row r drawn by samplers[r]: from `logits`
+  // (what Forward wrote) on the CPU, on the device where the logits are there.
+  Status Sample(const std::vector<Sampler*>& samplers, const float* logits, std::vector<int>* ids);
+
+  // Runs the whole pass on a device instead (the weights above are then empty).
+  void set_device(std::unique_ptr<DeviceForward> device);
+  bool on_device() const { return device_ != nullptr; }
 
   void set_activation_sink(ActivationSink sink) { sink_ = std::move(sink); }
-  void set_stats(RunStats* stats) { stats_ = stats; }
+  void set_stats(RunStats* stats) {
+    stats_ = stats;
+    if (device_) device_->Attach(experts_, stats_);
+  }
   // 2: split each step into two micro-batches and overlap one's attention with the other's
   // experts (ping-pong); 1: one batch. The numbers are the same either way.
   void set_micro_batches(int n) { micro_batches_ = n; }
   // Scaling experiments only: replace the router's choices (coordinator/route_skew.h).
-  void set_route_skew(RouteSkew skew) { skew_ = std::move(skew); }
+  void set_route_skew(RouteSkew skew) {
+    skew_ = std::move(skew);
+    if (device_) device_->set_route_skew(&skew_);
+  }
 
-  // A cache for one sequence of up to `max_len` tokens (rolling when there is a window).
-  std::unique_ptr<RollingKvCache> NewCache(int max_len) const;
+  // A cache for one sequence of up to `max_len` tokens (rolling when there is a window; paged
+  // on a device).
+  std::unique_ptr<KvCache> NewCache(int max_len) const;
+  // `count` of them (on a device, over one shared pool: a step's sequences in one kernel).
+  std::vector<std::unique_ptr<KvCache>> NewCaches(int count, int max_len) const;
 
  private:
   // The rows of a step that travel together to the experts.
@@ -99,6 +133,7 @@ class Model {
   Rope rope_;
   ActivationSink sink_;
   RunStats* stats_ = nullptr;
+  std::unique_ptr<DeviceForward> device_;
   // Step buffers, reused across steps.
   std::vector<float> x_, h_, q_, k_, v_, attn_, proj_, moe_out_, router_logits_;
 };

@@ -13,6 +13,7 @@ class Rope {
 
   // x[heads, hd] for one token at `pos`, rotated in place.
   void Apply(float* x, int heads, int pos) const;
+  const std::vector<float>& inv_freq() const { return inv_freq_; }
 
  private:
   int head_dim_;

@@ -62,8 +62,28 @@ struct Loaded {
   Placement placement;
   std::unique_ptr<Checkpoint> ckpt;
   std::unique_ptr<ExpertStore> store;
-  ModelWeights weights;  // rank 0 only
+  ModelWeights weights;  // rank 0 only, on the CPU
+  int device = -1;       // the GPU, or -1
+  DeviceParts on_device;
 };
+
+// Bytes a rank puts on its GPU (bf16): rank 0's dense tensors and its expert slices.
+uint64_t DeviceBytes(const ModelConfig& c, bool coordinator,
+                     const std::vector<ExpertAssignment>& held) {
+  uint64_t elements = 0;
+  if (coordinator)
+    for (const auto& [name, shape] : names::AllTensors(c)) {
+      if (name.find(".experts.") != std::string::npos || name.find(".mlp.") != std::string::npos)
+        continue;
+      uint64_t n = 1;
+      for (int64_t d : shape) n *= d;
+      elements += n;
+    }
+  const int blocks = FfnBlocks(c.ffn);
+  for (const ExpertAssignment& a : held)
+    elements += uint64_t{3} * c.layers * c.hidden * (c.ffn / blocks) * (a.block_end - a.block_begin);
+  return elements * 2;
+}
 
 // `where` ends the rank's report line (its cores).
 Status LoadRank(const RuntimeOptions& o, const Transport& t, const std::string& where,
@@ -89,22 +109,41 @@ Status LoadRank(const RuntimeOptions& o, const Transport& t, const std::string& 
     MOE_ASSIGN_OR_RETURN(out->ckpt, Checkpoint::Open(o.model_dir));
   }
   MOE_ASSIGN_OR_RETURN(out->placement, LoadPlacement(out->config, t.size() - 1, o.placement_file));
-  // Weights are read in as they are taken, with a running count on a terminal.
+  MOE_ASSIGN_OR_RETURN(out->device, ChooseDevice(o.device, t));
+  const bool gpu = out->device >= 0;
+  if (gpu && t.rank() == 0 && o.micro_batches != 1)
+    return InvalidArgument("--micro-batches 2 overlaps attention with experts on the CPU only; "
+                           "use --micro-batches 1 with --device cuda, or --device cpu");
+  const auto& held = out->placement.by_rank[t.rank()];
+  // Weights are read in as they are taken, with a running count on a terminal (a bar where the
+  // total is known: going to a GPU).
   const bool tty = isatty(STDERR_FILENO);
-  const std::string who = "moe: rank " + std::to_string(t.rank()) + " on " + t.host(t.rank());
-  auto show = [tty, who](uint64_t done, bool last) {
-    if (tty)
-      std::cerr << ("\r" + who + " loaded " + std::to_string(done >> 20) + " MiB" + (last ? "\n" : ""))
-                << std::flush;
+  const std::string who = "moe: rank " + std::to_string(t.rank()) + " on " + t.host(t.rank()) +
+                          (gpu ? " to " + DeviceText(out->device) : "");
+  const uint64_t total = gpu ? DeviceBytes(out->config, t.rank() == 0, held) : 0;
+  auto show = [tty, who, total](uint64_t done, bool last) {
+    if (!tty) return;
+    std::string bar;
+    if (total > 0) {
+      const int filled = static_cast<int>(std::min<uint64_t>(20, done * 20 / total));
+      bar = " [" + std::string(filled, '#') + std::string(20 - filled, '.') + "] ";
+    }
+    std::cerr << ("\r" + who + bar + " loaded " + std::to_string(done >> 20) + " MiB" +
+                  (total ? " of " + std::to_string(total >> 20) + " MiB" : "") + (last ? "\n" : ""))
+              << std::flush;
   };
   out->ckpt->set_progress([show](uint64_t done) { show(done, false); });
-  if (t.rank() == 0) {
+  if (t.rank() == 0 && !gpu) {
     MOE_ASSIGN_OR_RETURN(out->weights, LoadCoordinatorWeights(out->config, *out->ckpt));
   }
-  const auto& held = out->placement.by_rank[t.rank()];
   if (!held.empty()) {
-    MOE_ASSIGN_OR_RETURN(ExpertStore store, ExpertStore::Load(out->config, *out->ckpt, held));
+    MOE_ASSIGN_OR_RETURN(ExpertStore store,
+                         ExpertStore::Load(out->config, *out->ckpt, held, /*take_weights=*/!gpu));
     out->store = std::make_unique<ExpertStore>(std::move(store));
+  }
+  if (gpu) {
+    MOE_ASSIGN_OR_RETURN(out->on_device, LoadOnDevice(out->device, out->config, *out->ckpt,
+                                                      t.rank() == 0, out->store.get()));
   }
   out->ckpt->set_progress(nullptr);
   show(out->ckpt->taken_bytes(), true);
@@ -113,12 +152,14 @@ Status LoadRank(const RuntimeOptions& o, const Transport& t, const std::string& 
   if (out->config.tie_embeddings && out->ckpt->tensors().count(names::LmHead()))
     MOE_RETURN_IF_ERROR(out->ckpt->Skip(names::LmHead()));
   MOE_RETURN_IF_ERROR(out->ckpt->Finish());
-  if (t.size() > 1) {
+  if (t.size() > 1 || gpu) {
     // One write per line, so the ranks' lines do not interleave.
-    const int64_t bytes = (out->store ? out->store->bytes() : 0) +
-                          (t.rank() == 0 ? static_cast<int64_t>(out->ckpt->taken_bytes()) : 0);
+    const int64_t bytes = gpu ? out->on_device.bytes
+                              : (out->store ? out->store->bytes() : 0) +
+                                    (t.rank() == 0 ? static_cast<int64_t>(out->ckpt->taken_bytes()) : 0);
     std::cerr << ("moe: rank " + std::to_string(t.rank()) + " on " + t.host(t.rank()) +
-                  " holds " + std::to_string(bytes) + " bytes of weights" + where + "\n");
+                  " holds " + std::to_string(bytes) + " bytes of weights" +
+                  (gpu ? " on " + DeviceText(out->device) : "") + where + "\n");
   }
   return Status::Ok();
 }
@@ -151,8 +192,10 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeOptions& options,
       std::make_unique<ThreadPool>(options.threads > 0 ? options.threads : cores.threads);
   const int K = loaded.config.is_moe() ? loaded.config.experts_per_token : 1;
   std::unique_ptr<ExpertWorker> worker;
+  std::unique_ptr<ExpertDevice> device_experts = std::move(loaded.on_device.experts);
   if (loaded.store)
-    worker = std::make_unique<ExpertWorker>(loaded.store.get(), K, loaded.config.hidden, pool.get());
+    worker = std::make_unique<ExpertWorker>(loaded.store.get(), K, loaded.config.hidden, pool.get(),
+                                            device_experts.get());
 
   if (transport->rank() != 0) {
     MOE_RETURN_IF_ERROR(ServeExperts(*transport, *worker, options.rank_timeout));
@@ -165,6 +208,8 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeOptions& options,
   rt->placement_ = std::move(loaded.placement);
   rt->ckpt_ = std::move(loaded.ckpt);
   rt->store_ = std::move(loaded.store);
+  rt->device_ = loaded.device;
+  rt->device_experts_ = std::move(device_experts);
   rt->pool_ = std::move(pool);
   rt->local_worker_ = std::move(worker);
   rt->stats_.Reset(rt->config_.layers, rt->placement_.experts, transport->size());
@@ -173,6 +218,7 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeOptions& options,
                                                   &rt->stats_);
   rt->model_ = std::make_unique<Model>(rt->config_, std::move(loaded.weights), rt->experts_.get(),
                                        rt->pool_.get());
+  if (loaded.on_device.forward) rt->model_->set_device(std::move(loaded.on_device.forward));
   rt->model_->set_stats(&rt->stats_);
   rt->model_->set_micro_batches(options.micro_batches);
   const std::string tok_path = options.model_dir + "/tokenizer.model";

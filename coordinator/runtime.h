@@ -11,6 +11,7 @@
 #include "common/placement.h"
 #include "common/thread_pool.h"
 #include "common/transport.h"
+#include "coordinator/device_choice.h"
 #include "coordinator/expert_parallel.h"
 #include "coordinator/model.h"
 #include "coordinator/run_stats.h"
@@ -29,6 +30,7 @@ struct RuntimeOptions {
   int micro_batches = 1;        // 2: ping-pong attention and experts (coordinator/model.cc)
   std::string synthetic;        // a preset (common/synthetic.h) instead of model_dir
   int synthetic_layers = 0;     // depth of the synthetic model (0 = the preset's)
+  std::string device = "cpu";   // cpu, cuda or auto (coordinator/device_choice.h; the CLI: auto)
 };
 
 class Runtime {
@@ -50,17 +52,20 @@ class Runtime {
   RunStats& stats() { return stats_; }
   ExpertParallel& experts() { return *experts_; }
   Transport& transport() { return *transport_; }
+  int device() const { return device_; }  // the GPU rank 0 computes on; -1: the CPU
 
  private:
   Runtime() = default;
 
   Transport* transport_ = nullptr;
+  int device_ = -1;
   ModelConfig config_;
   Placement placement_;
   RunStats stats_;
   std::unique_ptr<Checkpoint> ckpt_;
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<ExpertStore> store_;
+  std::unique_ptr<ExpertDevice> device_experts_;
   std::unique_ptr<ExpertWorker> local_worker_;
   std::unique_ptr<ExpertParallel> experts_;
   std::unique_ptr<Model> model_;

@@ -24,6 +24,10 @@ class Sampler {
  public:
   explicit Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
   int Next(const float* logits, int vocab);
+  // What Next would draw from the generator, for a sampler elsewhere (the GPU's): the next 64
+  // bits, or 0 without drawing when greedy.
+  uint64_t NextBits() { return params_.temperature == 0.0f ? 0 : rng_(); }
+  const SamplingParams& params() const { return params_; }
 
  private:
   SamplingParams params_;

@@ -80,7 +80,9 @@ TEST_P(WindowedEquivalenceTest, RollingBufferEqualsFullCacheWithWindowMask) {
   ASSERT_GT(window(), 0) << GetParam() << " has no sliding window";
   const std::vector<int> prompt = PromptOf(31, 3);
   const ModelConfig& c = model().config();
-  auto rolling = model().NewCache(static_cast<int>(prompt.size()));
+  auto cache = model().NewCache(static_cast<int>(prompt.size()));
+  auto* rolling = dynamic_cast<RollingKvCache*>(cache.get());
+  ASSERT_NE(rolling, nullptr);
   ASSERT_EQ(rolling->slots(), window());
   for (int chunk : {1, 4, window()}) {
     auto r = model().NewCache(static_cast<int>(prompt.size()));

@@ -6,11 +6,14 @@
 #include <random>
 #include <vector>
 
+#include "common/cuda/gpu_attention.h"
 #include "common/cuda/gpu_ops.h"
+#include "common/cuda/gpu_sampling.h"
 #include "common/kernels.h"
 #include "coordinator/attention.h"
 #include "coordinator/rope.h"
 #include "coordinator/router.h"
+#include "coordinator/sampler.h"
 #include "test_util.h"
 
 namespace moe {
@@ -115,25 +118,89 @@ TEST(GpuOps, RopeRouterArgmaxMatchCpu) {
                          (big.begin() + r * V));
 }
 
-TEST(GpuOps, AttentionMatchesCpu) {
+// Two sequences in one step over one paged pool: A's prefill chunk of 21 rows at positions
+// 9..29 (a full tile and a part) and B's decode row at position 40, blocks in scrambled order.
+TEST(GpuOps, PagedAttentionMatchesCpu) {
   REQUIRE_GPU();
-  const int H = 4, KV = 2, hd = 32, p0 = 9, C = 7, P = p0 + C;
+  const int H = 4, KV = 2, hd = 32, W = KV * hd, L = 2, layer = 1, B = 4, blocks = 24;
+  struct Seq {
+    int p0, C;
+    std::vector<int32_t> table;
+  };
   for (int window : {0, 5}) {
-    auto q = Random(C * H * hd, 9), k = Random(P * KV * hd, 10), v = Random(P * KV * hd, 11);
-    // CPU: the cache holds positions < p0, the chunk the rest.
-    RollingKvCache cache(1, P, KV * hd);
-    for (int j = 0; j < p0; ++j) {
-      std::copy(&k[j * KV * hd], &k[(j + 1) * KV * hd], cache.K(0, j));
-      std::copy(&v[j * KV * hd], &v[(j + 1) * KV * hd], cache.V(0, j));
+    std::vector<Seq> seqs = {{9, 21, {}}, {40, 1, {}}};
+    int next_block = blocks - 1;
+    std::vector<float> hk(static_cast<size_t>(blocks) * L * B * W, 0.0f), hv(hk.size(), 0.0f);
+    std::vector<float> q_all, k_step, v_step, cpu;
+    std::vector<int32_t> pos, table_at, tables;
+    for (size_t si = 0; si < seqs.size(); ++si) {
+      Seq& s = seqs[si];
+      const int P = s.p0 + s.C;
+      for (int i = 0; i < (P + B - 1) / B; ++i) s.table.push_back(next_block--);
+      auto q = Random(s.C * H * hd, 20 + si), k = Random(P * W, 30 + si), v = Random(P * W, 40 + si);
+      RollingKvCache cache(1, P, W);
+      for (int j = 0; j < s.p0; ++j) {
+        std::copy(&k[j * W], &k[(j + 1) * W], cache.K(0, j));
+        std::copy(&v[j * W], &v[(j + 1) * W], cache.V(0, j));
+        const size_t at = ((static_cast<size_t>(s.table[j / B]) * L + layer) * B + j % B) * W;
+        std::copy(&k[j * W], &k[(j + 1) * W], &hk[at]);
+        std::copy(&v[j * W], &v[(j + 1) * W], &hv[at]);
+      }
+      std::vector<float> out(s.C * H * hd);
+      ThreadPool pool(1);
+      AttendChunk({H, KV, hd, window}, q.data(), &k[s.p0 * W], &v[s.p0 * W], s.C, s.p0, cache, 0,
+                  out.data(), pool);
+      cpu.insert(cpu.end(), out.begin(), out.end());
+      q_all.insert(q_all.end(), q.begin(), q.end());
+      k_step.insert(k_step.end(), k.begin() + s.p0 * W, k.end());
+      v_step.insert(v_step.end(), v.begin() + s.p0 * W, v.end());
+      for (int i = 0; i < s.C; ++i) {
+        pos.push_back(s.p0 + i);
+        table_at.push_back(static_cast<int32_t>(tables.size()));
+      }
+      tables.insert(tables.end(), s.table.begin(), s.table.end());
     }
-    std::vector<float> cpu(C * H * hd);
-    ThreadPool pool(1);
-    AttendChunk({H, KV, hd, window}, q.data(), &k[p0 * KV * hd], &v[p0 * KV * hd], C, p0, cache,
-                0, cpu.data(), pool);
-    Dev<float> dq(q), dk(k), dv(v), dout(C * H * hd);
-    ASSERT_TRUE(gpu::Attention(dq.p, dk.p, dv.p, C, p0, H, KV, hd, window, dout.p).ok());
+    // Tiles: B's decode row first, then A's two prefill tiles.
+    const std::vector<int32_t> row0 = {21, 0, 16}, rows = {1, 16, 5};
+    Dev<float> dk(hk), dv(hv), dq(q_all), dks(k_step), dvs(v_step), dout(cpu.size());
+    Dev<int32_t> dpos(pos), dat(table_at), dtables(tables), drow0(row0), drows(rows);
+    const gpu::PagedKv kv{dk.p, dv.p, L, B, KV, hd};
+    const gpu::StepRows step{dpos.p, dat.p, dtables.p};
+    ASSERT_TRUE(gpu::KvWrite(kv, layer, step, dks.p, dvs.p, drow0.p, drows.p, 3).ok());
+    ASSERT_TRUE(gpu::PagedAttention(kv, layer, step, dq.p, H, window, drow0.p, drows.p, 1, false,
+                                    dout.p).ok());
+    ASSERT_TRUE(gpu::PagedAttention(kv, layer, step, dq.p, H, window, drow0.p + 1, drows.p + 1, 2,
+                                    true, dout.p).ok());
     EXPECT_LE(testing::RelativeMaxError(dout.Host().data(), cpu.data(), cpu.size()), 1e-5)
         << "window " << window;
+  }
+}
+
+// The device sampler against coordinator/sampler.h on the same logits and seeds: greedy,
+// temperature alone, top-k and top-p rows in one call, many draws.
+TEST(GpuOps, SamplingMatchesCpuSampler) {
+  REQUIRE_GPU();
+  const int V = 3000;
+  const std::vector<SamplingParams> params = {
+      {0.0f, 0, 1.0f, 1}, {0.8f, 0, 1.0f, 2}, {1.0f, 40, 1.0f, 3}, {0.7f, 0, 0.9f, 4},
+      {1.3f, 100, 0.5f, 5}};
+  const int R = static_cast<int>(params.size());
+  std::vector<Sampler> cpu, dev;
+  for (const SamplingParams& p : params) {
+    cpu.emplace_back(p);
+    dev.emplace_back(p);
+  }
+  gpu::DeviceSampler sampler;
+  for (int round = 0; round < 50; ++round) {
+    auto logits = Random(R * V, 100 + round, 4.0f);
+    Dev<float> dl(logits);
+    std::vector<gpu::SampleSpec> specs;
+    for (Sampler& s : dev)
+      specs.push_back({s.params().temperature, s.params().top_k, s.params().top_p, s.NextBits()});
+    std::vector<int> ids;
+    ASSERT_TRUE(sampler.Sample(dl.p, R, V, specs, &ids).ok());
+    for (int r = 0; r < R; ++r)
+      ASSERT_EQ(ids[r], cpu[r].Next(&logits[r * V], V)) << "round " << round << " row " << r;
   }
 }
 

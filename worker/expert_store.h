@@ -1,6 +1,7 @@
 // The expert weights one rank holds: for every layer, the same list of (expert, block range).
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "common/checkpoint.h"
@@ -10,11 +11,21 @@
 
 namespace moe {
 
+// The checkpoint names of expert `e`'s w1, w2 and w3 in layer `l` (a dense model's MLP for
+// expert 0).
+struct ExpertTensorNames {
+  std::string w1, w2, w3;
+};
+ExpertTensorNames ExpertNames(const ModelConfig& config, int l, int e);
+
 class ExpertStore {
  public:
-  // Takes the assigned experts' tensors from the checkpoint (checking their shapes).
+  // Takes the assigned experts' tensors from the checkpoint (checking their shapes). Without
+  // `take_weights` only the slices' layout is kept: their weights live on a device
+  // (worker/gpu_experts.h), which takes the tensors itself.
   static StatusOr<ExpertStore> Load(const ModelConfig& config, Checkpoint& ckpt,
-                                    const std::vector<ExpertAssignment>& owned);
+                                    const std::vector<ExpertAssignment>& owned,
+                                    bool take_weights = true);
 
   int block_size() const { return block_size_; }
   int blocks() const { return blocks_; }

@@ -62,22 +62,33 @@ Status ExpertWorker::Process(int layer, int64_t step, int rows, const uint8_t* b
           weights_[si].push_back(weights(r)[j]);
           break;  // a rank holds one slice of an expert
         }
+  // A device returns whole experts' outputs with their blocks summed: one vector per row.
+  auto out_blocks = [&](const ExpertSlice& s) {
+    const int blocks = s.block_end - s.block_begin;
+    return device_ && blocks == store_->blocks() ? 1 : blocks;
+  };
   std::vector<int64_t> x_at(S + 1, 0), p_at(S + 1, 0);
   for (int si = 0; si < S; ++si) {
     const int64_t n = static_cast<int64_t>(rows_[si].size());
     x_at[si + 1] = x_at[si] + n * D_;
-    p_at[si + 1] = p_at[si] + n * D_ * (slices[si].block_end - slices[si].block_begin);
+    p_at[si + 1] = p_at[si] + n * D_ * out_blocks(slices[si]);
   }
   x_.resize(x_at[S]);
   partials_.resize(p_at[S]);
   std::vector<ExpertTask> tasks;
+  std::vector<DeviceTask> device_tasks;
   for (int si = 0; si < S; ++si) {
     const int n = static_cast<int>(rows_[si].size());
     for (int i = 0; i < n; ++i)
       std::memcpy(&x_[x_at[si] + int64_t{i} * D_], hidden(rows_[si][i]), D_ * 4);
-    if (n > 0) tasks.push_back({&slices[si], &x_[x_at[si]], n, &partials_[p_at[si]]});
+    if (n == 0) continue;
+    tasks.push_back({&slices[si], &x_[x_at[si]], n, &partials_[p_at[si]]});
+    device_tasks.push_back({si, &x_[x_at[si]], n, &partials_[p_at[si]]});
   }
-  ExpertBlockPartials(tasks, store_->block_size(), scratch_, *pool_);
+  if (device_)
+    MOE_RETURN_IF_ERROR(device_->Run(layer, device_tasks));
+  else
+    ExpertBlockPartials(tasks, store_->block_size(), scratch_, *pool_);
 
   for (int si = 0; si < S; ++si) {
     const ExpertSlice& s = slices[si];
@@ -87,12 +98,16 @@ Status ExpertWorker::Process(int layer, int64_t step, int rows, const uint8_t* b
     const float* partials = &partials_[p_at[si]];
     if (blocks == store_->blocks()) {
       // Whole expert: sum its blocks, weight, add into the row's vector (id order).
-      out_.resize(int64_t{n} * D_);
-      SumBlocks(partials, blocks, int64_t{n} * D_, out_.data());
+      const float* sums = partials;
+      if (out_blocks(s) > 1) {
+        out_.resize(int64_t{n} * D_);
+        SumBlocks(partials, blocks, int64_t{n} * D_, out_.data());
+        sums = out_.data();
+      }
       for (int i = 0; i < n; ++i) {
         float* v = out + int64_t{first_vector[rows_[si][i]]} * D_;
         const float w = weights_[si][i];
-        for (int d = 0; d < D_; ++d) v[d] += w * out_[int64_t{i} * D_ + d];
+        for (int d = 0; d < D_; ++d) v[d] += w * sums[int64_t{i} * D_ + d];
       }
     } else {
       // Slice: its blocks' partial outputs, unweighted, in block order.

@@ -12,10 +12,30 @@
 
 namespace moe {
 
+// One held slice's rows for a device: x [n, D] (host); out (host): the expert's output
+// [n, D] with its blocks summed when the slice is a whole expert, else the slice's block
+// partials [blocks, n, D].
+struct DeviceTask {
+  int slice = 0;  // index into the store's list for the layer
+  const float* x = nullptr;
+  int n = 0;
+  float* out = nullptr;
+};
+
+// Where the expert FFNs run when not on this rank's CPU (worker/gpu_experts.h).
+class ExpertDevice {
+ public:
+  virtual ~ExpertDevice() = default;
+  virtual Status Run(int layer, const std::vector<DeviceTask>& tasks) = 0;
+};
+
 class ExpertWorker {
  public:
-  ExpertWorker(const ExpertStore* store, int experts_per_token, int hidden, ThreadPool* pool)
-      : store_(store), K_(experts_per_token), D_(hidden), pool_(pool) {}
+  // `device`: null to compute on the CPU from the store's weights; else the store holds the
+  // slices' layout only and the device computes.
+  ExpertWorker(const ExpertStore* store, int experts_per_token, int hidden, ThreadPool* pool,
+               ExpertDevice* device = nullptr)
+      : store_(store), K_(experts_per_token), D_(hidden), pool_(pool), device_(device) {}
 
   // `layer` and `rows` come from the message header (already checked by the caller);
   // `body` holds the rows. Appends the ResultHeader and vectors to `reply`.
@@ -26,6 +46,7 @@ class ExpertWorker {
   const ExpertStore* store_;
   int K_, D_;
   ThreadPool* pool_;
+  ExpertDevice* device_;
   ExpertScratch scratch_;
   // Per held slice: the message rows routed to it and their routing weights.
   std::vector<std::vector<int>> rows_;

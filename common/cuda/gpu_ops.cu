@@ -5,21 +5,16 @@
 #include <cuda_runtime.h>
 
 #include <cfloat>
+#include <cstdio>
 #include <mutex>
 
+#include "common/cuda/gpu_check.h"
 #include "common/cuda/gpu_ops.h"
 
 namespace moe::gpu {
 namespace {
 
 constexpr int kThreads = 256;
-
-Status Check(cudaError_t e, const char* what) {
-  if (e == cudaSuccess) return Status::Ok();
-  return Internal(std::string("CUDA ") + what + ": " + cudaGetErrorString(e));
-}
-
-Status Launched(const char* what) { return Check(cudaGetLastError(), what); }
 
 __device__ float Bf16(uint16_t v) { return __uint_as_float(static_cast<uint32_t>(v) << 16); }
 
@@ -28,18 +23,9 @@ __device__ float WarpSum(float v) {
   return v;
 }
 
-__device__ float WarpMax(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-
 struct SumOp {
   __device__ static float Warp(float v) { return WarpSum(v); }
   static constexpr float kIdentity = 0.0f;
-};
-struct MaxOp {
-  __device__ static float Warp(float v) { return WarpMax(v); }
-  static constexpr float kIdentity = -FLT_MAX;
 };
 
 // Reduces over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
@@ -154,35 +140,30 @@ __global__ void ArgmaxKernel(const float* logits, int V, int32_t* ids) {
   if (threadIdx.x == 0) ids[blockIdx.x] = idx[0];
 }
 
-// One block per (query, head): scores in shared memory (positions visible at most `span`).
-__global__ void AttentionKernel(const float* q, const float* k, const float* v, int p0, int H,
-                                int KV, int hd, int window, float* out) {
-  extern __shared__ float scores[];
-  const int t = blockIdx.x / H, h = blockIdx.x % H, kvh = h / (H / KV);
-  const int p = p0 + t, lo = window > 0 ? max(0, p - window + 1) : 0, n = p - lo + 1;
-  const float* qh = q + (static_cast<int64_t>(t) * H + h) * hd;
-  const float scale = rsqrtf(static_cast<float>(hd));
-  // One warp per key: a dot product of hd values.
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  for (int j = warp; j < n; j += warps) {
-    const float* kj = k + (static_cast<int64_t>(lo + j) * KV + kvh) * hd;
-    float s = 0;
-    for (int d = lane; d < hd; d += 32) s += qh[d] * kj[d];
-    s = WarpSum(s);
-    if (lane == 0) scores[j] = s * scale;
-  }
-  __syncthreads();
-  float mx = -FLT_MAX;
-  for (int j = threadIdx.x; j < n; j += blockDim.x) mx = fmaxf(mx, scores[j]);
-  mx = BlockReduce<MaxOp>(mx);
-  float sum = 0;
-  for (int j = threadIdx.x; j < n; j += blockDim.x) sum += (scores[j] = expf(scores[j] - mx));
-  sum = BlockReduce<SumOp>(sum);
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-    float o = 0;
-    for (int j = 0; j < n; ++j) o += scores[j] * v[(static_cast<int64_t>(lo + j) * KV + kvh) * hd + d];
-    out[(static_cast<int64_t>(t) * H + h) * hd + d] = o / sum;
-  }
+__global__ void AddKernel(float* x, const float* y, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    x[i] += y[i];
+}
+
+__global__ void GatherRowsKernel(const float* x, const int32_t* rows, int D, float* out) {
+  const float* src = x + static_cast<int64_t>(rows[blockIdx.x]) * D;
+  for (int i = threadIdx.x; i < D; i += blockDim.x)
+    out[static_cast<int64_t>(blockIdx.x) * D + i] = src[i];
+}
+
+// One warp per (token, expert).
+__global__ void RouterLogitsKernel(const float* h, const uint16_t* w, int T, int E, int D,
+                                   float* logits) {
+  const int item = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x % 32;
+  if (item >= T * E) return;  // whole warps leave together (blockDim is a multiple of 32)
+  const int t = item / E, e = item % E;
+  const float* x = h + static_cast<int64_t>(t) * D;
+  const uint16_t* row = w + static_cast<int64_t>(e) * D;
+  float s = 0;
+  for (int d = lane; d < D; d += 32) s += x[d] * Bf16(row[d]);
+  s = WarpSum(s);
+  if (lane == 0) logits[item] = s;
 }
 
 __global__ void ToBf16Kernel(const float* x, int64_t n, __nv_bfloat16* y) {
@@ -236,6 +217,22 @@ Status CopyToHost(void* dst, const void* src, size_t bytes) {
   return Check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "copy to host");
 }
 Status Synchronize() { return Check(cudaDeviceSynchronize(), "synchronize"); }
+Status Memset(void* p, int value, size_t bytes) {
+  return Check(cudaMemset(p, value, bytes), "memset");
+}
+
+Status SetDevice(int device) { return Check(cudaSetDevice(device), "set device"); }
+
+std::string DeviceName(int device) {
+  cudaDeviceProp prop;
+  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+    cudaGetLastError();
+    return "device " + std::to_string(device);
+  }
+  char mem[32];
+  snprintf(mem, sizeof mem, "%.1f GiB", prop.totalGlobalMem / 1073741824.0);
+  return std::string(prop.name) + ", " + mem;
+}
 
 Status RmsNorm(const float* x, const uint16_t* w, float eps, int T, int D, float* y) {
   RmsNormKernel<<<T, kThreads>>>(x, w, eps, D, y);
@@ -268,31 +265,63 @@ Status Argmax(const float* logits, int R, int V, int32_t* ids) {
   return Launched("Argmax");
 }
 
-Status Attention(const float* q, const float* k, const float* v, int C, int p0, int H, int KV,
-                 int hd, int window, float* out) {
-  const int span = window > 0 ? window : p0 + C;
-  const size_t shared = static_cast<size_t>(span) * sizeof(float);
-  if (shared > 48 * 1024)
-    return InvalidArgument("the GPU attention kernel holds at most 12288 positions");
-  AttentionKernel<<<C * H, kThreads, shared>>>(q, k, v, p0, H, KV, hd, window, out);
-  return Launched("Attention");
+Status AddInPlace(float* x, const float* y, int64_t n) {
+  if (n == 0) return Status::Ok();
+  AddKernel<<<Blocks(n), kThreads>>>(x, y, n);
+  return Launched("AddInPlace");
+}
+
+Status GatherRows(const float* x, const int32_t* rows, int R, int D, float* out) {
+  if (R == 0) return Status::Ok();
+  GatherRowsKernel<<<R, kThreads>>>(x, rows, D, out);
+  return Launched("GatherRows");
+}
+
+Status RouterLogits(const float* h, const uint16_t* w, int T, int E, int D, float* logits) {
+  if (T == 0) return Status::Ok();
+  const int64_t threads = int64_t{T} * E * 32;
+  RouterLogitsKernel<<<static_cast<int>((threads + kThreads - 1) / kThreads), kThreads>>>(
+      h, w, T, E, D, logits);
+  return Launched("RouterLogits");
+}
+
+Status ToBf16(const float* x, int64_t n, uint16_t* y) {
+  if (n == 0) return Status::Ok();
+  ToBf16Kernel<<<Blocks(n), kThreads>>>(x, n, reinterpret_cast<__nv_bfloat16*>(y));
+  return Launched("ToBf16");
+}
+
+// Row-major y [T, N] = x [T, K] . W [N, K]^T is, column-major, y^T [N, T] = W^T' x^T with
+// W read transposed: the row-major arrays are their own column-major transposes.
+Status GemmBf16(const uint16_t* x, int T, int ldx, const uint16_t* w, int N, int K, int ldw,
+                bool accumulate, float* y) {
+  if (T == 0 || N == 0) return Status::Ok();
+  cublasHandle_t handle = Cublas();
+  if (handle == nullptr) return Internal("cublasCreate failed (no usable GPU?)");
+  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  return CheckBlas(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, N, T, K, &alpha, w,
+                                CUDA_R_16BF, ldw, x, CUDA_R_16BF, ldx, &beta, y, CUDA_R_32F, N,
+                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                   "GemmEx");
+}
+
+Status GemmBf16Blocks(const uint16_t* x, int T, int ldx, const uint16_t* w, int N, int Kb,
+                      int ldw, int blocks, float* y) {
+  if (T == 0 || N == 0 || blocks == 0) return Status::Ok();
+  cublasHandle_t handle = Cublas();
+  if (handle == nullptr) return Internal("cublasCreate failed (no usable GPU?)");
+  const float alpha = 1.0f, beta = 0.0f;
+  return CheckBlas(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, N, T, Kb, &alpha,
+                                              w, CUDA_R_16BF, ldw, Kb, x, CUDA_R_16BF, ldx, Kb,
+                                              &beta, y, CUDA_R_32F, N, int64_t{T} * N, blocks,
+                                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                   "GemmStridedBatchedEx");
 }
 
 Status MatMulBf16(const float* x, int T, const uint16_t* w, int N, int K, uint16_t* scratch,
-                  float* y) {
-  cublasHandle_t handle = Cublas();
-  if (handle == nullptr) return Internal("cublasCreate failed (no usable GPU?)");
-  auto* xb = reinterpret_cast<__nv_bfloat16*>(scratch);
-  ToBf16Kernel<<<Blocks(int64_t{T} * K), kThreads>>>(x, int64_t{T} * K, xb);
-  MOE_RETURN_IF_ERROR(Launched("ToBf16"));
-  // Column-major view: y^T [N, T] = W [N, K] (stored as W^T col-major [K, N]) x x^T [K, T].
-  const float alpha = 1.0f, beta = 0.0f;
-  const cublasStatus_t s =
-      cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, N, T, K, &alpha, w, CUDA_R_16BF, K, xb,
-                   CUDA_R_16BF, K, &beta, y, CUDA_R_32F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-  if (s != CUBLAS_STATUS_SUCCESS)
-    return Internal("cublasGemmEx failed with status " + std::to_string(static_cast<int>(s)));
-  return Status::Ok();
+                  float* y, bool accumulate) {
+  MOE_RETURN_IF_ERROR(ToBf16(x, int64_t{T} * K, scratch));
+  return GemmBf16(scratch, T, K, w, N, K, K, accumulate, y);
 }
 
 }  // namespace moe::gpu

@@ -15,6 +15,10 @@ namespace moe::gpu {
 
 // The number of usable CUDA devices; 0 (not an error) when there is no driver or GPU.
 int DeviceCount();
+// Makes `device` this thread's (and this process's default) device.
+Status SetDevice(int device);
+// "NVIDIA H100 80GB HBM3, 79.1 GiB".
+std::string DeviceName(int device);
 // "cuda: no usable GPU (error 35: CUDA driver version is insufficient ...)" style detail.
 std::string NoDeviceReason();
 
@@ -24,6 +28,7 @@ void Free(void* p);
 Status CopyToDevice(void* dst, const void* src, size_t bytes);
 Status CopyToHost(void* dst, const void* src, size_t bytes);
 Status Synchronize();
+Status Memset(void* p, int value, size_t bytes);
 
 // y [T, D] = x / sqrt(mean(x^2) + eps) * w, w bf16 [D].
 Status RmsNorm(const float* x, const uint16_t* w, float eps, int T, int D, float* y);
@@ -33,19 +38,32 @@ Status Rope(float* x, const int32_t* positions, const float* inv_freq, int T, in
 Status SiluMul(float* gate, const float* up, int64_t n);
 // x [T, D] = table[ids[t]] widened from bf16.
 Status Embed(const int32_t* ids, const uint16_t* table, int T, int D, float* x);
+// x[i] += y[i].
+Status AddInPlace(float* x, const float* y, int64_t n);
+// out [R, D] = x[rows[r]] for r < R.
+Status GatherRows(const float* x, const int32_t* rows, int R, int D, float* out);
+// logits [T, E] = h [T, D] . w [E, D]^T in f32 (w bf16 widened exactly), one f32 dot product
+// per output: the router decides which experts run, so it does not round h to bf16.
+Status RouterLogits(const float* h, const uint16_t* w, int T, int E, int D, float* logits);
 // Router: logits [T, E] -> softmax, top-k, renormalised; ids [T, K] sorted by id, weights [T, K].
 Status RouteTopK(const float* logits, int T, int E, int K, int32_t* ids, float* weights);
 // ids [R] = first maximum of each row of logits [R, V].
 Status Argmax(const float* logits, int R, int V, int32_t* ids);
 
-// Causal attention of one sequence's queries q [C, H, hd] at positions p0.. against keys and
-// values k, v [P, KV, hd] for positions 0..P-1 (P = p0 + C), window W (0 = none); out [C, H, hd].
-Status Attention(const float* q, const float* k, const float* v, int C, int p0, int H, int KV,
-                 int hd, int window, float* out);
+// y [n] = x [n] rounded to bf16 (to nearest even).
+Status ToBf16(const float* x, int64_t n, uint16_t* y);
 
-// y [T, N] = x [T, K] . W [N, K]^T with W bf16 and x f32, through cuBLAS in bf16 with f32
-// accumulation (x is rounded to bf16 first). `scratch` holds at least T * K bf16 values.
+// y [T, N] (+)= x [T, K] . W [N, K]^T with x and W bf16, through cuBLAS with f32 accumulation;
+// rows of x are ldx apart, of W ldw apart, of y N apart. accumulate: y += instead of y =.
+Status GemmBf16(const uint16_t* x, int T, int ldx, const uint16_t* w, int N, int K, int ldw,
+                bool accumulate, float* y);
+// The same split along K into `blocks` runs of Kb: y [blocks, T, N], y[b] = x[:, b] . W[:, b]^T
+// (one strided batched GEMM).
+Status GemmBf16Blocks(const uint16_t* x, int T, int ldx, const uint16_t* w, int N, int Kb,
+                      int ldw, int blocks, float* y);
+// y [T, N] (+)= x [T, K] . W [N, K]^T with x f32: rounds x to bf16 in `scratch` (T * K values)
+// first, then GemmBf16.
 Status MatMulBf16(const float* x, int T, const uint16_t* w, int N, int K, uint16_t* scratch,
-                  float* y);
+                  float* y, bool accumulate = false);
 
 }  // namespace moe::gpu

@@ -1,0 +1,61 @@
+// Weights on the device: bf16, row-major, copied from the checkpoint's file mapping (no
+// resident host copy) through a small staging buffer. f32 and f16 tensors are rounded to bf16
+// (the GPU path computes in bf16; the CPU path keeps the stored dtype).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/checkpoint.h"
+#include "common/status.h"
+
+namespace moe::gpu {
+
+// Device allocations freed together.
+class DeviceArena {
+ public:
+  DeviceArena() = default;
+  DeviceArena(const DeviceArena&) = delete;
+  DeviceArena& operator=(const DeviceArena&) = delete;
+  ~DeviceArena();
+  StatusOr<void*> Alloc(size_t bytes);
+  template <typename T>
+  StatusOr<T*> Array(int64_t n) {
+    MOE_ASSIGN_OR_RETURN(void* p, Alloc(static_cast<size_t>(n) * sizeof(T)));
+    return static_cast<T*>(p);
+  }
+  int64_t bytes() const { return bytes_; }
+
+ private:
+  std::vector<void*> blocks_;
+  int64_t bytes_ = 0;
+};
+
+// A device buffer that grows when asked for more (its contents do not survive growing).
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer();
+  // At least n elements of T.
+  template <typename T>
+  StatusOr<T*> Get(int64_t n) {
+    MOE_RETURN_IF_ERROR(Reserve(static_cast<size_t>(n) * sizeof(T)));
+    return static_cast<T*>(p_);
+  }
+
+ private:
+  Status Reserve(size_t bytes);
+  void* p_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Rows [r0, r1) and columns [c0, c1) (-1: to the end) of the named tensor of exactly `shape`
+// (1-D: one row), as bf16 [r1 - r0, c1 - c0] on the device.
+StatusOr<uint16_t*> UploadBf16(Checkpoint& ckpt, const std::string& name,
+                               const std::vector<int64_t>& shape, DeviceArena& arena,
+                               int64_t r0 = 0, int64_t r1 = -1, int64_t c0 = 0, int64_t c1 = -1);
+
+}  // namespace moe::gpu

@@ -1,0 +1,47 @@
+// Attention on the device over the paged KV cache (coordinator/kv_cache.h's block layout, in
+// device memory). Index legend: T = step rows, H = query heads, KV = kv heads, hd = head dim,
+// L = layers, B = block size.
+//
+// A step's rows are described once, on the host, then uploaded: each row's position and where
+// its sequence's block table starts in `tables` (every sequence's table laid end to end).
+// One kernel serves decode and prefill: a tile is a run of consecutive rows of one sequence
+// (one row for a decode token, up to kTileRows for a prefill chunk), and a thread block takes
+// one (tile, head). It streams the keys its rows can see through shared memory, kKeyTile at a
+// time, with an online softmax, so a prefill tile reads each key once for all of its rows.
+#pragma once
+
+#include <cstdint>
+
+#include "common/status.h"
+
+namespace moe::gpu {
+
+constexpr int kTileRows = 16;
+constexpr int kMaxHeadDim = 128;
+
+struct PagedKv {
+  float* k = nullptr;  // [blocks, L, B, KV * hd]
+  float* v = nullptr;  // [blocks, L, B, KV * hd]
+  int layers = 0, block_size = 0, kv_heads = 0, head_dim = 0;
+};
+
+struct StepRows {
+  const int32_t* pos = nullptr;        // [T] each row's position
+  const int32_t* table_at = nullptr;   // [T] where its sequence's block table starts in tables
+  const int32_t* tables = nullptr;     // block ids, every sequence's table end to end
+};
+
+// Writes the keys and values k, v [T, KV * hd] of the tiles' rows at their positions in
+// `layer` (tiles as for PagedAttention).
+Status KvWrite(const PagedKv& kv, int layer, const StepRows& rows, const float* k,
+               const float* v, const int32_t* tile_row0, const int32_t* tile_rows, int tiles);
+
+// out [T, H * hd] = softmax(q k^T / sqrt(hd)) v per row and head over the keys at positions
+// max(0, p - window + 1) .. p (window 0: all), read from the cache (written first).
+// Tiles: `tile_row0` [tiles] and `tile_rows` [tiles] (1 .. kTileRows each); `multi_row` says
+// whether any tile has more than one row (it picks the thread block size).
+Status PagedAttention(const PagedKv& kv, int layer, const StepRows& rows, const float* q,
+                      int heads, int window, const int32_t* tile_row0, const int32_t* tile_rows,
+                      int tiles, bool multi_row, float* out);
+
+}  // namespace moe::gpu

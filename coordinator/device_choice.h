@@ -1,0 +1,34 @@
+// Which device a rank computes on (--device cpu|cuda|auto), and loading its part of the model
+// there. Built without the CUDA path, every answer is the CPU (auto) or an error (cuda).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "common/checkpoint.h"
+#include "common/model_config.h"
+#include "common/transport.h"
+#include "coordinator/model.h"
+#include "worker/expert_store.h"
+#include "worker/expert_worker.h"
+
+namespace moe {
+
+// The GPU this rank uses, or -1 for the CPU. auto: a GPU when one is visible, else the CPU with
+// a one-line notice on stderr; cuda: a GPU or an error that says why there is none. Ranks on
+// one host take the host's GPUs in turn (by their order among the host's ranks).
+StatusOr<int> ChooseDevice(const std::string& flag, const Transport& transport);
+// "cpu", or "cuda:0 (NVIDIA H100 80GB HBM3, 79.1 GiB)".
+std::string DeviceText(int device);
+
+// What a rank holds on its GPU: the coordinator's forward pass (rank 0) and its expert slices.
+struct DeviceParts {
+  std::unique_ptr<DeviceForward> forward;
+  std::unique_ptr<ExpertDevice> experts;
+  int64_t bytes = 0;
+};
+// Uploads them from the checkpoint (the expert slices `layout` lists, when not null).
+StatusOr<DeviceParts> LoadOnDevice(int device, const ModelConfig& config, Checkpoint& ckpt,
+                                   bool coordinator, const ExpertStore* layout);
+
+}  // namespace moe

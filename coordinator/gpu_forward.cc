@@ -1,0 +1,307 @@
+#include "coordinator/gpu_forward.h"
+
+#include <chrono>
+#include <map>
+
+#include "common/cuda/gpu_ops.h"
+#include "common/tensor_names.h"
+#include "coordinator/rope.h"
+
+namespace moe {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void Lap(Clock::time_point& t, double* sum) {
+  const auto now = Clock::now();
+  if (sum) *sum += std::chrono::duration<double>(now - t).count();
+  t = now;
+}
+
+// A pool's keys and values on the device, freed with the pool.
+struct DeviceKvStorage {
+  float* k = nullptr;
+  float* v = nullptr;
+  ~DeviceKvStorage() {
+    if (k) gpu::Free(k);
+    if (v) gpu::Free(v);
+  }
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<GpuForward>> GpuForward::Load(const ModelConfig& c, Checkpoint& ckpt) {
+  if (c.head_dim > gpu::kMaxHeadDim || c.head_dim % 2 != 0)
+    return InvalidArgument("the GPU path takes an even head_dim of at most " +
+                           std::to_string(gpu::kMaxHeadDim) + "; this model has " +
+                           std::to_string(c.head_dim) + " (use --device cpu)");
+  if (c.is_moe() && (c.num_experts > 64 || c.experts_per_token > c.num_experts))
+    return InvalidArgument("the GPU router takes at most 64 experts (use --device cpu)");
+  auto g = std::unique_ptr<GpuForward>(new GpuForward(c));
+  const int64_t D = c.hidden, q_width = int64_t{c.heads} * c.head_dim,
+                kv_width = int64_t{c.kv_heads} * c.head_dim;
+  gpu::DeviceArena& a = g->weights_;
+  MOE_ASSIGN_OR_RETURN(g->embed_, gpu::UploadBf16(ckpt, names::Embed(), {c.vocab, D}, a));
+  MOE_ASSIGN_OR_RETURN(g->final_norm_, gpu::UploadBf16(ckpt, names::FinalNorm(), {D}, a));
+  if (c.tie_embeddings) {
+    g->lm_head_ = g->embed_;
+    if (ckpt.tensors().count(names::LmHead())) MOE_RETURN_IF_ERROR(ckpt.Skip(names::LmHead()));
+  } else {
+    MOE_ASSIGN_OR_RETURN(g->lm_head_, gpu::UploadBf16(ckpt, names::LmHead(), {c.vocab, D}, a));
+  }
+  for (int l = 0; l < c.layers; ++l) {
+    LayerWeights w;
+    MOE_ASSIGN_OR_RETURN(w.attn_norm, gpu::UploadBf16(ckpt, names::AttnNorm(l), {D}, a));
+    MOE_ASSIGN_OR_RETURN(w.wq, gpu::UploadBf16(ckpt, names::Wq(l), {q_width, D}, a));
+    MOE_ASSIGN_OR_RETURN(w.wk, gpu::UploadBf16(ckpt, names::Wk(l), {kv_width, D}, a));
+    MOE_ASSIGN_OR_RETURN(w.wv, gpu::UploadBf16(ckpt, names::Wv(l), {kv_width, D}, a));
+    MOE_ASSIGN_OR_RETURN(w.wo, gpu::UploadBf16(ckpt, names::Wo(l), {D, q_width}, a));
+    MOE_ASSIGN_OR_RETURN(w.ffn_norm, gpu::UploadBf16(ckpt, names::FfnNorm(l), {D}, a));
+    if (c.is_moe()) {
+      MOE_ASSIGN_OR_RETURN(w.router,
+                           gpu::UploadBf16(ckpt, names::Router(l), {c.num_experts, D}, a));
+    }
+    g->layers_.push_back(w);
+  }
+  // RoPE's inverse frequencies exactly as the CPU forms them.
+  const Rope rope(c.head_dim, c.rope_theta);
+  MOE_ASSIGN_OR_RETURN(float* inv_freq, a.Array<float>(c.head_dim / 2));
+  MOE_RETURN_IF_ERROR(gpu::CopyToDevice(inv_freq, rope.inv_freq().data(),
+                                        rope.inv_freq().size() * sizeof(float)));
+  g->inv_freq_ = inv_freq;
+  return g;
+}
+
+StatusOr<gpu::PagedKv> GpuForward::Storage(KvBlockPool& pool) {
+  std::shared_ptr<void>& slot = pool.device_storage();
+  if (!slot) {
+    auto s = std::make_shared<DeviceKvStorage>();
+    const size_t bytes = static_cast<size_t>(pool.total_blocks()) * pool.layers() *
+                         pool.block_size() * pool.kv_width() * sizeof(float);
+    auto k = gpu::Alloc(bytes);
+    auto v = k.ok() ? gpu::Alloc(bytes) : k;
+    if (k.ok()) s->k = static_cast<float*>(k.value());
+    if (!k.ok() || !v.ok())
+      return ResourceExhausted("cannot allocate " + std::to_string(2 * (bytes >> 20)) +
+                               " MiB of KV cache on the GPU; lower --kv-cache-mib or "
+                               "--kv-blocks");
+    s->v = static_cast<float*>(v.value());
+    slot = s;
+  }
+  const auto* s = static_cast<const DeviceKvStorage*>(slot.get());
+  return gpu::PagedKv{s->k, s->v, pool.layers(), pool.block_size(), c_.kv_heads, c_.head_dim};
+}
+
+Status GpuForward::Describe(const std::vector<int>& tokens,
+                            const std::vector<SequenceChunk>& chunks,
+                            const std::vector<int>& logit_rows) {
+  const int T = T_;
+  // Per pool: its decode tiles (one row) and prefill tiles (up to kTileRows rows), as
+  // (first row, rows); and every chunk's block table.
+  struct Tiles {
+    KvBlockPool* pool;
+    std::vector<int32_t> decode_row0, prefill_row0, prefill_rows;
+  };
+  std::vector<Tiles> tiles;
+  std::map<KvBlockPool*, int> index;
+  std::vector<int32_t> pos(T), table_at(T), tables;
+  int row = 0;
+  for (const SequenceChunk& chunk : chunks) {
+    PagedKvCache* cache = chunk.cache->AsPaged();
+    if (cache == nullptr)
+      return Internal("the GPU forward pass needs paged KV caches (Model::NewCache)");
+    if (!cache->Reserve(chunk.start_pos + chunk.length))
+      return ResourceExhausted("the KV cache has no free block left for position " +
+                               std::to_string(chunk.start_pos + chunk.length - 1));
+    auto [it, added] = index.emplace(cache->pool(), static_cast<int>(tiles.size()));
+    if (added) tiles.push_back({cache->pool(), {}, {}, {}});
+    Tiles& t = tiles[it->second];
+    const int at = static_cast<int>(tables.size());
+    tables.insert(tables.end(), cache->table().begin(), cache->table().end());
+    for (int i = 0; i < chunk.length; ++i) {
+      pos[row + i] = chunk.start_pos + i;
+      table_at[row + i] = at;
+    }
+    if (chunk.length == 1) {
+      t.decode_row0.push_back(row);
+    } else {
+      for (int i = 0; i < chunk.length; i += gpu::kTileRows) {
+        t.prefill_row0.push_back(row + i);
+        t.prefill_rows.push_back(std::min(gpu::kTileRows, chunk.length - i));
+      }
+    }
+    row += chunk.length;
+  }
+  if (experts_ == nullptr) return Internal("the GPU forward pass has no expert backend");
+  if (row != T) return Internal("the chunks do not cover the step's tokens");
+
+  // One upload: pos [T], table_at [T], ids [T], logit rows [R], per pool its tiles' first rows
+  // [n] and row counts [n] (decode tiles first), then the block tables.
+  std::vector<int32_t>& m = meta_host_;
+  m.assign(pos.begin(), pos.end());
+  m.insert(m.end(), table_at.begin(), table_at.end());
+  m.insert(m.end(), tokens.begin(), tokens.end());
+  m.insert(m.end(), logit_rows.begin(), logit_rows.end());
+  std::vector<size_t> tile_at;
+  for (const Tiles& t : tiles) {
+    tile_at.push_back(m.size());
+    m.insert(m.end(), t.decode_row0.begin(), t.decode_row0.end());
+    m.insert(m.end(), t.prefill_row0.begin(), t.prefill_row0.end());
+    m.insert(m.end(), t.decode_row0.size(), 1);
+    m.insert(m.end(), t.prefill_rows.begin(), t.prefill_rows.end());
+  }
+  const size_t tables_at = m.size();
+  m.insert(m.end(), tables.begin(), tables.end());
+  MOE_ASSIGN_OR_RETURN(int32_t * d, meta_.Get<int32_t>(static_cast<int64_t>(m.size())));
+  MOE_RETURN_IF_ERROR(gpu::CopyToDevice(d, m.data(), m.size() * sizeof(int32_t)));
+  rows_ = {d, d + T, d + tables_at};
+  ids_ = d + 2 * T;
+  logit_rows_ = d + 3 * T;
+  pools_.clear();
+  for (size_t i = 0; i < tiles.size(); ++i) {
+    PoolRows p;
+    MOE_ASSIGN_OR_RETURN(p.kv, Storage(*tiles[i].pool));
+    p.decode_tiles = static_cast<int>(tiles[i].decode_row0.size());
+    p.prefill_tiles = static_cast<int>(tiles[i].prefill_row0.size());
+    p.tile_row0 = d + tile_at[i];
+    p.tile_rows = d + tile_at[i] + p.decode_tiles + p.prefill_tiles;
+    pools_.push_back(p);
+  }
+  return Status::Ok();
+}
+
+Status GpuForward::Attention(int l) {
+  const ModelConfig& c = c_;
+  const LayerWeights& w = layers_[l];
+  const int T = T_, D = c.hidden, H = c.heads, KV = c.kv_heads, hd = c.head_dim;
+  MOE_ASSIGN_OR_RETURN(float* x, x_.Get<float>(int64_t{T} * D));
+  MOE_ASSIGN_OR_RETURN(float* h, h_.Get<float>(int64_t{T} * D));
+  MOE_ASSIGN_OR_RETURN(uint16_t* hb, hb_.Get<uint16_t>(int64_t{T} * std::max(D, H * hd)));
+  MOE_ASSIGN_OR_RETURN(float* q, q_.Get<float>(int64_t{T} * H * hd));
+  MOE_ASSIGN_OR_RETURN(float* k, k_.Get<float>(int64_t{T} * KV * hd));
+  MOE_ASSIGN_OR_RETURN(float* v, v_.Get<float>(int64_t{T} * KV * hd));
+  MOE_ASSIGN_OR_RETURN(float* attn, attn_.Get<float>(int64_t{T} * H * hd));
+  // h = rmsnorm(x); q, k, v = h Wq, h Wk, h Wv                        [T, H*hd], [T, KV*hd]
+  MOE_RETURN_IF_ERROR(gpu::RmsNorm(x, w.attn_norm, c.rms_norm_eps, T, D, h));
+  MOE_RETURN_IF_ERROR(gpu::ToBf16(h, int64_t{T} * D, hb));
+  MOE_RETURN_IF_ERROR(gpu::GemmBf16(hb, T, D, w.wq, H * hd, D, D, false, q));
+  MOE_RETURN_IF_ERROR(gpu::GemmBf16(hb, T, D, w.wk, KV * hd, D, D, false, k));
+  MOE_RETURN_IF_ERROR(gpu::GemmBf16(hb, T, D, w.wv, KV * hd, D, D, false, v));
+  MOE_RETURN_IF_ERROR(gpu::Rope(q, rows_.pos, inv_freq_, T, H, hd));
+  MOE_RETURN_IF_ERROR(gpu::Rope(k, rows_.pos, inv_freq_, T, KV, hd));
+  // The step's keys into the cache, then every row's attention over the cache.
+  for (const PoolRows& p : pools_) {
+    const int tiles = p.decode_tiles + p.prefill_tiles;
+    MOE_RETURN_IF_ERROR(gpu::KvWrite(p.kv, l, rows_, k, v, p.tile_row0, p.tile_rows, tiles));
+    MOE_RETURN_IF_ERROR(gpu::PagedAttention(p.kv, l, rows_, q, H, c.sliding_window, p.tile_row0,
+                                            p.tile_rows, p.decode_tiles, false, attn));
+    MOE_RETURN_IF_ERROR(gpu::PagedAttention(
+        p.kv, l, rows_, q, H, c.sliding_window, p.tile_row0 + p.decode_tiles,
+        p.tile_rows + p.decode_tiles, p.prefill_tiles, true, attn));
+  }
+  // x = x + attn Wo                                                    [T, D]
+  MOE_RETURN_IF_ERROR(gpu::ToBf16(attn, int64_t{T} * H * hd, hb));
+  MOE_RETURN_IF_ERROR(gpu::GemmBf16(hb, T, H * hd, w.wo, D, H * hd, H * hd, true, x));
+  // h = rmsnorm(x)
+  return gpu::RmsNorm(x, w.ffn_norm, c.rms_norm_eps, T, D, h);
+}
+
+Status GpuForward::Experts(int l) {
+  const ModelConfig& c = c_;
+  const int T = T_, D = c.hidden;
+  PhaseSeconds* times = stats_ ? &stats_->seconds : nullptr;
+  auto t = Clock::now();
+  // routes = router(h): on the device, then to the host with the rows   [T, K]
+  float* h = h_.Get<float>(int64_t{T} * D).value();  // reserved by Attention
+  if (c.is_moe()) {
+    const int E = c.num_experts, K = c.experts_per_token;
+    MOE_ASSIGN_OR_RETURN(float* logits, router_logits_.Get<float>(int64_t{T} * E));
+    MOE_ASSIGN_OR_RETURN(int32_t * ids, route_ids_.Get<int32_t>(int64_t{T} * K));
+    MOE_ASSIGN_OR_RETURN(float* weights, route_weights_.Get<float>(int64_t{T} * K));
+    MOE_RETURN_IF_ERROR(gpu::RouterLogits(h, layers_[l].router, T, E, D, logits));
+    MOE_RETURN_IF_ERROR(gpu::RouteTopK(logits, T, E, K, ids, weights));
+    ids_host_.resize(static_cast<size_t>(T) * K);
+    routes_.k = K;
+    routes_.expert.resize(ids_host_.size());
+    routes_.weight.resize(ids_host_.size());
+    MOE_RETURN_IF_ERROR(gpu::CopyToHost(ids_host_.data(), ids, ids_host_.size() * 4));
+    MOE_RETURN_IF_ERROR(gpu::CopyToHost(routes_.weight.data(), weights, ids_host_.size() * 4));
+    routes_.expert.assign(ids_host_.begin(), ids_host_.end());
+    if (skew_) skew_->Apply(&routes_);
+  } else {
+    RouteDense(T, &routes_);
+  }
+  h_host_.resize(static_cast<size_t>(T) * D);
+  moe_host_.resize(h_host_.size());
+  MOE_RETURN_IF_ERROR(gpu::CopyToHost(h_host_.data(), h, h_host_.size() * sizeof(float)));
+  Lap(t, times ? &times->routing : nullptr);
+  // x += the experts' answers, in token order                          [T, D]
+  MOE_ASSIGN_OR_RETURN(DispatchHandle handle, experts_->Dispatch(l, 0, 1, h_host_.data(), T, routes_));
+  MOE_RETURN_IF_ERROR(experts_->Combine(handle, moe_host_.data()));
+  MOE_ASSIGN_OR_RETURN(float* moe, moe_.Get<float>(int64_t{T} * D));
+  MOE_RETURN_IF_ERROR(gpu::CopyToDevice(moe, moe_host_.data(), moe_host_.size() * sizeof(float)));
+  MOE_RETURN_IF_ERROR(gpu::AddInPlace(x_.Get<float>(int64_t{T} * D).value(), moe, int64_t{T} * D));
+  Lap(t, times ? &times->moe_wait : nullptr);
+  return Status::Ok();
+}
+
+Status GpuForward::Forward(const std::vector<int>& tokens, const std::vector<SequenceChunk>& chunks,
+                           const std::vector<int>& logit_rows, float* logits) {
+  const ModelConfig& c = c_;
+  const auto t_start = Clock::now();
+  T_ = static_cast<int>(tokens.size());
+  R_ = static_cast<int>(logit_rows.size());
+  const int T = T_, R = R_, D = c.hidden, V = c.vocab;
+  for (int id : tokens)
+    if (id < 0 || id >= V) return InvalidArgument("token id out of range reached Forward");
+  for (int r : logit_rows)
+    if (r < 0 || r >= T) return InvalidArgument("logit row out of range");
+  MOE_RETURN_IF_ERROR(Describe(tokens, chunks, logit_rows));
+
+  // x = embed(tokens)                                                  [T, D]
+  MOE_ASSIGN_OR_RETURN(float* x, x_.Get<float>(int64_t{T} * D));
+  MOE_RETURN_IF_ERROR(gpu::Embed(ids_, embed_, T, D, x));
+  auto t = Clock::now();
+  for (int l = 0; l < c.layers; ++l) {
+    MOE_RETURN_IF_ERROR(Attention(l));  // x += attention; h = rmsnorm(x)
+    Lap(t, stats_ ? &stats_->seconds.attention : nullptr);
+    MOE_RETURN_IF_ERROR(Experts(l));    // x += experts(h)
+    t = Clock::now();
+  }
+  // Keys that fell out of the window go back to their pools.
+  if (c.sliding_window > 0)
+    for (const SequenceChunk& chunk : chunks)
+      chunk.cache->ReleaseBefore(chunk.start_pos + chunk.length - c.sliding_window + 1);
+
+  // logits = lm_head(rmsnorm(x)) for the wanted rows                   [R, V]
+  MOE_ASSIGN_OR_RETURN(float* rows, h_.Get<float>(int64_t{std::max(T, R)} * D));
+  MOE_ASSIGN_OR_RETURN(float* normed, attn_.Get<float>(int64_t{R} * D));
+  MOE_ASSIGN_OR_RETURN(uint16_t* nb, hb_.Get<uint16_t>(int64_t{R} * D));
+  MOE_ASSIGN_OR_RETURN(float* out, logits_.Get<float>(int64_t{R} * V));
+  MOE_RETURN_IF_ERROR(gpu::GatherRows(x, logit_rows_, R, D, rows));
+  MOE_RETURN_IF_ERROR(gpu::RmsNorm(rows, final_norm_, c.rms_norm_eps, R, D, normed));
+  MOE_RETURN_IF_ERROR(gpu::ToBf16(normed, int64_t{R} * D, nb));
+  MOE_RETURN_IF_ERROR(gpu::GemmBf16(nb, R, D, lm_head_, V, D, D, false, out));
+  if (logits) MOE_RETURN_IF_ERROR(gpu::CopyToHost(logits, out, int64_t{R} * V * sizeof(float)));
+  MOE_RETURN_IF_ERROR(gpu::Synchronize());
+  if (stats_) {
+    Lap(t, &stats_->seconds.lm_head);
+    stats_->layer_passes += c.layers;
+    stats_->seconds.forward += std::chrono::duration<double>(Clock::now() - t_start).count();
+  }
+  return Status::Ok();
+}
+
+Status GpuForward::Sample(const std::vector<Sampler*>& samplers, std::vector<int>* ids) {
+  if (static_cast<int>(samplers.size()) != R_)
+    return Internal("Sample wants one sampler per logit row of the last Forward");
+  std::vector<gpu::SampleSpec> specs;
+  for (Sampler* s : samplers) {
+    const SamplingParams& p = s->params();
+    specs.push_back({p.temperature, p.top_k, p.top_p, s->NextBits()});
+  }
+  MOE_ASSIGN_OR_RETURN(float* logits, logits_.Get<float>(int64_t{R_} * c_.vocab));
+  return sampler_.Sample(logits, R_, c_.vocab, specs, ids);
+}
+
+}  // namespace moe

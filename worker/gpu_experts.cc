@@ -1,0 +1,60 @@
+#include "worker/gpu_experts.h"
+
+#include "common/cuda/gpu_ops.h"
+
+namespace moe {
+
+StatusOr<std::unique_ptr<GpuExperts>> GpuExperts::Load(const ModelConfig& config,
+                                                       Checkpoint& ckpt,
+                                                       const ExpertStore& layout) {
+  auto g = std::unique_ptr<GpuExperts>(new GpuExperts());
+  const int64_t D = config.hidden, F = config.ffn;
+  g->D_ = config.hidden;
+  g->Fb_ = layout.block_size();
+  g->layers_.resize(config.layers);
+  for (int l = 0; l < config.layers; ++l) {
+    for (const ExpertSlice& s : layout.layer(l)) {
+      const ExpertTensorNames n = ExpertNames(config, l, s.expert);
+      const int64_t f0 = int64_t{s.block_begin} * g->Fb_, f1 = int64_t{s.block_end} * g->Fb_;
+      Slice d;
+      MOE_ASSIGN_OR_RETURN(d.w1, gpu::UploadBf16(ckpt, n.w1, {F, D}, g->arena_, f0, f1));
+      MOE_ASSIGN_OR_RETURN(d.w3, gpu::UploadBf16(ckpt, n.w3, {F, D}, g->arena_, f0, f1));
+      MOE_ASSIGN_OR_RETURN(d.w2, gpu::UploadBf16(ckpt, n.w2, {D, F}, g->arena_, 0, D, f0, f1));
+      d.ffn = static_cast<int>(f1 - f0);
+      d.blocks = s.block_end - s.block_begin;
+      d.whole = d.blocks == layout.blocks();
+      g->layers_[l].push_back(d);
+    }
+  }
+  return g;
+}
+
+Status GpuExperts::Run(int layer, const std::vector<DeviceTask>& tasks) {
+  for (const DeviceTask& t : tasks) {
+    const Slice& s = layers_[layer][t.slice];
+    const int64_t n = t.n, Fs = s.ffn, out_rows = s.whole ? n : n * s.blocks;
+    MOE_ASSIGN_OR_RETURN(float* x, x_.Get<float>(n * D_));
+    MOE_ASSIGN_OR_RETURN(uint16_t* xb, xb_.Get<uint16_t>(n * D_));
+    MOE_ASSIGN_OR_RETURN(float* gate, gate_.Get<float>(n * Fs));
+    MOE_ASSIGN_OR_RETURN(float* up, up_.Get<float>(n * Fs));
+    MOE_ASSIGN_OR_RETURN(uint16_t* act, act_.Get<uint16_t>(n * Fs));
+    MOE_ASSIGN_OR_RETURN(float* out, out_.Get<float>(out_rows * D_));
+    MOE_RETURN_IF_ERROR(gpu::CopyToDevice(x, t.x, n * D_ * sizeof(float)));
+    // gate, up [n, Fs] = x w1^T, x w3^T; act = silu(gate) * up in bf16
+    MOE_RETURN_IF_ERROR(gpu::ToBf16(x, n * D_, xb));
+    MOE_RETURN_IF_ERROR(gpu::GemmBf16(xb, t.n, D_, s.w1, s.ffn, D_, D_, false, gate));
+    MOE_RETURN_IF_ERROR(gpu::GemmBf16(xb, t.n, D_, s.w3, s.ffn, D_, D_, false, up));
+    MOE_RETURN_IF_ERROR(gpu::SiluMul(gate, up, n * Fs));
+    MOE_RETURN_IF_ERROR(gpu::ToBf16(gate, n * Fs, act));
+    // out = act w2^T: [n, D] whole, or [blocks, n, D] one partial per ffn block
+    if (s.whole)
+      MOE_RETURN_IF_ERROR(gpu::GemmBf16(act, t.n, s.ffn, s.w2, D_, s.ffn, s.ffn, false, out));
+    else
+      MOE_RETURN_IF_ERROR(
+          gpu::GemmBf16Blocks(act, t.n, s.ffn, s.w2, D_, Fb_, s.ffn, s.blocks, out));
+    MOE_RETURN_IF_ERROR(gpu::CopyToHost(t.out, out, out_rows * D_ * sizeof(float)));
+  }
+  return Status::Ok();
+}
+
+}  // namespace moe

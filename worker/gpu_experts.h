@@ -1,0 +1,45 @@
+// A worker's expert slices on a GPU: w1, w3 and w2 of every held slice in bf16, and the FFN
+// y = w2(silu(w1 x) * w3 x) through cuBLAS, one GEMM per slice and projection (the slices of a
+// layer run one after another on the device's stream). A whole expert's down projection is one
+// GEMM over all of its ffn columns; a slice's is one strided batched GEMM with a partial output
+// per ffn block, as the wire format wants.
+// Index legend: n = rows of a slice, D = hidden, Fs = the slice's ffn width, Fb = block width.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "common/checkpoint.h"
+#include "common/cuda/device_weights.h"
+#include "common/model_config.h"
+#include "worker/expert_store.h"
+#include "worker/expert_worker.h"
+
+namespace moe {
+
+class GpuExperts : public ExpertDevice {
+ public:
+  // Uploads the slices `layout` lists (an ExpertStore loaded without weights).
+  static StatusOr<std::unique_ptr<GpuExperts>> Load(const ModelConfig& config, Checkpoint& ckpt,
+                                                    const ExpertStore& layout);
+  Status Run(int layer, const std::vector<DeviceTask>& tasks) override;
+  int64_t bytes() const { return arena_.bytes(); }
+
+ private:
+  struct Slice {
+    const uint16_t* w1 = nullptr;  // [Fs, D]
+    const uint16_t* w3 = nullptr;  // [Fs, D]
+    const uint16_t* w2 = nullptr;  // [D, Fs]
+    int ffn = 0;                   // Fs
+    int blocks = 0;
+    bool whole = false;
+  };
+  GpuExperts() = default;
+
+  int D_ = 0, Fb_ = 0;
+  std::vector<std::vector<Slice>> layers_;  // [L][held], the store's order
+  gpu::DeviceArena arena_;
+  gpu::DeviceBuffer x_, xb_, gate_, up_, act_, out_;
+};
+
+}  // namespace moe
