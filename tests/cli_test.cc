@@ -151,6 +151,25 @@ TEST_F(Cli, BadFlagsNameTheFlag) {
                  {"threads"});
 }
 
+// --device: an unknown name is refused; cuda where no GPU is usable says why and what to use
+// instead; auto runs on the CPU with a one-line notice (where no GPU is usable).
+TEST_F(Cli, DeviceFlag) {
+  ExpectBadInput(Generate("mixtral-f32", {"--prompt-ids", "1 2", "--device", "tpu"}),
+                 {"--device", "tpu", "cpu, cuda or auto"});
+  const CliResult cpu = Generate("mixtral-f32", {"--prompt-ids", "1 2", "--max-tokens", "3",
+                                                 "--device", "cpu"});
+  ASSERT_EQ(cpu.exit_code, 0) << cpu.err;
+  const CliResult cuda = Generate("mixtral-f32", {"--prompt-ids", "1 2", "--max-tokens", "3",
+                                                  "--device", "cuda"});
+  if (cuda.exit_code == 0) GTEST_SKIP() << "a GPU is usable here";
+  ExpectBadInput(cuda, {"--device cuda", "--device cpu or auto"});
+  const CliResult autodev = Generate("mixtral-f32", {"--prompt-ids", "1 2", "--max-tokens", "3",
+                                                     "--device", "auto"});
+  ASSERT_EQ(autodev.exit_code, 0) << autodev.err;
+  EXPECT_NE(autodev.err.find("running on the CPU"), std::string::npos) << autodev.err;
+  EXPECT_EQ(autodev.out, cpu.out);
+}
+
 // A model directory that does not exist is named.
 TEST_F(Cli, NonexistentModelDirectory) {
   ExpectBadInput(Run({"generate", "--model", "/nonexistent", "--prompt-ids", "1 2"}),
