@@ -1,23 +1,15 @@
 #include "coordinator/device_choice.h"
 
 #include <dlfcn.h>
-#include <unistd.h>
 
 #include <iostream>
 #include <mutex>
 
+#include "common/private_library.h"
 #include "coordinator/gpu_api.h"
 
 namespace moe {
 namespace {
-
-std::string ExecutableDir() {
-  char buf[4096];
-  const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return ".";
-  std::string path(buf, n);
-  return path.substr(0, path.rfind('/'));
-}
 
 // libmoe_gpu.so's entry points, loaded once; null (with the reason in *why) when absent.
 const GpuApi* Gpu(std::string* why) {
@@ -26,12 +18,7 @@ const GpuApi* Gpu(std::string* why) {
   static std::string error;
   std::call_once(once, [] {
 #if MOE_WITH_CUDA
-    for (const std::string& dir : {ExecutableDir(), std::string(MOE_GPU_LIB_DIR)}) {
-      void* lib = dlopen((dir + "/libmoe_gpu.so").c_str(), RTLD_NOW | RTLD_LOCAL);
-      if (lib == nullptr) {
-        error = dlerror();
-        continue;
-      }
+    if (void* lib = OpenPrivateLibrary("libmoe_gpu.so", MOE_GPU_LIB_DIR, 0, &error)) {
       using Entry = const GpuApi* (*)();
       if (auto entry = reinterpret_cast<Entry>(dlsym(lib, "moe_gpu_api"))) api = entry();
       if (api) return;

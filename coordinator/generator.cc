@@ -87,16 +87,9 @@ StatusOr<GenerateResult> Generate(Model& model, const std::vector<int>& prompt,
                                         host_logits ? logits.data() : nullptr));
     }
     if (options.keep_logits) result.gen_logits.insert(result.gen_logits.end(), logits.begin(), logits.end());
-    // After a prefill that kept every row's logits the device holds a chunk's rows: the first
-    // token is drawn from the host's copy of the last row (the same rules).
-    int token;
-    if (i == 0 && options.keep_logits) {
-      token = sampler.Next(logits.data(), c.vocab);
-    } else {
-      std::vector<int> sampled;
-      MOE_RETURN_IF_ERROR(model.Sample({&sampler}, logits.data(), &sampled));
-      token = sampled[0];
-    }
+    std::vector<int> sampled;  // from the last logit row (after a prefill: the prompt's last)
+    MOE_RETURN_IF_ERROR(model.Sample({&sampler}, logits.data(), &sampled));
+    const int token = sampled[0];
     result.generated.push_back(token);
     if (on_token) on_token(token);
     if (token == c.eos_id && !options.ignore_eos) {

@@ -10,14 +10,6 @@
 namespace moe {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-void Lap(Clock::time_point& t, double* sum) {
-  const auto now = Clock::now();
-  if (sum) *sum += std::chrono::duration<double>(now - t).count();
-  t = now;
-}
-
 // A pool's keys and values on the device, freed with the pool.
 struct DeviceKvStorage {
   float* k = nullptr;
@@ -220,13 +212,12 @@ Status GpuForward::Experts(int l) {
     MOE_ASSIGN_OR_RETURN(float* weights, route_weights_.Get<float>(int64_t{T} * K));
     MOE_RETURN_IF_ERROR(gpu::RouterLogits(h, layers_[l].router, T, E, D, logits));
     MOE_RETURN_IF_ERROR(gpu::RouteTopK(logits, T, E, K, ids, weights));
-    ids_host_.resize(static_cast<size_t>(T) * K);
+    static_assert(sizeof(int) == sizeof(int32_t));
     routes_.k = K;
-    routes_.expert.resize(ids_host_.size());
-    routes_.weight.resize(ids_host_.size());
-    MOE_RETURN_IF_ERROR(gpu::CopyToHost(ids_host_.data(), ids, ids_host_.size() * 4));
-    MOE_RETURN_IF_ERROR(gpu::CopyToHost(routes_.weight.data(), weights, ids_host_.size() * 4));
-    routes_.expert.assign(ids_host_.begin(), ids_host_.end());
+    routes_.expert.resize(static_cast<size_t>(T) * K);
+    routes_.weight.resize(routes_.expert.size());
+    MOE_RETURN_IF_ERROR(gpu::CopyToHost(routes_.expert.data(), ids, routes_.expert.size() * 4));
+    MOE_RETURN_IF_ERROR(gpu::CopyToHost(routes_.weight.data(), weights, routes_.weight.size() * 4));
     if (skew_) skew_->Apply(&routes_);
   } else {
     RouteDense(T, &routes_);
@@ -293,15 +284,15 @@ Status GpuForward::Forward(const std::vector<int>& tokens, const std::vector<Seq
 }
 
 Status GpuForward::Sample(const std::vector<Sampler*>& samplers, std::vector<int>* ids) {
-  if (static_cast<int>(samplers.size()) != R_)
-    return Internal("Sample wants one sampler per logit row of the last Forward");
+  const int n = static_cast<int>(samplers.size());
+  if (n > R_) return Internal("more samplers than logit rows in the last Forward");
   std::vector<gpu::SampleSpec> specs;
   for (Sampler* s : samplers) {
     const SamplingParams& p = s->params();
     specs.push_back({p.temperature, p.top_k, p.top_p, s->NextBits()});
   }
   MOE_ASSIGN_OR_RETURN(float* logits, logits_.Get<float>(int64_t{R_} * c_.vocab));
-  return sampler_.Sample(logits, R_, c_.vocab, specs, ids);
+  return sampler_.Sample(logits + int64_t{R_ - n} * c_.vocab, n, c_.vocab, specs, ids);
 }
 
 }  // namespace moe

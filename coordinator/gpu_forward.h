@@ -83,7 +83,6 @@ class GpuForward : public DeviceForward {
   gpu::DeviceBuffer meta_, x_, h_, hb_, q_, k_, v_, attn_, moe_, router_logits_, route_ids_,
       route_weights_, logits_;
   std::vector<float> h_host_, moe_host_;
-  std::vector<int32_t> ids_host_;
   Routes routes_;
   gpu::DeviceSampler sampler_;
 };

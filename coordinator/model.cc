@@ -21,16 +21,7 @@ StatusOr<Matrix> TakeVector(Checkpoint& ckpt, const std::string& name, int64_t n
   return Matrix{t.data, t.dtype, 1, n};
 }
 
-using Clock = std::chrono::steady_clock;
-
 constexpr int kDeviceBlockSize = 16;  // positions per KV block of a device cache
-
-// Adds the seconds since `t` to `*sum` (when stats are kept) and restarts `t`.
-void Lap(Clock::time_point& t, double* sum) {
-  const auto now = Clock::now();
-  if (sum) *sum += std::chrono::duration<double>(now - t).count();
-  t = now;
-}
 
 }  // namespace
 

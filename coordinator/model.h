@@ -61,7 +61,7 @@ class DeviceForward {
   // logits may be null: they stay on the device only.
   virtual Status Forward(const std::vector<int>& tokens, const std::vector<SequenceChunk>& chunks,
                          const std::vector<int>& logit_rows, float* logits) = 0;
-  // One token per logit row of the last Forward, drawn with each row's sampler.
+  // Model::Sample's contract, from the logits the last Forward left on the device.
   virtual Status Sample(const std::vector<Sampler*>& samplers, std::vector<int>* ids) = 0;
   virtual int64_t dense_weight_bytes() const = 0;
   virtual void set_route_skew(RouteSkew* skew) = 0;
@@ -81,8 +81,9 @@ class Model {
   // On a device, logits may be null (they stay there for Sample).
   Status Forward(const std::vector<int>& tokens, const std::vector<SequenceChunk>& chunks,
                  const std::vector<int>& logit_rows, float* logits);
-  // One token per logit row of the last Forward, row r drawn by samplers[r]: from `logits`
-  // (what Forward wrote) on the CPU, on the device where the logits are there.
+  // One token per sampler, drawn from the last n = samplers.size() logit rows of the last
+  // Forward (samplers[i] from row R - n + i): on the device where the logits are there, else
+  // from `logits` [n, V] on the host (those rows).
   Status Sample(const std::vector<Sampler*>& samplers, const float* logits, std::vector<int>* ids);
 
   // Runs the whole pass on a device instead (the weights above are then empty).

@@ -2,12 +2,22 @@
 // tokens per expert per layer, rows per rank. Printed by --stats, included in --json.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 namespace moe {
+
+using Clock = std::chrono::steady_clock;
+
+// Adds the seconds since `t` to `*sum` (when stats are kept) and restarts `t`.
+inline void Lap(Clock::time_point& t, double* sum) {
+  const auto now = Clock::now();
+  if (sum) *sum += std::chrono::duration<double>(now - t).count();
+  t = now;
+}
 
 struct PhaseSeconds {
   double attention = 0;  // norms, q/k/v/o projections, RoPE, attention

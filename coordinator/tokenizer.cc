@@ -1,10 +1,10 @@
 #include "coordinator/tokenizer.h"
 
 #include <dlfcn.h>
-#include <unistd.h>
 
-#include <climits>
 #include <mutex>
+
+#include "common/private_library.h"
 
 namespace moe {
 
@@ -21,26 +21,13 @@ struct Tokenizer::Api {
 
 namespace {
 
-std::string ExeDir() {
-  char buf[PATH_MAX];
-  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0) return ".";
-  std::string path(buf, n);
-  return path.substr(0, path.rfind('/'));
-}
-
 // The shim sits beside the binary (or in the build tree, for tests).
 StatusOr<const Tokenizer::Api*> LoadApi() {
   static std::once_flag once;
   static Tokenizer::Api api;
   static std::string error;
   std::call_once(once, [] {
-    void* lib = nullptr;
-    for (const std::string& dir : {ExeDir(), std::string(MOE_SHIM_DIR)}) {
-      lib = dlopen((dir + "/libmoe_sentencepiece.so").c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
-      if (lib != nullptr) break;
-      error = dlerror();
-    }
+    void* lib = OpenPrivateLibrary("libmoe_sentencepiece.so", MOE_SHIM_DIR, RTLD_DEEPBIND, &error);
     if (lib == nullptr) return;
     auto sym = [lib](const char* name) { return dlsym(lib, name); };
     api.load = reinterpret_cast<decltype(api.load)>(sym("moe_spm_load"));
