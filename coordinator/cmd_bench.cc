@@ -179,6 +179,7 @@ int Bench(int argc, char** argv, Transport& transport) {
       {"model", runtime.synthetic.empty() ? runtime.model_dir : "synthetic:" + runtime.synthetic},
       {"config", c.Summary()},
       {"ranks", transport.size()},
+      {"device", DeviceText(rt.device())},
       {"threads_rank0", rt.pool().size()},
       {"isa", KernelIsa()},
       {"router_skew", skew},
@@ -200,7 +201,8 @@ int Bench(int argc, char** argv, Transport& transport) {
     std::cout << out.dump() << "\n";
   } else {
     std::cout << std::fixed << std::setprecision(2) << out["model"].get<std::string>() << " ("
-              << c.Summary() << "), " << transport.size() << " rank(s), isa " << KernelIsa()
+              << c.Summary() << "), " << transport.size() << " rank(s), "
+              << DeviceText(rt.device()) << ", isa " << KernelIsa()
               << "\n  prefill " << prompt << " x " << batch << ": " << pf.median << " tok/s ["
               << pf.min << ", " << pf.max << "], " << out["prefill_gflop_s"]["median"].get<double>()
               << " GFLOP/s\n  decode  " << gen << " x " << batch << ": " << dc.median
