@@ -10,16 +10,20 @@ namespace {
 StatusOr<DeviceParts> Load(const ModelConfig& config, Checkpoint& ckpt, bool coordinator,
                            const ExpertStore* layout) {
   DeviceParts parts;
+  std::unique_ptr<GpuForward> forward;
+  std::unique_ptr<GpuExperts> experts;
   if (coordinator) {
-    MOE_ASSIGN_OR_RETURN(std::unique_ptr<GpuForward> f, GpuForward::Load(config, ckpt));
-    parts.bytes += f->dense_weight_bytes();
-    parts.forward = std::move(f);
+    MOE_ASSIGN_OR_RETURN(forward, GpuForward::Load(config, ckpt));
+    parts.bytes += forward->dense_weight_bytes();
   }
   if (layout) {
-    MOE_ASSIGN_OR_RETURN(std::unique_ptr<GpuExperts> e, GpuExperts::Load(config, ckpt, *layout));
-    parts.bytes += e->bytes();
-    parts.experts = std::move(e);
+    MOE_ASSIGN_OR_RETURN(experts, GpuExperts::Load(config, ckpt, *layout));
+    parts.bytes += experts->bytes();
   }
+  // The Runtime keeps both for the model's life.
+  if (forward && experts && experts->holds_every_expert()) forward->UseLocalExperts(experts.get());
+  parts.forward = std::move(forward);
+  parts.experts = std::move(experts);
   return parts;
 }
 

@@ -1,8 +1,10 @@
 #include "coordinator/gpu_forward.h"
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 
+#include "common/check.h"
 #include "common/cuda/gpu_ops.h"
 #include "common/tensor_names.h"
 #include "coordinator/rope.h"
@@ -203,36 +205,98 @@ Status GpuForward::Experts(int l) {
   const int T = T_, D = c.hidden;
   PhaseSeconds* times = stats_ ? &stats_->seconds : nullptr;
   auto t = Clock::now();
-  // routes = router(h): on the device, then to the host with the rows   [T, K]
+  // This rank's own GPU holds every expert and no other rank computes: the rows stay here.
+  const bool local = local_ != nullptr && !experts_->remote();
+  // routes = router(h) on the device, then to the host (and h with them for other ranks)
   float* h = h_.Get<float>(int64_t{T} * D).value();  // reserved by Attention
+  const int K = c.is_moe() ? c.experts_per_token : 1;
+  MOE_ASSIGN_OR_RETURN(int32_t * ids_host, route_host_.Get<int32_t>(int64_t{T} * K * 2));
+  float* weights_host = reinterpret_cast<float*>(ids_host + int64_t{T} * K);
   if (c.is_moe()) {
-    const int E = c.num_experts, K = c.experts_per_token;
+    const int E = c.num_experts;
     MOE_ASSIGN_OR_RETURN(float* logits, router_logits_.Get<float>(int64_t{T} * E));
     MOE_ASSIGN_OR_RETURN(int32_t * ids, route_ids_.Get<int32_t>(int64_t{T} * K));
     MOE_ASSIGN_OR_RETURN(float* weights, route_weights_.Get<float>(int64_t{T} * K));
     MOE_RETURN_IF_ERROR(gpu::RouterLogits(h, layers_[l].router, T, E, D, logits));
     MOE_RETURN_IF_ERROR(gpu::RouteTopK(logits, T, E, K, ids, weights));
+    MOE_RETURN_IF_ERROR(gpu::CopyToHostAsync(ids_host, ids, int64_t{T} * K * 4));
+    MOE_RETURN_IF_ERROR(gpu::CopyToHostAsync(weights_host, weights, int64_t{T} * K * 4));
+  }
+  float* h_host = nullptr;
+  if (!local) {
+    MOE_ASSIGN_OR_RETURN(h_host, h_host_.Get<float>(int64_t{T} * D));
+    MOE_RETURN_IF_ERROR(gpu::CopyToHostAsync(h_host, h, int64_t{T} * D * sizeof(float)));
+  }
+  MOE_RETURN_IF_ERROR(gpu::Synchronize());
+  if (c.is_moe()) {
     static_assert(sizeof(int) == sizeof(int32_t));
     routes_.k = K;
-    routes_.expert.resize(static_cast<size_t>(T) * K);
-    routes_.weight.resize(routes_.expert.size());
-    MOE_RETURN_IF_ERROR(gpu::CopyToHost(routes_.expert.data(), ids, routes_.expert.size() * 4));
-    MOE_RETURN_IF_ERROR(gpu::CopyToHost(routes_.weight.data(), weights, routes_.weight.size() * 4));
+    routes_.expert.assign(ids_host, ids_host + int64_t{T} * K);
+    routes_.weight.assign(weights_host, weights_host + int64_t{T} * K);
     if (skew_) skew_->Apply(&routes_);
   } else {
     RouteDense(T, &routes_);
   }
-  h_host_.resize(static_cast<size_t>(T) * D);
-  moe_host_.resize(h_host_.size());
-  MOE_RETURN_IF_ERROR(gpu::CopyToHost(h_host_.data(), h, h_host_.size() * sizeof(float)));
   Lap(t, times ? &times->routing : nullptr);
+  if (local) {
+    MOE_RETURN_IF_ERROR(LocalExperts(l, h));
+    Lap(t, times ? &times->expert : nullptr);
+    return Status::Ok();
+  }
   // x += the experts' answers, in token order                          [T, D]
-  MOE_ASSIGN_OR_RETURN(DispatchHandle handle, experts_->Dispatch(l, 0, 1, h_host_.data(), T, routes_));
-  MOE_RETURN_IF_ERROR(experts_->Combine(handle, moe_host_.data()));
+  MOE_ASSIGN_OR_RETURN(float* moe_host, moe_host_.Get<float>(int64_t{T} * D));
+  MOE_ASSIGN_OR_RETURN(DispatchHandle handle, experts_->Dispatch(l, 0, 1, h_host, T, routes_));
+  MOE_RETURN_IF_ERROR(experts_->Combine(handle, moe_host));
   MOE_ASSIGN_OR_RETURN(float* moe, moe_.Get<float>(int64_t{T} * D));
-  MOE_RETURN_IF_ERROR(gpu::CopyToDevice(moe, moe_host_.data(), moe_host_.size() * sizeof(float)));
+  MOE_RETURN_IF_ERROR(gpu::CopyToDeviceAsync(moe, moe_host, int64_t{T} * D * sizeof(float)));
   MOE_RETURN_IF_ERROR(gpu::AddInPlace(x_.Get<float>(int64_t{T} * D).value(), moe, int64_t{T} * D));
   Lap(t, times ? &times->moe_wait : nullptr);
+  return Status::Ok();
+}
+
+Status GpuForward::LocalExperts(int l, const float* h) {
+  const int T = T_, D = c_.hidden, K = routes_.k, E = c_.is_moe() ? c_.num_experts : 1;
+  const int64_t n = int64_t{T} * K;
+  // The plan: slots grouped by expert in id order, each expert's tokens in order.
+  // plan = [slot_rows [n] | token_slots [n] | weights [n]] (int32, int32, f32)
+  std::vector<int> counts(E, 0), cursor(E, 0);
+  for (int e : routes_.expert) {
+    MOE_CHECK(e >= 0 && e < E, "routed expert out of range");
+    ++counts[e];
+  }
+  for (int e = 1; e < E; ++e) cursor[e] = cursor[e - 1] + counts[e - 1];
+  MOE_ASSIGN_OR_RETURN(int32_t * plan_host, plan_host_.Get<int32_t>(3 * n));
+  int32_t* slot_rows = plan_host;
+  int32_t* token_slots = plan_host + n;
+  float* weights = reinterpret_cast<float*>(plan_host + 2 * n);
+  for (int t = 0; t < T; ++t)
+    for (int j = 0; j < K; ++j) {
+      const int64_t i = int64_t{t} * K + j;
+      const int slot = cursor[routes_.expert[i]]++;
+      slot_rows[slot] = t;
+      token_slots[i] = slot;
+      weights[i] = routes_.weight[i];
+    }
+  MOE_ASSIGN_OR_RETURN(int32_t * plan, plan_.Get<int32_t>(3 * n));
+  MOE_RETURN_IF_ERROR(gpu::CopyToDeviceAsync(plan, plan_host, 3 * n * sizeof(int32_t)));
+  // xb [n, D] = h of each slot's token in bf16; y [n, D] = its expert's FFN
+  MOE_ASSIGN_OR_RETURN(uint16_t * xb, expert_x_.Get<uint16_t>(n * D));
+  MOE_ASSIGN_OR_RETURN(float* y, expert_y_.Get<float>(n * D));
+  MOE_RETURN_IF_ERROR(gpu::GatherRowsBf16(h, plan, static_cast<int>(n), D, xb));
+  MOE_RETURN_IF_ERROR(local_->RunGrouped(l, xb, counts, y));
+  // x[t] += its experts' weighted answers, in id order                  [T, D]
+  MOE_RETURN_IF_ERROR(gpu::AddWeightedRows(x_.Get<float>(int64_t{T} * D).value(), y, plan + n,
+                                           reinterpret_cast<const float*>(plan + 2 * n), T, K, D));
+  if (stats_) {
+    // What the exchange would have counted: one row and one summed vector per token.
+    for (int e = 0; e < E; ++e) stats_->expert_tokens[l][e] += counts[e];
+    stats_->experts_touched += E - std::count(counts.begin(), counts.end(), 0);
+    stats_->rank_rows[0] += T;
+    stats_->rows_sent[l][0] += T;
+    stats_->rows_received[l][0] += T;
+    stats_->vectors_expected[l][0] += T;
+    stats_->vectors_returned[l][0] += T;
+  }
   return Status::Ok();
 }
 

@@ -1,8 +1,9 @@
 // The coordinator's forward pass on a GPU: embeddings, norms, q/k/v/o projections (cuBLAS bf16),
 // RoPE, attention over the paged KV cache in device memory, the router and lm_head on the
 // device; the experts through ExpertParallel as on the CPU (the routed rows go to the host,
-// then to the expert ranks, whose GPUs compute them: worker/gpu_experts.h). Sampling on the
-// device (common/cuda/gpu_sampling.h).
+// then to the expert ranks, whose GPUs compute them: worker/gpu_experts.h), or, when this
+// process holds every expert on the same GPU, on the device without leaving it. Sampling on
+// the device (common/cuda/gpu_sampling.h).
 // Index legend: T = step rows, D = hidden, H = heads, KV = kv heads, hd = head dim, V = vocab,
 // E = experts, K = experts per token, R = logit rows.
 #pragma once
@@ -17,6 +18,7 @@
 #include "common/model_config.h"
 #include "coordinator/expert_parallel.h"
 #include "coordinator/model.h"
+#include "worker/gpu_experts.h"
 
 namespace moe {
 
@@ -34,6 +36,9 @@ class GpuForward : public DeviceForward {
     experts_ = experts;
     stats_ = stats;
   }
+  // This process's experts on the same GPU, all of them whole: with no other rank computing,
+  // the routed rows never leave the device (LocalExperts).
+  void UseLocalExperts(GpuExperts* experts) { local_ = experts; }
 
  private:
   struct LayerWeights {
@@ -61,9 +66,13 @@ class GpuForward : public DeviceForward {
                   const std::vector<int>& logit_rows);
   Status Attention(int layer);
   Status Experts(int layer);
+  // The experts of one layer on local_: rows grouped by expert on the device, one GEMM per
+  // expert and projection, and the weighted answers added to x.
+  Status LocalExperts(int layer, const float* h);
 
   ModelConfig c_;
   ExpertParallel* experts_ = nullptr;
+  GpuExperts* local_ = nullptr;
   RunStats* stats_ = nullptr;
   RouteSkew* skew_ = nullptr;
   gpu::DeviceArena weights_;
@@ -81,8 +90,8 @@ class GpuForward : public DeviceForward {
   std::vector<PoolRows> pools_;
   std::vector<int32_t> meta_host_;
   gpu::DeviceBuffer meta_, x_, h_, hb_, q_, k_, v_, attn_, moe_, router_logits_, route_ids_,
-      route_weights_, logits_;
-  std::vector<float> h_host_, moe_host_;
+      route_weights_, logits_, plan_, expert_x_, expert_y_;
+  gpu::HostBuffer route_host_, h_host_, moe_host_, plan_host_;
   Routes routes_;
   gpu::DeviceSampler sampler_;
 };

@@ -12,6 +12,8 @@ StatusOr<std::unique_ptr<GpuExperts>> GpuExperts::Load(const ModelConfig& config
   g->D_ = config.hidden;
   g->Fb_ = layout.block_size();
   g->layers_.resize(config.layers);
+  const int E = config.is_moe() ? config.num_experts : 1;
+  g->whole_.assign(config.layers, std::vector<int>(E, -1));
   for (int l = 0; l < config.layers; ++l) {
     for (const ExpertSlice& s : layout.layer(l)) {
       const ExpertTensorNames n = ExpertNames(config, l, s.expert);
@@ -23,9 +25,13 @@ StatusOr<std::unique_ptr<GpuExperts>> GpuExperts::Load(const ModelConfig& config
       d.ffn = static_cast<int>(f1 - f0);
       d.blocks = s.block_end - s.block_begin;
       d.whole = d.blocks == layout.blocks();
+      if (d.whole) g->whole_[l][s.expert] = static_cast<int>(g->layers_[l].size());
       g->layers_[l].push_back(d);
     }
   }
+  g->every_expert_ = true;
+  for (const auto& layer : g->whole_)
+    for (int slice : layer) g->every_expert_ = g->every_expert_ && slice >= 0;
   return g;
 }
 
@@ -53,6 +59,39 @@ Status GpuExperts::Run(int layer, const std::vector<DeviceTask>& tasks) {
       MOE_RETURN_IF_ERROR(
           gpu::GemmBf16Blocks(act, t.n, s.ffn, s.w2, D_, Fb_, s.ffn, s.blocks, out));
     MOE_RETURN_IF_ERROR(gpu::CopyToHost(t.out, out, out_rows * D_ * sizeof(float)));
+  }
+  return Status::Ok();
+}
+
+Status GpuExperts::RunGrouped(int layer, const uint16_t* xb, const std::vector<int>& counts,
+                              float* y) {
+  if (!every_expert_) return Internal("RunGrouped needs every expert held whole");
+  int64_t n = 0;
+  for (int c : counts) n += c;
+  if (n == 0) return Status::Ok();
+  const int F = layers_[layer].front().ffn;
+  MOE_ASSIGN_OR_RETURN(float* gate, gate_.Get<float>(n * F));
+  MOE_ASSIGN_OR_RETURN(float* up, up_.Get<float>(n * F));
+  MOE_ASSIGN_OR_RETURN(uint16_t* act, act_.Get<uint16_t>(n * F));
+  // gate, up [n, F] = x w1^T, x w3^T per expert's rows; act = silu(gate) * up in bf16
+  int64_t row = 0;
+  for (size_t e = 0; e < counts.size(); row += counts[e], ++e) {
+    if (counts[e] == 0) continue;
+    const Slice& s = layers_[layer][whole_[layer][e]];
+    MOE_RETURN_IF_ERROR(gpu::GemmBf16(xb + row * D_, counts[e], D_, s.w1, F, D_, D_, false,
+                                      gate + row * F));
+    MOE_RETURN_IF_ERROR(gpu::GemmBf16(xb + row * D_, counts[e], D_, s.w3, F, D_, D_, false,
+                                      up + row * F));
+  }
+  MOE_RETURN_IF_ERROR(gpu::SiluMul(gate, up, n * F));
+  MOE_RETURN_IF_ERROR(gpu::ToBf16(gate, n * F, act));
+  // y [n, D] = act w2^T per expert's rows
+  row = 0;
+  for (size_t e = 0; e < counts.size(); row += counts[e], ++e) {
+    if (counts[e] == 0) continue;
+    const Slice& s = layers_[layer][whole_[layer][e]];
+    MOE_RETURN_IF_ERROR(
+        gpu::GemmBf16(act + row * F, counts[e], F, s.w2, D_, F, F, false, y + row * D_));
   }
   return Status::Ok();
 }

@@ -25,6 +25,13 @@ class GpuExperts : public ExpertDevice {
   Status Run(int layer, const std::vector<DeviceTask>& tasks) override;
   int64_t bytes() const { return arena_.bytes(); }
 
+  // Whether every expert of every layer is held whole here (one rank holding the model).
+  bool holds_every_expert() const { return every_expert_; }
+  // Rows already on this device, grouped by expert: counts[e] rows of expert e, in id order.
+  // y [n, D] = each row's expert FFN, with n = the sum of counts. Needs holds_every_expert().
+  // Queued on the device's stream; nothing waits.
+  Status RunGrouped(int layer, const uint16_t* xb, const std::vector<int>& counts, float* y);
+
  private:
   struct Slice {
     const uint16_t* w1 = nullptr;  // [Fs, D]
@@ -38,6 +45,8 @@ class GpuExperts : public ExpertDevice {
 
   int D_ = 0, Fb_ = 0;
   std::vector<std::vector<Slice>> layers_;  // [L][held], the store's order
+  std::vector<std::vector<int>> whole_;     // [L][E]: index into layers_[l] of the whole expert
+  bool every_expert_ = false;
   gpu::DeviceArena arena_;
   gpu::DeviceBuffer x_, xb_, gate_, up_, act_, out_;
 };

@@ -38,6 +38,20 @@ Status DeviceBuffer::Reserve(size_t bytes) {
   return Status::Ok();
 }
 
+HostBuffer::~HostBuffer() {
+  if (p_) FreeHost(p_);
+}
+
+Status HostBuffer::Reserve(size_t bytes) {
+  if (bytes <= bytes_) return Status::Ok();
+  if (p_) FreeHost(p_);
+  p_ = nullptr;
+  bytes_ = 0;
+  MOE_ASSIGN_OR_RETURN(p_, gpu::AllocHost(bytes + bytes / 4));
+  bytes_ = bytes + bytes / 4;
+  return Status::Ok();
+}
+
 StatusOr<uint16_t*> UploadBf16(Checkpoint& ckpt, const std::string& name,
                                const std::vector<int64_t>& shape, DeviceArena& arena,
                                int64_t r0, int64_t r1, int64_t c0, int64_t c1) {

@@ -152,6 +152,25 @@ __global__ void GatherRowsKernel(const float* x, const int32_t* rows, int D, flo
     out[static_cast<int64_t>(blockIdx.x) * D + i] = src[i];
 }
 
+__global__ void GatherRowsBf16Kernel(const float* x, const int32_t* rows, int D,
+                                     __nv_bfloat16* out) {
+  const float* src = x + static_cast<int64_t>(rows[blockIdx.x]) * D;
+  for (int i = threadIdx.x; i < D; i += blockDim.x)
+    out[static_cast<int64_t>(blockIdx.x) * D + i] = __float2bfloat16_rn(src[i]);
+}
+
+__global__ void AddWeightedRowsKernel(float* x, const float* y, const int32_t* slots,
+                                      const float* weights, int K, int D) {
+  const int t = blockIdx.x;
+  for (int i = threadIdx.x; i < D; i += blockDim.x) {
+    float sum = 0;
+    for (int j = 0; j < K; ++j)
+      sum = __fadd_rn(sum, __fmul_rn(weights[t * K + j],
+                                     y[static_cast<int64_t>(slots[t * K + j]) * D + i]));
+    x[static_cast<int64_t>(t) * D + i] = __fadd_rn(x[static_cast<int64_t>(t) * D + i], sum);
+  }
+}
+
 // One warp per (token, expert).
 __global__ void RouterLogitsKernel(const float* h, const uint16_t* w, int T, int E, int D,
                                    float* logits) {
@@ -216,6 +235,18 @@ Status CopyToDevice(void* dst, const void* src, size_t bytes) {
 Status CopyToHost(void* dst, const void* src, size_t bytes) {
   return Check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "copy to host");
 }
+Status CopyToDeviceAsync(void* dst, const void* src, size_t bytes) {
+  return Check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice), "copy to device");
+}
+Status CopyToHostAsync(void* dst, const void* src, size_t bytes) {
+  return Check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost), "copy to host");
+}
+StatusOr<void*> AllocHost(size_t bytes) {
+  void* p = nullptr;
+  MOE_RETURN_IF_ERROR(Check(cudaMallocHost(&p, bytes), "pinned host allocation"));
+  return p;
+}
+void FreeHost(void* p) { cudaFreeHost(p); }
 Status Synchronize() { return Check(cudaDeviceSynchronize(), "synchronize"); }
 Status Memset(void* p, int value, size_t bytes) {
   return Check(cudaMemset(p, value, bytes), "memset");
@@ -269,6 +300,19 @@ Status AddInPlace(float* x, const float* y, int64_t n) {
   if (n == 0) return Status::Ok();
   AddKernel<<<Blocks(n), kThreads>>>(x, y, n);
   return Launched("AddInPlace");
+}
+
+Status GatherRowsBf16(const float* x, const int32_t* rows, int n, int D, uint16_t* out) {
+  if (n == 0) return Status::Ok();
+  GatherRowsBf16Kernel<<<n, kThreads>>>(x, rows, D, reinterpret_cast<__nv_bfloat16*>(out));
+  return Launched("GatherRowsBf16");
+}
+
+Status AddWeightedRows(float* x, const float* y, const int32_t* slots, const float* weights, int T,
+                       int K, int D) {
+  if (T == 0) return Status::Ok();
+  AddWeightedRowsKernel<<<T, kThreads>>>(x, y, slots, weights, K, D);
+  return Launched("AddWeightedRows");
 }
 
 Status GatherRows(const float* x, const int32_t* rows, int R, int D, float* out) {

@@ -28,6 +28,12 @@ void Free(void* p);
 Status CopyToDevice(void* dst, const void* src, size_t bytes);
 Status CopyToHost(void* dst, const void* src, size_t bytes);
 Status Synchronize();
+// Copies queued on the device's stream; the host side should be pinned (HostBuffer) to overlap.
+Status CopyToDeviceAsync(void* dst, const void* src, size_t bytes);
+Status CopyToHostAsync(void* dst, const void* src, size_t bytes);
+// Pinned host memory owned by the caller of AllocHost.
+StatusOr<void*> AllocHost(size_t bytes);
+void FreeHost(void* p);
 Status Memset(void* p, int value, size_t bytes);
 
 // y [T, D] = x / sqrt(mean(x^2) + eps) * w, w bf16 [D].
@@ -42,6 +48,13 @@ Status Embed(const int32_t* ids, const uint16_t* table, int T, int D, float* x);
 Status AddInPlace(float* x, const float* y, int64_t n);
 // out [R, D] = x[rows[r]] for r < R.
 Status GatherRows(const float* x, const int32_t* rows, int R, int D, float* out);
+// out [n, D] = x[rows[i]] rounded to bf16 (to nearest even).
+Status GatherRowsBf16(const float* x, const int32_t* rows, int n, int D, uint16_t* out);
+// x[t] += y_t, y_t = sum over j < K in order of weights[t, j] * y[slots[t, j]]: each product and
+// sum rounded on its own (no fused multiply-add), as the CPU's combine adds a token's experts.
+// x [T, D], y [*, D], slots and weights [T, K].
+Status AddWeightedRows(float* x, const float* y, const int32_t* slots, const float* weights, int T,
+                       int K, int D);
 // logits [T, E] = h [T, D] . w [E, D]^T in f32 (w bf16 widened exactly), one f32 dot product
 // per output: the router decides which experts run, so it does not round h to bf16.
 Status RouterLogits(const float* h, const uint16_t* w, int T, int E, int D, float* logits);
