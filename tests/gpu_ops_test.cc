@@ -72,7 +72,22 @@ TEST(GpuOps, RmsNormEmbedSiluMatchCpu) {
   SiluMul(g_cpu.data(), u.data(), 1000);
   Dev<float> dg(g), du(u);
   ASSERT_TRUE(gpu::SiluMul(dg.p, du.p, 1000).ok());
-  EXPECT_LE(testing::RelativeMaxError(dg.Host().data(), g_cpu.data(), 1000), 1e-5);
+  const std::vector<float> silu_gpu = dg.Host();
+  EXPECT_LE(testing::RelativeMaxError(silu_gpu.data(), g_cpu.data(), 1000), 1e-5);
+
+  // The fused form over [n, 2F] rows (gate then up) gives the same bf16 values as SiluMul then
+  // rounding: 10 rows of F = 100.
+  std::vector<float> gate_up(2000);
+  for (int r = 0; r < 10; ++r)
+    for (int f = 0; f < 100; ++f) {
+      gate_up[r * 200 + f] = g[r * 100 + f];
+      gate_up[r * 200 + 100 + f] = u[r * 100 + f];
+    }
+  Dev<float> dgu(gate_up);
+  Dev<uint16_t> dact(size_t{1000});
+  ASSERT_TRUE(gpu::SiluMulToBf16(dgu.p, 10, 100, dact.p).ok());
+  const std::vector<uint16_t> act = dact.Host();
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(act[i], F32ToBf16(silu_gpu[i])) << i;
 }
 
 TEST(GpuOps, RopeRouterArgmaxMatchCpu) {

@@ -1,6 +1,7 @@
 // A worker's expert slices on a GPU: w1, w3 and w2 of every held slice in bf16, and the FFN
-// y = w2(silu(w1 x) * w3 x) through cuBLAS, one GEMM per slice and projection (the slices of a
-// layer run one after another on the device's stream). A whole expert's down projection is one
+// y = w2(silu(w1 x) * w3 x) through cuBLAS: w1 and w3 stacked, so one GEMM gives gate and up,
+// then one for the down projection (the slices of a layer run one after another on the
+// device's stream). A whole expert's down projection is one
 // GEMM over all of its ffn columns; a slice's is one strided batched GEMM with a partial output
 // per ffn block, as the wire format wants.
 // Index legend: n = rows of a slice, D = hidden, Fs = the slice's ffn width, Fb = block width.
@@ -34,8 +35,7 @@ class GpuExperts : public ExpertDevice {
 
  private:
   struct Slice {
-    const uint16_t* w1 = nullptr;  // [Fs, D]
-    const uint16_t* w3 = nullptr;  // [Fs, D]
+    const uint16_t* w13 = nullptr; // [2 Fs, D]: the slice's w1 rows, then its w3 rows
     const uint16_t* w2 = nullptr;  // [D, Fs]
     int ffn = 0;                   // Fs
     int blocks = 0;
@@ -48,7 +48,7 @@ class GpuExperts : public ExpertDevice {
   std::vector<std::vector<int>> whole_;     // [L][E]: index into layers_[l] of the whole expert
   bool every_expert_ = false;
   gpu::DeviceArena arena_;
-  gpu::DeviceBuffer x_, xb_, gate_, up_, act_, out_;
+  gpu::DeviceBuffer x_, xb_, gate_up_, act_, out_;
 };
 
 }  // namespace moe

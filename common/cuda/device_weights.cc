@@ -55,12 +55,20 @@ Status HostBuffer::Reserve(size_t bytes) {
 StatusOr<uint16_t*> UploadBf16(Checkpoint& ckpt, const std::string& name,
                                const std::vector<int64_t>& shape, DeviceArena& arena,
                                int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+  const int64_t rows = (r1 < 0 ? (shape.size() == 2 ? shape[0] : 1) : r1) - r0;
+  const int64_t cols = (c1 < 0 ? shape.back() : c1) - c0;
+  MOE_ASSIGN_OR_RETURN(uint16_t * dst, arena.Array<uint16_t>(rows * cols));
+  MOE_RETURN_IF_ERROR(UploadBf16Into(ckpt, name, shape, dst, r0, r1, c0, c1));
+  return dst;
+}
+
+Status UploadBf16Into(Checkpoint& ckpt, const std::string& name, const std::vector<int64_t>& shape,
+                      uint16_t* dst, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
   const int64_t rows_all = shape.size() == 2 ? shape[0] : 1, cols_all = shape.back();
   if (r1 < 0) r1 = rows_all;
   if (c1 < 0) c1 = cols_all;
   const int64_t rows = r1 - r0, cols = c1 - c0;
-  MOE_ASSIGN_OR_RETURN(uint16_t * dst, arena.Array<uint16_t>(rows * cols));
-  MOE_RETURN_IF_ERROR(ckpt.Read(name, shape, rows * cols * 2, [&](const TensorView& t) {
+  return ckpt.Read(name, shape, rows * cols * 2, [&](const TensorView& t) {
     // Rows converted into a staging buffer of about 16 MiB, then copied over.
     const int64_t batch = std::max<int64_t>(1, (int64_t{8} << 20) / cols);
     std::vector<uint16_t> stage(std::min(rows, batch) * cols);
@@ -82,8 +90,7 @@ StatusOr<uint16_t*> UploadBf16(Checkpoint& ckpt, const std::string& name,
       MOE_RETURN_IF_ERROR(CopyToDevice(dst + r * cols, stage.data(), n * cols * 2));
     }
     return Status::Ok();
-  }));
-  return dst;
+  });
 }
 
 }  // namespace moe::gpu

@@ -77,5 +77,9 @@ class HostBuffer {
 StatusOr<uint16_t*> UploadBf16(Checkpoint& ckpt, const std::string& name,
                                const std::vector<int64_t>& shape, DeviceArena& arena,
                                int64_t r0 = 0, int64_t r1 = -1, int64_t c0 = 0, int64_t c1 = -1);
+// The same into `dst`, device memory for [r1 - r0, c1 - c0] bf16 values.
+Status UploadBf16Into(Checkpoint& ckpt, const std::string& name, const std::vector<int64_t>& shape,
+                      uint16_t* dst, int64_t r0 = 0, int64_t r1 = -1, int64_t c0 = 0,
+                      int64_t c1 = -1);
 
 }  // namespace moe::gpu

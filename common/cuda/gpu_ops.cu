@@ -76,6 +76,15 @@ __global__ void SiluMulKernel(float* gate, const float* up, int64_t n) {
   }
 }
 
+__global__ void SiluMulToBf16Kernel(const float* gate_up, int64_t n, int F, __nv_bfloat16* act) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n * F;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t row = i / F, f = i % F;
+    const float g = gate_up[row * 2 * F + f];
+    act[i] = __float2bfloat16_rn(g / (1.0f + expf(-g)) * gate_up[row * 2 * F + F + f]);
+  }
+}
+
 __global__ void EmbedKernel(const int32_t* ids, const uint16_t* table, int D, float* x) {
   const uint16_t* row = table + static_cast<int64_t>(ids[blockIdx.x]) * D;
   for (int i = threadIdx.x; i < D; i += blockDim.x)
@@ -300,6 +309,13 @@ Status AddInPlace(float* x, const float* y, int64_t n) {
   if (n == 0) return Status::Ok();
   AddKernel<<<Blocks(n), kThreads>>>(x, y, n);
   return Launched("AddInPlace");
+}
+
+Status SiluMulToBf16(const float* gate_up, int64_t n, int F, uint16_t* act) {
+  if (n == 0) return Status::Ok();
+  SiluMulToBf16Kernel<<<Blocks(n * F), kThreads>>>(gate_up, n, F,
+                                                   reinterpret_cast<__nv_bfloat16*>(act));
+  return Launched("SiluMulToBf16");
 }
 
 Status GatherRowsBf16(const float* x, const int32_t* rows, int n, int D, uint16_t* out) {

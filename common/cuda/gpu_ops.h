@@ -42,6 +42,9 @@ Status RmsNorm(const float* x, const uint16_t* w, float eps, int T, int D, float
 Status Rope(float* x, const int32_t* positions, const float* inv_freq, int T, int heads, int hd);
 // gate[i] = silu(gate[i]) * up[i].
 Status SiluMul(float* gate, const float* up, int64_t n);
+// act [n, F] = silu(gate_up[:, :F]) * gate_up[:, F:] rounded to bf16, gate_up [n, 2F] (SiluMul
+// then ToBf16 in one pass, the same arithmetic).
+Status SiluMulToBf16(const float* gate_up, int64_t n, int F, uint16_t* act);
 // x [T, D] = table[ids[t]] widened from bf16.
 Status Embed(const int32_t* ids, const uint16_t* table, int T, int D, float* x);
 // x[i] += y[i].
