@@ -279,6 +279,7 @@ StatusOr<bool> Engine::Step() {
   }
   Sweep();
   Admit();
+  if (metrics_) metrics_->SetRunning(static_cast<int>(running_.size()));  // this step's batch
 
   // The step: every decode token first, then prefill chunks while the budget lasts.
   std::vector<int> tokens, rows;

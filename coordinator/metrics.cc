@@ -21,6 +21,9 @@ Metrics::Metrics(int layers, int experts) : registry_(std::make_shared<prometheu
                 .Register(*registry_).Add({});
   running_ = &BuildGauge().Name("moe_running_sequences").Help("Sequences admitted and running")
                   .Register(*registry_).Add({});
+  running_peak_ = &BuildGauge().Name("moe_running_sequences_peak")
+                       .Help("The most sequences running at once since the server started")
+                       .Register(*registry_).Add({});
   kv_blocks_ = &BuildGauge().Name("moe_kv_blocks_in_use").Help("KV cache blocks held by sequences")
                     .Register(*registry_).Add({});
   prompt_tokens_ = &BuildCounter().Name("moe_prompt_tokens_total").Help("Prompt tokens prefilled")
@@ -62,7 +65,10 @@ void Metrics::CountRequest(const std::string& outcome) {
     if (name == outcome) counter->Increment();
 }
 void Metrics::SetQueueDepth(int n) { queue_->Set(n); }
-void Metrics::SetRunning(int n) { running_->Set(n); }
+void Metrics::SetRunning(int n) {
+  running_->Set(n);
+  if (n > running_peak_->Value()) running_peak_->Set(n);  // the engine's thread alone sets it
+}
 void Metrics::SetKvBlocksInUse(int n) { kv_blocks_->Set(n); }
 void Metrics::AddPromptTokens(int n) { prompt_tokens_->Increment(n); }
 void Metrics::AddGenerationTokens(int n) { generation_tokens_->Increment(n); }

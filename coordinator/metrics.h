@@ -41,7 +41,7 @@ class Metrics {
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::vector<std::pair<std::string, prometheus::Counter*>> outcomes_;
-  prometheus::Gauge *queue_, *running_, *kv_blocks_;
+  prometheus::Gauge *queue_, *running_, *running_peak_, *kv_blocks_;
   prometheus::Counter *prompt_tokens_, *generation_tokens_;
   prometheus::Histogram *ttft_, *itl_;
   std::vector<std::vector<prometheus::Counter*>> expert_tokens_;  // [L][E]
