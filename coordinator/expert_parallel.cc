@@ -80,7 +80,6 @@ StatusOr<DispatchHandle> ExpertParallel::Dispatch(int layer, int micro, int micr
     for (int j = 0; j < K; ++j) {
       const int e = experts[j];
       MOE_CHECK(e >= 0 && e < E, "routed expert out of range");
-      if (stats_) ++stats_->expert_tokens[layer][e];
       const auto& owners = placement_->by_expert[e];
       chosen[j] = placement_->whole(e) ? owners[replica_counter_[e]++ % owners.size()].rank : -1;
     }
@@ -106,11 +105,7 @@ StatusOr<DispatchHandle> ExpertParallel::Dispatch(int layer, int micro, int micr
     }
   }
 
-  if (stats_) {
-    std::vector<bool> hit(E, false);
-    for (int e : routes.expert) hit[e] = true;
-    stats_->experts_touched += std::count(hit.begin(), hit.end(), true);
-  }
+  if (stats_) stats_->CountRoutes(layer, routes.expert);
 
   // Pack: per rank a header, then its rows in token order.
   send_.data.clear();

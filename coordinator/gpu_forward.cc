@@ -288,9 +288,8 @@ Status GpuForward::LocalExperts(int l, const float* h) {
   MOE_RETURN_IF_ERROR(gpu::AddWeightedRows(x_.Get<float>(int64_t{T} * D).value(), y, plan + n,
                                            reinterpret_cast<const float*>(plan + 2 * n), T, K, D));
   if (stats_) {
+    stats_->CountRoutes(l, routes_.expert);
     // What the exchange would have counted: one row and one summed vector per token.
-    for (int e = 0; e < E; ++e) stats_->expert_tokens[l][e] += counts[e];
-    stats_->experts_touched += E - std::count(counts.begin(), counts.end(), 0);
     stats_->rank_rows[0] += T;
     stats_->rows_sent[l][0] += T;
     stats_->rows_received[l][0] += T;

@@ -1,5 +1,6 @@
 #include "coordinator/run_stats.h"
 
+#include <algorithm>
 #include <iomanip>
 #include <sstream>
 
@@ -12,6 +13,16 @@ void RunStats::Reset(int layers, int experts, int ranks) {
   rank_bytes.assign(ranks, 0);
   for (auto* v : {&rows_sent, &rows_received, &vectors_expected, &vectors_returned})
     v->assign(layers, std::vector<int64_t>(ranks, 0));
+}
+
+void RunStats::CountRoutes(int layer, const std::vector<int>& experts) {
+  std::vector<int64_t>& tokens = expert_tokens[layer];
+  std::vector<bool> hit(tokens.size(), false);
+  for (int e : experts) {
+    ++tokens[e];
+    hit[e] = true;
+  }
+  experts_touched += std::count(hit.begin(), hit.end(), true);
 }
 
 nlohmann::json RunStats::ToJson() const {

@@ -43,6 +43,8 @@ struct RunStats {
   std::vector<std::vector<int64_t>> vectors_expected, vectors_returned;  // [L][ranks]
 
   void Reset(int layers, int experts, int ranks);
+  // One layer pass's routed experts (ids in [0, E), any order): expert_tokens, experts_touched.
+  void CountRoutes(int layer, const std::vector<int>& experts);
   nlohmann::json ToJson() const;
   std::string ToText() const;  // a table for --stats
 };

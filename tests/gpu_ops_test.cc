@@ -67,16 +67,11 @@ TEST(GpuOps, RmsNormEmbedSiluMatchCpu) {
   for (int t = 0; t < T; ++t)
     for (int d = 0; d < D; ++d) ASSERT_EQ(emb[t * D + d], Bf16ToF32(table[ids[t] * D + d]));
 
+  // The experts' SiLU-times-up, fused with the rounding to bf16, over 10 rows of F = 100 (gate
+  // then up in each row): every value within one bf16 step of the CPU's result rounded.
   auto g = Random(1000, 4), u = Random(1000, 5);
   auto g_cpu = g;
   SiluMul(g_cpu.data(), u.data(), 1000);
-  Dev<float> dg(g), du(u);
-  ASSERT_TRUE(gpu::SiluMul(dg.p, du.p, 1000).ok());
-  const std::vector<float> silu_gpu = dg.Host();
-  EXPECT_LE(testing::RelativeMaxError(silu_gpu.data(), g_cpu.data(), 1000), 1e-5);
-
-  // The fused form over [n, 2F] rows (gate then up) gives the same bf16 values as SiluMul then
-  // rounding: 10 rows of F = 100.
   std::vector<float> gate_up(2000);
   for (int r = 0; r < 10; ++r)
     for (int f = 0; f < 100; ++f) {
@@ -87,7 +82,10 @@ TEST(GpuOps, RmsNormEmbedSiluMatchCpu) {
   Dev<uint16_t> dact(size_t{1000});
   ASSERT_TRUE(gpu::SiluMulToBf16(dgu.p, 10, 100, dact.p).ok());
   const std::vector<uint16_t> act = dact.Host();
-  for (int i = 0; i < 1000; ++i) ASSERT_EQ(act[i], F32ToBf16(silu_gpu[i])) << i;
+  for (int i = 0; i < 1000; ++i) {
+    const float want = Bf16ToF32(F32ToBf16(g_cpu[i]));
+    ASSERT_LE(std::fabs(Bf16ToF32(act[i]) - want), std::fabs(want) / 128) << i;
+  }
 }
 
 TEST(GpuOps, RopeRouterArgmaxMatchCpu) {
@@ -231,7 +229,9 @@ TEST(GpuOps, Bf16MatMulMatchesCpu) {
   MatMul(x.data(), T, Matrix{w.data(), DType::kBF16, N, K}, cpu.data(), pool);
   Dev<float> dx(x), dy(T * N);
   Dev<uint16_t> dw(w), scratch(T * K);
-  ASSERT_TRUE(gpu::MatMulBf16(dx.p, T, dw.p, N, K, scratch.p, dy.p).ok());
+  // x rounded to bf16, then the cuBLAS GEMM: what every projection on the device does.
+  ASSERT_TRUE(gpu::ToBf16(dx.p, int64_t{T} * K, scratch.p).ok());
+  ASSERT_TRUE(gpu::GemmBf16(scratch.p, T, K, dw.p, N, K, K, false, dy.p).ok());
   EXPECT_LE(testing::RelativeMaxError(dy.Host().data(), cpu.data(), cpu.size()), 2e-2);
 }
 

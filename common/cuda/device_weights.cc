@@ -24,33 +24,39 @@ StatusOr<void*> DeviceArena::Alloc(size_t bytes) {
   return p.value();
 }
 
-DeviceBuffer::~DeviceBuffer() {
-  if (p_) Free(p_);
+namespace {
+
+StatusOr<void*> Allocate(Memory where, size_t bytes) {
+  return where == Memory::kDevice ? Alloc(bytes) : AllocHost(bytes);
 }
 
-Status DeviceBuffer::Reserve(size_t bytes) {
+void Release(Memory where, void* p) {
+  if (where == Memory::kDevice)
+    Free(p);
+  else
+    FreeHost(p);
+}
+
+}  // namespace
+
+template <Memory kWhere>
+GrowingBuffer<kWhere>::~GrowingBuffer() {
+  if (p_) Release(kWhere, p_);
+}
+
+template <Memory kWhere>
+Status GrowingBuffer<kWhere>::Reserve(size_t bytes) {
   if (bytes <= bytes_) return Status::Ok();
-  if (p_) Free(p_);
+  if (p_) Release(kWhere, p_);
   p_ = nullptr;
   bytes_ = 0;
-  MOE_ASSIGN_OR_RETURN(p_, gpu::Alloc(bytes + bytes / 4));  // room to grow a little
+  MOE_ASSIGN_OR_RETURN(p_, Allocate(kWhere, bytes + bytes / 4));  // room to grow a little
   bytes_ = bytes + bytes / 4;
   return Status::Ok();
 }
 
-HostBuffer::~HostBuffer() {
-  if (p_) FreeHost(p_);
-}
-
-Status HostBuffer::Reserve(size_t bytes) {
-  if (bytes <= bytes_) return Status::Ok();
-  if (p_) FreeHost(p_);
-  p_ = nullptr;
-  bytes_ = 0;
-  MOE_ASSIGN_OR_RETURN(p_, gpu::AllocHost(bytes + bytes / 4));
-  bytes_ = bytes + bytes / 4;
-  return Status::Ok();
-}
+template class GrowingBuffer<Memory::kDevice>;
+template class GrowingBuffer<Memory::kPinnedHost>;
 
 StatusOr<uint16_t*> UploadBf16(Checkpoint& ckpt, const std::string& name,
                                const std::vector<int64_t>& shape, DeviceArena& arena,

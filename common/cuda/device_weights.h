@@ -32,13 +32,17 @@ class DeviceArena {
   int64_t bytes_ = 0;
 };
 
-// A device buffer that grows when asked for more (its contents do not survive growing).
-class DeviceBuffer {
+// Memory that grows when asked for more (its contents do not survive growing): on the device,
+// or pinned on the host for copies that overlap with the device's work.
+enum class Memory { kDevice, kPinnedHost };
+
+template <Memory kWhere>
+class GrowingBuffer {
  public:
-  DeviceBuffer() = default;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer();
+  GrowingBuffer() = default;
+  GrowingBuffer(const GrowingBuffer&) = delete;
+  GrowingBuffer& operator=(const GrowingBuffer&) = delete;
+  ~GrowingBuffer();
   // At least n elements of T.
   template <typename T>
   StatusOr<T*> Get(int64_t n) {
@@ -52,25 +56,8 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
-// Pinned host memory that grows when asked for more (contents do not survive growing), for
-// copies that overlap with the device's work.
-class HostBuffer {
- public:
-  HostBuffer() = default;
-  HostBuffer(const HostBuffer&) = delete;
-  HostBuffer& operator=(const HostBuffer&) = delete;
-  ~HostBuffer();
-  template <typename T>
-  StatusOr<T*> Get(int64_t n) {
-    MOE_RETURN_IF_ERROR(Reserve(static_cast<size_t>(n) * sizeof(T)));
-    return static_cast<T*>(p_);
-  }
-
- private:
-  Status Reserve(size_t bytes);
-  void* p_ = nullptr;
-  size_t bytes_ = 0;
-};
+using DeviceBuffer = GrowingBuffer<Memory::kDevice>;
+using HostBuffer = GrowingBuffer<Memory::kPinnedHost>;
 
 // Rows [r0, r1) and columns [c0, c1) (-1: to the end) of the named tensor of exactly `shape`
 // (1-D: one row), as bf16 [r1 - r0, c1 - c0] on the device.

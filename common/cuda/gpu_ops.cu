@@ -68,15 +68,8 @@ __global__ void RopeKernel(float* x, const int32_t* positions, const float* inv_
   }
 }
 
-__global__ void SiluMulKernel(float* gate, const float* up, int64_t n) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float g = gate[i];
-    gate[i] = g / (1.0f + expf(-g)) * up[i];
-  }
-}
-
-__global__ void SiluMulToBf16Kernel(const float* gate_up, int64_t n, int F, __nv_bfloat16* act) {
+__global__ void SiluMulToBf16Kernel(const float* gate_up, int64_t n, int F,
+                                    __nv_bfloat16* act) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n * F;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t row = i / F, f = i % F;
@@ -155,17 +148,14 @@ __global__ void AddKernel(float* x, const float* y, int64_t n) {
     x[i] += y[i];
 }
 
-__global__ void GatherRowsKernel(const float* x, const int32_t* rows, int D, float* out) {
-  const float* src = x + static_cast<int64_t>(rows[blockIdx.x]) * D;
-  for (int i = threadIdx.x; i < D; i += blockDim.x)
-    out[static_cast<int64_t>(blockIdx.x) * D + i] = src[i];
-}
+__device__ void Store(float* p, float v) { *p = v; }
+__device__ void Store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
-__global__ void GatherRowsBf16Kernel(const float* x, const int32_t* rows, int D,
-                                     __nv_bfloat16* out) {
+template <typename Out>
+__global__ void GatherRowsKernel(const float* x, const int32_t* rows, int D, Out* out) {
   const float* src = x + static_cast<int64_t>(rows[blockIdx.x]) * D;
   for (int i = threadIdx.x; i < D; i += blockDim.x)
-    out[static_cast<int64_t>(blockIdx.x) * D + i] = __float2bfloat16_rn(src[i]);
+    Store(&out[static_cast<int64_t>(blockIdx.x) * D + i], src[i]);
 }
 
 __global__ void AddWeightedRowsKernel(float* x, const float* y, const int32_t* slots,
@@ -284,11 +274,6 @@ Status Rope(float* x, const int32_t* positions, const float* inv_freq, int T, in
   return Launched("Rope");
 }
 
-Status SiluMul(float* gate, const float* up, int64_t n) {
-  SiluMulKernel<<<Blocks(n), kThreads>>>(gate, up, n);
-  return Launched("SiluMul");
-}
-
 Status Embed(const int32_t* ids, const uint16_t* table, int T, int D, float* x) {
   EmbedKernel<<<T, kThreads>>>(ids, table, D, x);
   return Launched("Embed");
@@ -320,7 +305,7 @@ Status SiluMulToBf16(const float* gate_up, int64_t n, int F, uint16_t* act) {
 
 Status GatherRowsBf16(const float* x, const int32_t* rows, int n, int D, uint16_t* out) {
   if (n == 0) return Status::Ok();
-  GatherRowsBf16Kernel<<<n, kThreads>>>(x, rows, D, reinterpret_cast<__nv_bfloat16*>(out));
+  GatherRowsKernel<<<n, kThreads>>>(x, rows, D, reinterpret_cast<__nv_bfloat16*>(out));
   return Launched("GatherRowsBf16");
 }
 
@@ -376,12 +361,6 @@ Status GemmBf16Blocks(const uint16_t* x, int T, int ldx, const uint16_t* w, int 
                                               &beta, y, CUDA_R_32F, N, int64_t{T} * N, blocks,
                                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                    "GemmStridedBatchedEx");
-}
-
-Status MatMulBf16(const float* x, int T, const uint16_t* w, int N, int K, uint16_t* scratch,
-                  float* y, bool accumulate) {
-  MOE_RETURN_IF_ERROR(ToBf16(x, int64_t{T} * K, scratch));
-  return GemmBf16(scratch, T, K, w, N, K, K, accumulate, y);
 }
 
 }  // namespace moe::gpu

@@ -40,10 +40,8 @@ Status Memset(void* p, int value, size_t bytes);
 Status RmsNorm(const float* x, const uint16_t* w, float eps, int T, int D, float* y);
 // Rotates x [T, heads, hd] in place at positions [T] (host-computed inv_freq [hd/2] on device).
 Status Rope(float* x, const int32_t* positions, const float* inv_freq, int T, int heads, int hd);
-// gate[i] = silu(gate[i]) * up[i].
-Status SiluMul(float* gate, const float* up, int64_t n);
-// act [n, F] = silu(gate_up[:, :F]) * gate_up[:, F:] rounded to bf16, gate_up [n, 2F] (SiluMul
-// then ToBf16 in one pass, the same arithmetic).
+// act [n, F] = silu(gate_up[:, :F]) * gate_up[:, F:] rounded to bf16 (to nearest even),
+// gate_up [n, 2F]: an expert's gate and up projections side by side.
 Status SiluMulToBf16(const float* gate_up, int64_t n, int F, uint16_t* act);
 // x [T, D] = table[ids[t]] widened from bf16.
 Status Embed(const int32_t* ids, const uint16_t* table, int T, int D, float* x);
@@ -77,9 +75,5 @@ Status GemmBf16(const uint16_t* x, int T, int ldx, const uint16_t* w, int N, int
 // (one strided batched GEMM).
 Status GemmBf16Blocks(const uint16_t* x, int T, int ldx, const uint16_t* w, int N, int Kb,
                       int ldw, int blocks, float* y);
-// y [T, N] (+)= x [T, K] . W [N, K]^T with x f32: rounds x to bf16 in `scratch` (T * K values)
-// first, then GemmBf16.
-Status MatMulBf16(const float* x, int T, const uint16_t* w, int N, int K, uint16_t* scratch,
-                  float* y, bool accumulate = false);
 
 }  // namespace moe::gpu

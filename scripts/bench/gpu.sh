@@ -17,13 +17,7 @@ parse_rounds_and_np "$@"
   bench_args=(--synthetic mixtral-8x7b --layers 8 --prompt 128 --gen 64 --reps 3)
 for r in $(seq "$rounds"); do
   build/moe_probe_gpu_bandwidth --reps 20 > "$out/bw.$r"
-  if [ "$np" -gt 1 ]; then
-    mpirun --oversubscribe -np "$np" build/moe bench --device cuda "${bench_args[@]}" --json \
-      > "$out/bench.$r" 2> "$out/err.$r" || { cat "$out/err.$r" >&2; exit 1; }
-  else
-    build/moe bench --device cuda "${bench_args[@]}" --json > "$out/bench.$r" 2> "$out/err.$r" ||
-      { cat "$out/err.$r" >&2; exit 1; }
-  fi
+  bench_once "$r" --device cuda "${bench_args[@]}"
 done
 python3 - "$out" "$rounds" <<'PY'
 import json, statistics, sys

@@ -15,11 +15,7 @@ parse_rounds_and_np "$@"
 for r in $(seq "$rounds"); do
   build/moe_probe_bandwidth --reps 3 > "$out/bw.$r"
   build/moe_probe_fma --reps 2 > "$out/fma.$r"
-  if [ "$np" -gt 1 ]; then
-    mpirun --oversubscribe -np "$np" build/moe bench "${bench_args[@]}" --json > "$out/bench.$r" 2> "$out/err.$r"
-  else
-    build/moe bench "${bench_args[@]}" --json > "$out/bench.$r" 2> "$out/err.$r"
-  fi
+  bench_once "$r" "${bench_args[@]}"
 done
 python3 - "$out" "$rounds" <<'PY'
 import json, statistics, sys

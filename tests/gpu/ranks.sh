@@ -6,8 +6,13 @@
 # runs are not bit-identical across batch layouts). Skips (77) where no GPU is visible.
 source "$(dirname "$0")/../mpi/common.sh"
 unset CUDA_VISIBLE_DEVICES
-"$MOE" generate --device cuda --model "$DATA/models/mistral-bf16" --prompt-ids "1" \
-  --max-tokens 1 > /dev/null 2> "$SCRATCH/probe.err" || { cat "$SCRATCH/probe.err"; exit 77; }
+if ! "$MOE" generate --device cuda --model "$DATA/models/mistral-bf16" --prompt-ids "1" \
+  --max-tokens 1 > /dev/null 2> "$SCRATCH/probe.err"; then
+  # Only a missing GPU skips; any other failure of the GPU path is a failure.
+  grep -q "use --device cpu or auto" "$SCRATCH/probe.err" || fail "$(cat "$SCRATCH/probe.err")"
+  cat "$SCRATCH/probe.err"
+  exit 77
+fi
 PROMPT="1 5 9 200 3 17 44 80 81 82 83 84 99 7"
 compare() {  # reference, candidate
   /usr/bin/env python3 - "$1" "$2" <<'PY' || fail "$2 differs from $1"
