@@ -56,6 +56,14 @@ class Transport {
   [[noreturn]] virtual void Abort(int code) = 0;
 };
 
+// Carries the expert rows and answers between the ranks' GPUs directly when every rank has a
+// GPU of its own (common/cuda/nccl_link.h); the messages that describe them still go through
+// the Transport (common/wire_format.h). The host code holds it; the GPU library uses it.
+class GpuLink {
+ public:
+  virtual ~GpuLink() = default;
+};
+
 // One rank: the exchange hands the bytes straight back.
 std::unique_ptr<Transport> MakeInProcessTransport();
 

@@ -18,6 +18,12 @@
 //
 // A dispatch with command kStop ends the worker loop; it carries no rows.
 //
+// With `link` set (every rank on a GPU of its own, common/gpu_link.h) the messages keep only
+// the small parts: a dispatch row is { n; expert[K]; weight[K] } with no hidden, and a combine
+// message is its ResultHeader alone. The hidden rows ([rows, D] bf16, in message order) and the
+// answer vectors ([vectors, D] f32) travel between the GPUs over the link, queued after the
+// messages that describe them.
+//
 // With two micro-batches every rank exchanges, per layer: dispatch A, dispatch B, combine A,
 // combine B. A worker computes A between the two dispatches and B after combine A, so its
 // experts run while the coordinator does attention for the other micro-batch.
@@ -38,9 +44,11 @@ struct DispatchHeader {
   int32_t layer = 0;
   int32_t rows = 0;
   int64_t step = 0;
-  int32_t micro_batch = 0;    // which micro-batch of the step this is
-  int32_t micro_batches = 1;  // 2: ping-pong (see coordinator/model.cc), else 1
+  int16_t micro_batch = 0;    // which micro-batch of the step this is
+  int16_t micro_batches = 1;  // 2: ping-pong (see coordinator/model.cc), else 1
+  uint32_t link = 0;          // 1: rows and answers travel over the GPU link
 };
+static_assert(sizeof(DispatchHeader) == 32, "scripts/scaling/scaling_common.py counts on it");
 
 struct ResultHeader {
   uint32_t magic = kResultMagic;
@@ -51,7 +59,7 @@ struct ResultHeader {
   double compute_seconds = 0;  // the worker's expert time for this layer
 };
 
-// Bytes of one dispatched row.
+// Bytes of one dispatched row (D = 0: over the link, the hidden travels apart).
 inline int64_t RowBytes(int K, int D) {
   return int64_t{4} * (1 + K) + int64_t{4} * K + int64_t{4} * D;
 }

@@ -59,7 +59,11 @@ void AddRankFlags(po::options_description& options, RuntimeOptions& runtime) {
        "2: overlap attention of one half of each step with the experts of the other")
       ("device", po::value(&runtime.device)->default_value("auto"),
        "cpu, cuda or auto (a GPU when one is visible, else the CPU with a notice); ranks on "
-       "a host take its GPUs in turn");
+       "a host take its GPUs in turn")
+      ("gpu-exchange", po::value(&runtime.gpu_exchange)->default_value("auto"),
+       "how expert rows travel between ranks' GPUs: nccl (GPU to GPU; every rank needs a GPU "
+       "of its own), host (through host memory with MPI), or auto (nccl where it can, else "
+       "host with a notice)");
 }
 
 void AddModelFlags(po::options_description& options, RuntimeOptions& runtime) {

@@ -30,7 +30,8 @@ void SetRank(int rank);
 // Prints "moe COMMAND: error: ..." and returns the matching exit code.
 int Fail(const std::string& command, const Status& status);
 
-// How a rank computes: --threads, --pin-threads, --placement, --micro-batches, --device.
+// How a rank computes: --threads, --pin-threads, --placement, --micro-batches, --device,
+// --gpu-exchange.
 void AddRankFlags(po::options_description& options, RuntimeOptions& runtime);
 
 // --model, --rank-timeout and the rank flags.

@@ -72,4 +72,95 @@ StatusOr<DeviceParts> LoadOnDevice(int device, const ModelConfig& config, Checkp
   return gpu->load(config, ckpt, coordinator, layout);
 }
 
+StatusOr<bool> ChooseGpuExchange(const std::string& flag, const std::vector<RankDevice>& ranks,
+                                 std::string* notice) {
+  notice->clear();
+  if (flag != "auto" && flag != "nccl" && flag != "host")
+    return InvalidArgument("--gpu-exchange must be auto, nccl or host, got '" + flag + "'");
+  if (flag == "host" || ranks.size() < 2) return false;
+  auto rank_on = [&](size_t r) {
+    return "rank " + std::to_string(r) + " (" + ranks[r].host + ")";
+  };
+  // Why NCCL cannot carry this job, or "".
+  std::string why;
+  bool any_gpu = false;
+  for (size_t r = 0; r < ranks.size() && why.empty(); ++r) {
+    any_gpu = any_gpu || !ranks[r].gpu.empty();
+    if (ranks[r].gpu.empty()) {
+      why = rank_on(r) + " computes on the CPU";
+    } else if (!ranks[r].link_error.empty()) {
+      why = rank_on(r) + ": " + ranks[r].link_error;
+    } else {
+      for (size_t q = 0; q < r && why.empty(); ++q)
+        if (ranks[q].host == ranks[r].host && ranks[q].gpu == ranks[r].gpu)
+          why = "ranks " + std::to_string(q) + " and " + std::to_string(r) + " share the GPU " +
+                ranks[r].gpu + " on " + ranks[r].host + ", and NCCL needs one GPU per rank";
+    }
+  }
+  if (why.empty()) return true;
+  if (flag == "nccl")
+    return FailedPrecondition("--gpu-exchange nccl: " + why +
+                              "; use --gpu-exchange host (or auto), or give every rank a GPU of "
+                              "its own");
+  // auto: say why only where a GPU was there to link.
+  for (const RankDevice& r : ranks) any_gpu = any_gpu || !r.gpu.empty();
+  if (any_gpu) *notice = "moe: the expert exchange goes through host memory: " + why;
+  return false;
+}
+
+StatusOr<std::unique_ptr<GpuLink>> ConnectGpus(const std::string& flag, Transport& t, int device,
+                                               DeviceParts* parts, double timeout_seconds) {
+  const int R = t.size();
+  if (R == 1) {
+    std::string notice;
+    MOE_RETURN_IF_ERROR(ChooseGpuExchange(flag, {}, &notice).status());
+    return std::unique_ptr<GpuLink>();
+  }
+  const GpuApi* gpu = device >= 0 ? Gpu(nullptr) : nullptr;
+  RankDevice mine{t.host(t.rank()), gpu ? gpu->bus_id(device) : "",
+                  gpu ? gpu->link_unavailable() : ""};
+  // Every rank's answer to rank 0 (host, GPU and NCCL error, NUL-separated), then rank 0's
+  // decision to every rank: "H" host-staged, "E" + an error, or "N" + the link's id.
+  ByteRuns send, recv;
+  send.counts.assign(R, 0);
+  if (t.rank() != 0) {
+    const std::string text = mine.host + '\0' + mine.gpu + '\0' + mine.link_error;
+    send.data.assign(text.begin(), text.end());
+    send.counts[0] = static_cast<int64_t>(text.size());
+  }
+  MOE_RETURN_IF_ERROR(t.Exchange(send, &recv, {"gpu devices"}, timeout_seconds));
+  std::string decision;
+  if (t.rank() == 0) {
+    std::vector<RankDevice> ranks{mine};
+    for (int r = 1; r < R; ++r) {
+      const std::string text(reinterpret_cast<const char*>(recv.at(r)), recv.counts[r]);
+      const size_t a = text.find('\0'), b = text.find('\0', a + 1);
+      if (b == std::string::npos)
+        return Internal("rank " + std::to_string(r) + " sent a bad device answer");
+      ranks.push_back({text.substr(0, a), text.substr(a + 1, b - a - 1), text.substr(b + 1)});
+    }
+    std::string notice;
+    StatusOr<bool> nccl = ChooseGpuExchange(flag, ranks, &notice);
+    if (!notice.empty()) std::cerr << notice + "\n";
+    decision = !nccl.ok() ? "E" + nccl.status().message() : *nccl ? "N" : "H";
+    if (decision == "N") {
+      StatusOr<std::string> id = gpu->new_link_id();
+      decision = id.ok() ? "N" + *id : "E" + id.status().message();
+    }
+    send.data.clear();
+    for (int r = 1; r < R; ++r) {
+      send.data.insert(send.data.end(), decision.begin(), decision.end());
+      send.counts[r] = static_cast<int64_t>(decision.size());
+    }
+  }
+  MOE_RETURN_IF_ERROR(t.Exchange(send, &recv, {"gpu link"}, timeout_seconds));
+  if (t.rank() != 0) decision.assign(reinterpret_cast<const char*>(recv.at(0)), recv.counts[0]);
+  if (decision.empty())
+    return Internal("no GPU exchange decision reached rank " + std::to_string(t.rank()));
+  if (decision[0] == 'E') return FailedPrecondition(decision.substr(1));
+  if (decision[0] == 'H') return std::unique_ptr<GpuLink>();
+  if (gpu == nullptr) return Internal("rank " + std::to_string(t.rank()) + " has no GPU to link");
+  return gpu->open_link(decision.substr(1), t.rank(), R, timeout_seconds, parts);
+}
+
 }  // namespace moe

@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/checkpoint.h"
 #include "common/model_config.h"
@@ -30,5 +31,24 @@ struct DeviceParts {
 // Uploads them from the checkpoint (the expert slices `layout` lists, when not null).
 StatusOr<DeviceParts> LoadOnDevice(int device, const ModelConfig& config, Checkpoint& ckpt,
                                    bool coordinator, const ExpertStore* layout);
+
+// How the expert rows and answers travel between the ranks' GPUs (--gpu-exchange): straight
+// between the GPUs over NCCL when every rank has a GPU of its own and NCCL loads (auto, nccl);
+// else through host memory inside the Transport's messages (host; auto says why, in one line).
+struct RankDevice {
+  std::string host;
+  std::string gpu;         // the PCI bus id of its GPU; "" on the CPU
+  std::string link_error;  // "" when the GPU link (NCCL) can be had there
+};
+// true: NCCL. An error when `flag` asks for NCCL that cannot be had; *notice: a line for
+// stderr, or "".
+StatusOr<bool> ChooseGpuExchange(const std::string& flag, const std::vector<RankDevice>& ranks,
+                                 std::string* notice);
+// Every rank at once, after loading (`device`: the rank's GPU, or -1): agrees on the exchange,
+// and for NCCL opens the link and hands it to the rank's device parts. Null: no link (one
+// rank, or host-staged).
+StatusOr<std::unique_ptr<GpuLink>> ConnectGpus(const std::string& flag, Transport& transport,
+                                               int device, DeviceParts* parts,
+                                               double timeout_seconds);
 
 }  // namespace moe

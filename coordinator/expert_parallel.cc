@@ -64,11 +64,14 @@ StatusOr<DispatchHandle> ExpertParallel::Dispatch(int layer, int micro, int micr
   const int R = transport_->size(), K = routes.k, D = config_.hidden, E = placement_->experts;
   DispatchHandle handle;
   handle.layer = layer;
+  handle.step = step_;
   handle.tokens = T;
   handle.routes = &routes;
   handle.segments.assign(T, {});
   handle.expected_vectors.assign(R, 0);
   handle.rows_sent.assign(R, 0);
+  handle.rank_tokens.assign(R, {});
+  handle.link = h == nullptr;
   replica_counter_.assign(E, 0);
 
   // Plan: each token's experts in id order, cut into runs of whole experts on one rank, and one
@@ -123,8 +126,9 @@ StatusOr<DispatchHandle> ExpertParallel::Dispatch(int layer, int micro, int micr
     header.layer = layer;
     header.rows = static_cast<int32_t>(per_rank[r].size());
     header.step = step_;
-    header.micro_batch = micro;
-    header.micro_batches = micros;
+    header.micro_batch = static_cast<int16_t>(micro);
+    header.micro_batches = static_cast<int16_t>(micros);
+    header.link = handle.link ? 1 : 0;
     Append(send_.data, &header, 1);
     for (const auto& [t, s] : per_rank[r]) {
       const Segment& seg = handle.segments[t][s];
@@ -138,13 +142,15 @@ StatusOr<DispatchHandle> ExpertParallel::Dispatch(int layer, int micro, int micr
       Append(send_.data, &n, 1);
       Append(send_.data, ids.data(), K);
       Append(send_.data, weights.data(), K);
-      Append(send_.data, h + int64_t{t} * D, D);
+      if (h) Append(send_.data, h + int64_t{t} * D, D);
+      handle.rank_tokens[r].push_back(t);
     }
     send_.counts[r] = static_cast<int64_t>(send_.data.size() - begin);
     handle.rows_sent[r] = static_cast<int64_t>(per_rank[r].size());
     if (stats_) {
       stats_->rank_rows[r] += static_cast<int64_t>(per_rank[r].size());
-      stats_->rank_bytes[r] += send_.counts[r];
+      // Over the link the hidden rows travel apart, in bf16.
+      stats_->rank_bytes[r] += send_.counts[r] + (h ? 0 : handle.rows_sent[r] * D * 2);
     }
   }
   if (Status s = transport_->Exchange(send_, &handle.received, {"dispatch", layer, step_}, timeout_);
@@ -154,10 +160,9 @@ StatusOr<DispatchHandle> ExpertParallel::Dispatch(int layer, int micro, int micr
   return handle;
 }
 
-Status ExpertParallel::Combine(const DispatchHandle& handle, float* y) {
-  const auto t0 = std::chrono::steady_clock::now();
-  const Routes& routes = *handle.routes;
-  const int R = transport_->size(), K = routes.k, D = config_.hidden;
+Status ExpertParallel::ReceiveAnswers(const DispatchHandle& handle,
+                                      std::vector<int64_t>* first, double* slowest) {
+  const int R = transport_->size(), D = config_.hidden;
   // Rank 0's own share (one process): answer it here, then exchange the answers.
   send_.data.clear();
   send_.counts.assign(R, 0);
@@ -166,7 +171,7 @@ Status ExpertParallel::Combine(const DispatchHandle& handle, float* y) {
     const uint8_t* msg = handle.received.at(0);
     wire::DispatchHeader header;
     std::memcpy(&header, msg, sizeof(header));
-    MOE_RETURN_IF_ERROR(local_->Process(header.layer, header.step, header.rows,
+    MOE_RETURN_IF_ERROR(local_->Process(header.layer, header.step, header.rows, false,
                                         msg + sizeof(header),
                                         handle.received.counts[0] - sizeof(header), &send_.data));
     send_.counts[0] = static_cast<int64_t>(send_.data.size());
@@ -179,15 +184,15 @@ Status ExpertParallel::Combine(const DispatchHandle& handle, float* y) {
     return Fail(s);
 
   // Check every reply, and find where each rank's vectors start.
-  std::vector<const float*> vectors(R, nullptr);
-  double slowest = local_seconds;
+  first->assign(R, 0);
+  *slowest = local_seconds;
   for (int r = 0; r < R; ++r) {
     if (recv_.counts[r] == 0 && handle.expected_vectors[r] == 0) continue;
     wire::ResultHeader header;
     if (recv_.counts[r] < static_cast<int64_t>(sizeof(header)))
       return Fail(Internal("rank " + std::to_string(r) + " sent a short combine message"));
     std::memcpy(&header, recv_.at(r), sizeof(header));
-    const int64_t bytes = sizeof(header) + int64_t{header.vectors} * D * 4;
+    const int64_t bytes = sizeof(header) + (handle.link ? 0 : int64_t{header.vectors} * D * 4);
     if (stats_) {
       stats_->rows_sent[handle.layer][r] += handle.rows_sent[r];
       stats_->rows_received[handle.layer][r] += header.rows_received;
@@ -204,42 +209,76 @@ Status ExpertParallel::Combine(const DispatchHandle& handle, float* y) {
                            std::to_string(handle.layer) + " with " +
                            std::to_string(handle.expected_vectors[r]) + " vectors for " +
                            std::to_string(handle.rows_sent[r]) + " rows"));
-    vectors[r] = reinterpret_cast<const float*>(recv_.at(r) + sizeof(header));
-    slowest = std::max(slowest, header.compute_seconds);
-    if (stats_ && r > 0) stats_->rank_bytes[r] += recv_.counts[r];
+    (*first)[r] = recv_.offset(r) + static_cast<int64_t>(sizeof(header));
+    *slowest = std::max(*slowest, header.compute_seconds);
+    if (stats_ && r > 0)
+      stats_->rank_bytes[r] += recv_.counts[r] + (handle.link ? int64_t{header.vectors} * D * 4 : 0);
   }
+  return Status::Ok();
+}
 
-  // y[t] = sum over the token's experts in id order; a sliced expert's blocks are added in
-  // block order across its owners, then weighted.
-  slice_sum_.resize(D);
+void ExpertParallel::CountCombine(std::chrono::steady_clock::time_point t0, double slowest) {
+  if (!stats_) return;
+  stats_->seconds.expert += slowest;
+  stats_->seconds.combine += std::max(0.0, Since(t0) - slowest);
+}
+
+void ExpertParallel::PlanCombine(const DispatchHandle& handle, const std::vector<int64_t>& first,
+                                 SumPlan* plan) const {
+  // Per token, its experts in id order: a run of whole experts comes pre-summed and adds with
+  // weight 1; a sliced expert's blocks are added in block order across its owners, then
+  // weighted.
+  const Routes& routes = *handle.routes;
+  const int K = routes.k, D = config_.hidden;
+  auto at = [&](const Segment& seg, int b) { return first[seg.rank] + (seg.first + b) * D; };
+  plan->Clear();
   for (int t = 0; t < handle.tokens; ++t) {
-    float* yt = y + int64_t{t} * D;
-    std::fill(yt, yt + D, 0.0f);
+    plan->AddOutput();
     const auto& segs = handle.segments[t];
     for (size_t i = 0; i < segs.size();) {
       const Segment& seg = segs[i];
-      const float* v = vectors[seg.rank] + seg.first * D;
       if (placement_->whole(routes.expert[int64_t{t} * K + seg.j0])) {
-        for (int d = 0; d < D; ++d) yt[d] += v[d];
+        plan->AddTerm(1.0f);
+        plan->AddSource(at(seg, 0));
         ++i;
         continue;
       }
-      std::copy(v, v + D, slice_sum_.begin());
-      bool first = true;
-      for (; i < segs.size() && segs[i].j0 == seg.j0; ++i) {
-        const float* p = vectors[segs[i].rank] + segs[i].first * D;
-        for (int b = first ? 1 : 0; b < segs[i].vectors; ++b)
-          for (int d = 0; d < D; ++d) slice_sum_[d] += p[int64_t{b} * D + d];
-        first = false;
-      }
-      const float w = routes.weight[int64_t{t} * K + seg.j0];
-      for (int d = 0; d < D; ++d) yt[d] += w * slice_sum_[d];
+      plan->AddTerm(routes.weight[int64_t{t} * K + seg.j0]);
+      for (; i < segs.size() && segs[i].j0 == seg.j0; ++i)
+        for (int b = 0; b < segs[i].vectors; ++b) plan->AddSource(at(segs[i], b));
     }
   }
-  if (stats_) {
-    stats_->seconds.expert += slowest;
-    stats_->seconds.combine += std::max(0.0, Since(t0) - slowest);
+}
+
+Status ExpertParallel::Combine(const DispatchHandle& handle, float* y) {
+  if (handle.link) return Internal("Combine got a dispatch whose answers come over the GPU link");
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<int64_t> first;
+  double slowest = 0;
+  MOE_RETURN_IF_ERROR(ReceiveAnswers(handle, &first, &slowest));
+  // Byte offsets to elements: every message is a whole number of floats long.
+  static_assert(sizeof(wire::ResultHeader) % 4 == 0);
+  for (int64_t& f : first) f /= 4;
+  PlanCombine(handle, first, &plan_);
+  ApplySumPlan(plan_, reinterpret_cast<const float*>(recv_.data.data()), config_.hidden, y);
+  CountCombine(t0, slowest);
+  return Status::Ok();
+}
+
+Status ExpertParallel::CombineLinked(const DispatchHandle& handle, SumPlan* plan) {
+  if (!handle.link) return Internal("CombineLinked got a dispatch with its answers inline");
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<int64_t> first;
+  double slowest = 0;
+  MOE_RETURN_IF_ERROR(ReceiveAnswers(handle, &first, &slowest));
+  // On the device the answers lie rank after rank.
+  int64_t at = 0;
+  for (size_t r = 0; r < first.size(); ++r) {
+    first[r] = at * config_.hidden;
+    at += handle.expected_vectors[r];
   }
+  PlanCombine(handle, first, plan);
+  CountCombine(t0, slowest);
   return Status::Ok();
 }
 

@@ -6,10 +6,12 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <vector>
 
 #include "common/placement.h"
+#include "common/sum_plan.h"
 #include "common/transport.h"
 #include "coordinator/router.h"
 #include "coordinator/run_stats.h"
@@ -30,12 +32,15 @@ struct Segment {
 // What dispatch sent where, for combine to put the answers back in token order.
 struct DispatchHandle {
   int layer = 0;
+  int64_t step = 0;
   int tokens = 0;
   const Routes* routes = nullptr;
   std::vector<std::vector<Segment>> segments;  // [T][pieces], in the token's expert order
   std::vector<int64_t> expected_vectors;       // [ranks]
   std::vector<int64_t> rows_sent;              // [ranks]
-  ByteRuns received;                           // rank 0's own share (one process)
+  std::vector<std::vector<int32_t>> rank_tokens;  // [ranks][rows]: each sent row's token
+  bool link = false;  // the rows and answers travel over the GPU link (common/wire_format.h)
+  ByteRuns received;  // rank 0's own share (one process)
 };
 
 class ExpertParallel {
@@ -45,12 +50,18 @@ class ExpertParallel {
                  ExpertWorker* local, double rank_timeout_seconds, RunStats* stats);
 
   // Sends each row of h [T, D] to the ranks holding its routed experts (micro-batch `micro` of
-  // `micros` in this step). `routes` must outlive the handle.
+  // `micros` in this step). `routes` must outlive the handle. h null: the messages describe
+  // the rows only, and the caller sends each rank r the rows of handle.rank_tokens[r] over the
+  // GPU link.
   StatusOr<DispatchHandle> Dispatch(int layer, int micro, int micros, const float* h, int T,
                                     const Routes& routes);
   // Waits for the answers and writes y [T, D]: per token, its experts' weighted outputs added
   // in expert-id order.
   Status Combine(const DispatchHandle& handle, float* y);
+  // For a linked dispatch: waits for every rank's result header and gives the combine as a
+  // plan over the answer vectors as they arrive over the link, rank after rank ([sum of
+  // expected_vectors, D]); the caller applies it once they are there.
+  Status CombineLinked(const DispatchHandle& handle, SumPlan* plan);
 
   // The most tokens one step may hold: every rank's message must stay under MPI's 2 GiB count
   // (a sliced expert returns one vector per ffn block, so this bounds big models' steps).
@@ -59,11 +70,22 @@ class ExpertParallel {
   // Tells every worker to stop (once); after a failed exchange it does nothing.
   Status Stop();
   bool broken() const { return broken_; }
+  // Marks the exchange broken (a rank, or the GPU link, was lost) and returns `s`.
+  Status Fail(Status s);
   // Whether other ranks compute experts (this rank then waits for them in Combine).
   bool remote() const { return transport_->size() > 1; }
 
  private:
-  Status Fail(Status s);
+  // The combine's exchange: rank 0's own share answered here, every reply checked. first[r]:
+  // where rank r's answer vectors start (bytes into recv_.data; unset when linked); slowest:
+  // the longest expert time a rank reported.
+  Status ReceiveAnswers(const DispatchHandle& handle, std::vector<int64_t>* first,
+                        double* slowest);
+  void CountCombine(std::chrono::steady_clock::time_point t0, double slowest);
+  // The combine as a sum plan, output t = token t's answer, with rank r's answer vectors
+  // starting at element first[r] of the plan's base.
+  void PlanCombine(const DispatchHandle& handle, const std::vector<int64_t>& first,
+                   SumPlan* plan) const;
 
   const ModelConfig& config_;
   const Placement* placement_;
@@ -76,7 +98,7 @@ class ExpertParallel {
   bool stopped_ = false;
   ByteRuns send_, recv_;
   std::vector<int64_t> replica_counter_;
-  std::vector<float> slice_sum_;
+  SumPlan plan_;
 };
 
 }  // namespace moe

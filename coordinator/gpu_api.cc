@@ -1,6 +1,7 @@
 #include "coordinator/gpu_api.h"
 
 #include "common/cuda/gpu_ops.h"
+#include "common/cuda/nccl_link.h"
 #include "coordinator/gpu_forward.h"
 #include "worker/gpu_experts.h"
 
@@ -27,8 +28,19 @@ StatusOr<DeviceParts> Load(const ModelConfig& config, Checkpoint& ckpt, bool coo
   return parts;
 }
 
-const GpuApi kApi = {gpu::DeviceCount, gpu::NoDeviceReason, gpu::SetDevice, gpu::DeviceName,
-                     Load};
+StatusOr<std::unique_ptr<GpuLink>> OpenLink(const std::string& id, int rank, int ranks,
+                                            double timeout_seconds, DeviceParts* parts) {
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<gpu::NcclLink> link,
+                       gpu::NcclLink::Open(id, rank, ranks, timeout_seconds));
+  // The parts are the types Load made.
+  if (parts->forward) static_cast<GpuForward*>(parts->forward.get())->UseLink(link.get());
+  if (parts->experts) static_cast<GpuExperts*>(parts->experts.get())->UseLink(link.get());
+  return std::unique_ptr<GpuLink>(std::move(link));
+}
+
+const GpuApi kApi = {gpu::DeviceCount,          gpu::NoDeviceReason, gpu::SetDevice,
+                     gpu::DeviceName,           Load,                gpu::DeviceBusId,
+                     gpu::NcclLink::Unavailable, gpu::NcclLink::NewId, OpenLink};
 
 }  // namespace
 }  // namespace moe

@@ -206,7 +206,9 @@ Status GpuForward::Experts(int l) {
   PhaseSeconds* times = stats_ ? &stats_->seconds : nullptr;
   auto t = Clock::now();
   // This rank's own GPU holds every expert and no other rank computes: the rows stay here.
+  // Other ranks' GPUs over the link: the rows go there from the device.
   const bool local = local_ != nullptr && !experts_->remote();
+  const bool linked = link_ != nullptr && experts_->remote();
   // routes = router(h) on the device, then to the host (and h with them for other ranks)
   float* h = h_.Get<float>(int64_t{T} * D).value();  // reserved by Attention
   const int K = c.is_moe() ? c.experts_per_token : 1;
@@ -223,7 +225,7 @@ Status GpuForward::Experts(int l) {
     MOE_RETURN_IF_ERROR(gpu::CopyToHostAsync(weights_host, weights, int64_t{T} * K * 4));
   }
   float* h_host = nullptr;
-  if (!local) {
+  if (!local && !linked) {
     MOE_ASSIGN_OR_RETURN(h_host, h_host_.Get<float>(int64_t{T} * D));
     MOE_RETURN_IF_ERROR(gpu::CopyToHostAsync(h_host, h, int64_t{T} * D * sizeof(float)));
   }
@@ -241,6 +243,11 @@ Status GpuForward::Experts(int l) {
   if (local) {
     MOE_RETURN_IF_ERROR(LocalExperts(l, h));
     Lap(t, times ? &times->expert : nullptr);
+    return Status::Ok();
+  }
+  if (linked) {
+    MOE_RETURN_IF_ERROR(LinkedExperts(l, h));
+    Lap(t, times ? &times->moe_wait : nullptr);
     return Status::Ok();
   }
   // x += the experts' answers, in token order                          [T, D]
@@ -297,6 +304,45 @@ Status GpuForward::LocalExperts(int l, const float* h) {
     stats_->vectors_returned[l][0] += T;
   }
   return Status::Ok();
+}
+
+Status GpuForward::LinkedExperts(int l, const float* h) {
+  const int T = T_, D = c_.hidden;
+  MOE_ASSIGN_OR_RETURN(DispatchHandle handle, experts_->Dispatch(l, 0, 1, nullptr, T, routes_));
+  const int R = static_cast<int>(handle.rank_tokens.size());
+  // send [rows, D] bf16: each rank's rows end to end, gathered from h by token.
+  std::vector<int32_t> tokens;
+  for (const auto& rank_tokens : handle.rank_tokens)
+    tokens.insert(tokens.end(), rank_tokens.begin(), rank_tokens.end());
+  const int64_t rows = static_cast<int64_t>(tokens.size());
+  int64_t vectors = 0;
+  for (int64_t v : handle.expected_vectors) vectors += v;
+  MOE_ASSIGN_OR_RETURN(int32_t * token_rows, plan_.Get<int32_t>(rows));
+  MOE_ASSIGN_OR_RETURN(uint16_t * send, expert_x_.Get<uint16_t>(rows * D));
+  MOE_ASSIGN_OR_RETURN(float* answers, answers_.Get<float>(vectors * D));
+  MOE_RETURN_IF_ERROR(gpu::CopyToDeviceAsync(token_rows, tokens.data(), rows * sizeof(int32_t)));
+  MOE_RETURN_IF_ERROR(gpu::GatherRowsBf16(h, token_rows, static_cast<int>(rows), D, send));
+  // Rows out and answers in (rank after rank), queued before the answers' headers arrive.
+  std::vector<gpu::NcclLink::Move> out, in;
+  int64_t row = 0, vector = 0;
+  for (int r = 0; r < R; ++r) {
+    const int64_t n = static_cast<int64_t>(handle.rank_tokens[r].size());
+    const int64_t v = handle.expected_vectors[r];
+    if (n > 0) out.push_back({send + row * D, n * D * 2, r});
+    if (v > 0) in.push_back({answers + vector * D, v * D * 4, r});
+    row += n;
+    vector += v;
+  }
+  // A failed link leaves the workers mid-exchange: the job must end (Runtime).
+  if (Status s = link_->Send(out); !s.ok()) return experts_->Fail(s);
+  if (Status s = link_->Receive(in); !s.ok()) return experts_->Fail(s);
+  // x += the answers summed per token as the plan says                 [T, D]
+  MOE_RETURN_IF_ERROR(experts_->CombineLinked(handle, &combine_));
+  if (Status s = link_->Wait({"combine", l, handle.step}); !s.ok()) return experts_->Fail(s);
+  MOE_ASSIGN_OR_RETURN(float* moe, moe_.Get<float>(int64_t{T} * D));
+  MOE_ASSIGN_OR_RETURN(gpu::DeviceSumPlan plan, gpu::UploadSumPlan(combine_, sum_plan_));
+  MOE_RETURN_IF_ERROR(gpu::ApplySumPlan(plan, answers, D, moe));
+  return gpu::AddInPlace(x_.Get<float>(int64_t{T} * D).value(), moe, int64_t{T} * D);
 }
 
 Status GpuForward::Forward(const std::vector<int>& tokens, const std::vector<SequenceChunk>& chunks,

@@ -1,9 +1,10 @@
 // The coordinator's forward pass on a GPU: embeddings, norms, q/k/v/o projections (cuBLAS bf16),
 // RoPE, attention over the paged KV cache in device memory, the router and lm_head on the
-// device; the experts through ExpertParallel as on the CPU (the routed rows go to the host,
-// then to the expert ranks, whose GPUs compute them: worker/gpu_experts.h), or, when this
-// process holds every expert on the same GPU, on the device without leaving it. Sampling on
-// the device (common/cuda/gpu_sampling.h).
+// device; the experts through ExpertParallel, which plans and describes the exchange, while the
+// rows and answers travel either through host memory with its messages (host-staged) or
+// straight between the GPUs over NCCL (common/cuda/nccl_link.h), the expert ranks' GPUs
+// computing them (worker/gpu_experts.h); or, when this process holds every expert on the same
+// GPU, on the device without leaving it. Sampling on the device (common/cuda/gpu_sampling.h).
 // Index legend: T = step rows, D = hidden, H = heads, KV = kv heads, hd = head dim, V = vocab,
 // E = experts, K = experts per token, R = logit rows.
 #pragma once
@@ -15,6 +16,7 @@
 #include "common/cuda/device_weights.h"
 #include "common/cuda/gpu_attention.h"
 #include "common/cuda/gpu_sampling.h"
+#include "common/cuda/nccl_link.h"
 #include "common/model_config.h"
 #include "coordinator/expert_parallel.h"
 #include "coordinator/model.h"
@@ -39,6 +41,9 @@ class GpuForward : public DeviceForward {
   // This process's experts on the same GPU, all of them whole: with no other rank computing,
   // the routed rows never leave the device (LocalExperts).
   void UseLocalExperts(GpuExperts* experts) { local_ = experts; }
+  // Every rank on a GPU of its own: the routed rows and the answers go between the GPUs over
+  // this link (it outlives this object), not through host memory.
+  void UseLink(gpu::NcclLink* link) { link_ = link; }
 
  private:
   struct LayerWeights {
@@ -69,10 +74,13 @@ class GpuForward : public DeviceForward {
   // The experts of one layer on local_: rows grouped by expert on the device, one GEMM per
   // expert and projection, and the weighted answers added to x.
   Status LocalExperts(int layer, const float* h);
+  // The experts of one layer on the other ranks' GPUs, rows and answers over link_.
+  Status LinkedExperts(int layer, const float* h);
 
   ModelConfig c_;
   ExpertParallel* experts_ = nullptr;
   GpuExperts* local_ = nullptr;
+  gpu::NcclLink* link_ = nullptr;
   RunStats* stats_ = nullptr;
   RouteSkew* skew_ = nullptr;
   gpu::DeviceArena weights_;
@@ -90,9 +98,10 @@ class GpuForward : public DeviceForward {
   std::vector<PoolRows> pools_;
   std::vector<int32_t> meta_host_;
   gpu::DeviceBuffer meta_, x_, h_, hb_, q_, k_, v_, attn_, moe_, router_logits_, route_ids_,
-      route_weights_, logits_, plan_, expert_x_, expert_y_;
+      route_weights_, logits_, plan_, expert_x_, expert_y_, answers_, sum_plan_;
   gpu::HostBuffer route_host_, h_host_, moe_host_, plan_host_;
   Routes routes_;
+  SumPlan combine_;
   gpu::DeviceSampler sampler_;
 };
 

@@ -109,6 +109,8 @@ Status LoadRank(const RuntimeOptions& o, const Transport& t, const std::string& 
     MOE_ASSIGN_OR_RETURN(out->ckpt, Checkpoint::Open(o.model_dir));
   }
   MOE_ASSIGN_OR_RETURN(out->placement, LoadPlacement(out->config, t.size() - 1, o.placement_file));
+  std::string unused;
+  MOE_RETURN_IF_ERROR(ChooseGpuExchange(o.gpu_exchange, {}, &unused).status());  // the flag
   MOE_ASSIGN_OR_RETURN(out->device, ChooseDevice(o.device, t));
   const bool gpu = out->device >= 0;
   if (gpu && t.rank() == 0 && o.micro_batches != 1)
@@ -188,6 +190,11 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeOptions& options,
   MOE_RETURN_IF_ERROR(transport->CheckSameEverywhere(
       ModelFingerprint(loaded.config_text, *loaded.ckpt), "the model (config.json and tensors)"));
 
+  StatusOr<std::unique_ptr<GpuLink>> link = ConnectGpus(
+      options.gpu_exchange, *transport, loaded.device, &loaded.on_device, options.rank_timeout);
+  if (Status s = transport->AgreeOnStatus(link.status()); !s.ok()) return s;
+  std::unique_ptr<GpuLink> gpu_link = std::move(link).value();
+
   auto pool =
       std::make_unique<ThreadPool>(options.threads > 0 ? options.threads : cores.threads);
   const int K = loaded.config.is_moe() ? loaded.config.experts_per_token : 1;
@@ -209,6 +216,7 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeOptions& options,
   rt->ckpt_ = std::move(loaded.ckpt);
   rt->store_ = std::move(loaded.store);
   rt->device_ = loaded.device;
+  rt->gpu_link_ = std::move(gpu_link);
   rt->device_experts_ = std::move(device_experts);
   rt->pool_ = std::move(pool);
   rt->local_worker_ = std::move(worker);

@@ -31,6 +31,7 @@ struct RuntimeOptions {
   std::string synthetic;        // a preset (common/synthetic.h) instead of model_dir
   int synthetic_layers = 0;     // depth of the synthetic model (0 = the preset's)
   std::string device = "cpu";   // cpu, cuda or auto (coordinator/device_choice.h; the CLI: auto)
+  std::string gpu_exchange = "auto";  // auto, nccl or host (ChooseGpuExchange)
 };
 
 class Runtime {
@@ -65,6 +66,7 @@ class Runtime {
   std::unique_ptr<Checkpoint> ckpt_;
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<ExpertStore> store_;
+  std::unique_ptr<GpuLink> gpu_link_;  // outlives the device parts that use it
   std::unique_ptr<ExpertDevice> device_experts_;
   std::unique_ptr<ExpertWorker> local_worker_;
   std::unique_ptr<ExpertParallel> experts_;

@@ -3,11 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
 #include "common/cuda/gpu_attention.h"
 #include "common/cuda/gpu_ops.h"
+#include "common/cuda/device_weights.h"
 #include "common/cuda/gpu_sampling.h"
 #include "common/kernels.h"
 #include "coordinator/attention.h"
@@ -233,6 +235,41 @@ TEST(GpuOps, Bf16MatMulMatchesCpu) {
   ASSERT_TRUE(gpu::ToBf16(dx.p, int64_t{T} * K, scratch.p).ok());
   ASSERT_TRUE(gpu::GemmBf16(scratch.p, T, K, dw.p, N, K, K, false, dy.p).ok());
   EXPECT_LE(testing::RelativeMaxError(dy.Host().data(), cpu.data(), cpu.size()), 2e-2);
+}
+
+// The combine's sums: the device follows the host's plan to the bit.
+TEST(GpuOps, SumPlanAndBf16GatherMatchHost) {
+  REQUIRE_GPU();
+  const int D = 300, V = 9;
+  const auto v = Random(int64_t{V} * D, 5);
+  SumPlan plan;
+  std::mt19937 rng(3);
+  for (int o = 0; o < 6; ++o) {
+    plan.AddOutput();
+    for (int k = 0; k < o % 4; ++k) {  // 0 to 3 terms of 1 to 3 sources
+      plan.AddTerm(std::uniform_real_distribution<float>(-1, 1)(rng));
+      for (int i = 0; i <= (o + k) % 3; ++i) plan.AddSource(static_cast<int64_t>(rng() % V) * D);
+    }
+  }
+  std::vector<float> want(int64_t{plan.outputs()} * D);
+  ApplySumPlan(plan, v.data(), D, want.data());
+  Dev<float> dv(v), dout(want.size());
+  gpu::DeviceBuffer room;
+  auto device_plan = gpu::UploadSumPlan(plan, room);
+  ASSERT_TRUE(device_plan.ok());
+  ASSERT_TRUE(gpu::ApplySumPlan(*device_plan, dv.p, D, dout.p).ok());
+  EXPECT_TRUE(testing::BitEqual(dout.Host(), want));
+
+  // bf16 rows picked by index, copied as they are.
+  const auto rows = ToBf16(Random(int64_t{V} * D, 6));
+  const std::vector<int32_t> index = {4, 0, 4, 8, 2};
+  Dev<uint16_t> drows(rows), dpicked(index.size() * D);
+  Dev<int32_t> dindex(index);
+  ASSERT_TRUE(gpu::GatherRowsBf16(drows.p, dindex.p, static_cast<int>(index.size()), D,
+                                  dpicked.p).ok());
+  const std::vector<uint16_t> picked = dpicked.Host();
+  for (size_t i = 0; i < index.size(); ++i)
+    EXPECT_EQ(0, std::memcmp(&picked[i * D], &rows[int64_t{index[i]} * D], D * 2)) << i;
 }
 
 TEST(GpuOps, DeviceCountIsZeroOrReasonIsEmpty) {

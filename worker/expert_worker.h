@@ -7,26 +7,43 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/sum_plan.h"
 #include "common/thread_pool.h"
 #include "worker/expert_store.h"
 
 namespace moe {
 
-// One held slice's rows for a device: x [n, D] (host); out (host): the expert's output
-// [n, D] with its blocks summed when the slice is a whole expert, else the slice's block
-// partials [blocks, n, D].
+// One dispatch's expert work for a device. Each task is one held slice and its rows; the
+// tasks' outputs lie end to end on the device, [n, D] for a whole expert (its blocks summed)
+// and [blocks, n, D] for a slice (one partial per ffn block), and `plan` adds them into the
+// answer vectors (its sources are element offsets into those outputs).
 struct DeviceTask {
   int slice = 0;  // index into the store's list for the layer
+  int n = 0;      // rows
+};
+struct DeviceJob {
+  int layer = 0;
+  int64_t step = 0;
+  std::vector<DeviceTask> tasks;
+  const SumPlan* plan = nullptr;
+  int vectors = 0;
+  // Host-staged: the tasks' rows end to end, x [sum n, D] on the host, and the answers,
+  // out [vectors, D] on the host.
   const float* x = nullptr;
-  int n = 0;
   float* out = nullptr;
+  // Over the GPU link (x and out null): `rows` rows arrive from rank 0, and row_index
+  // [sum n] (host) gives each task row's place among them; the answers go back the same way.
+  int rows = 0;
+  const int32_t* row_index = nullptr;
 };
 
 // Where the expert FFNs run when not on this rank's CPU (worker/gpu_experts.h).
 class ExpertDevice {
  public:
   virtual ~ExpertDevice() = default;
-  virtual Status Run(int layer, const std::vector<DeviceTask>& tasks) = 0;
+  virtual Status Run(const DeviceJob& job) = 0;
+  // Whether rows and answers travel over a GPU link (common/gpu_link.h).
+  virtual bool linked() const = 0;
 };
 
 class ExpertWorker {
@@ -37,10 +54,11 @@ class ExpertWorker {
                ExpertDevice* device = nullptr)
       : store_(store), K_(experts_per_token), D_(hidden), pool_(pool), device_(device) {}
 
-  // `layer` and `rows` come from the message header (already checked by the caller);
-  // `body` holds the rows. Appends the ResultHeader and vectors to `reply`.
-  Status Process(int layer, int64_t step, int rows, const uint8_t* body, int64_t body_bytes,
-                 std::vector<uint8_t>* reply);
+  // `layer`, `rows` and `link` come from the message header (already checked by the caller);
+  // `body` holds the rows (without their hidden when they travel over the GPU link). Appends
+  // the ResultHeader and the answer vectors (not when linked) to `reply`.
+  Status Process(int layer, int64_t step, int rows, bool link, const uint8_t* body,
+                 int64_t body_bytes, std::vector<uint8_t>* reply);
 
  private:
   const ExpertStore* store_;
@@ -48,10 +66,13 @@ class ExpertWorker {
   ThreadPool* pool_;
   ExpertDevice* device_;
   ExpertScratch scratch_;
-  // Per held slice: the message rows routed to it and their routing weights.
+  // Per held slice: the message rows routed to it; per (row, expert of the row): its slice and
+  // its place among the slice's rows.
   std::vector<std::vector<int>> rows_;
-  std::vector<std::vector<float>> weights_;
-  std::vector<float> x_, partials_, out_;
+  std::vector<std::pair<int, int>> slot_;
+  SumPlan plan_;
+  std::vector<int32_t> row_index_;
+  std::vector<float> x_, partials_;
 };
 
 }  // namespace moe

@@ -1,9 +1,10 @@
 // A worker's expert slices on a GPU: w1, w3 and w2 of every held slice in bf16, and the FFN
 // y = w2(silu(w1 x) * w3 x) through cuBLAS: w1 and w3 stacked, so one GEMM gives gate and up,
 // then one for the down projection (the slices of a layer run one after another on the
-// device's stream). A whole expert's down projection is one
-// GEMM over all of its ffn columns; a slice's is one strided batched GEMM with a partial output
-// per ffn block, as the wire format wants.
+// device's stream). A whole expert's down projection is one GEMM over all of its ffn columns;
+// a slice's is one strided batched GEMM with a partial output per ffn block, as the wire format
+// wants. The answers are added on the device (the job's sum plan), so only they go back: to the
+// host (host-staged), or to rank 0 over the GPU link.
 // Index legend: n = rows of a slice, D = hidden, Fs = the slice's ffn width, Fb = block width.
 #pragma once
 
@@ -12,6 +13,7 @@
 
 #include "common/checkpoint.h"
 #include "common/cuda/device_weights.h"
+#include "common/cuda/nccl_link.h"
 #include "common/model_config.h"
 #include "worker/expert_store.h"
 #include "worker/expert_worker.h"
@@ -23,7 +25,10 @@ class GpuExperts : public ExpertDevice {
   // Uploads the slices `layout` lists (an ExpertStore loaded without weights).
   static StatusOr<std::unique_ptr<GpuExperts>> Load(const ModelConfig& config, Checkpoint& ckpt,
                                                     const ExpertStore& layout);
-  Status Run(int layer, const std::vector<DeviceTask>& tasks) override;
+  Status Run(const DeviceJob& job) override;
+  bool linked() const override { return link_ != nullptr; }
+  // Rows and answers over this link from now on (it outlives this object).
+  void UseLink(gpu::NcclLink* link) { link_ = link; }
   int64_t bytes() const { return arena_.bytes(); }
 
   // Whether every expert of every layer is held whole here (one rank holding the model).
@@ -47,8 +52,9 @@ class GpuExperts : public ExpertDevice {
   std::vector<std::vector<Slice>> layers_;  // [L][held], the store's order
   std::vector<std::vector<int>> whole_;     // [L][E]: index into layers_[l] of the whole expert
   bool every_expert_ = false;
+  gpu::NcclLink* link_ = nullptr;
   gpu::DeviceArena arena_;
-  gpu::DeviceBuffer x_, xb_, gate_up_, act_, out_;
+  gpu::DeviceBuffer x_, rows_, index_, xb_, gate_up_, act_, out_, answers_, plan_;
 };
 
 }  // namespace moe

@@ -22,7 +22,7 @@ Status ServeExperts(Transport& transport, ExpertWorker& worker, double rank_time
   auto answer = [&](const ByteRuns& msg, const wire::DispatchHeader& h, ByteRuns* out) {
     out->data.clear();
     out->counts.assign(R, 0);
-    Status s = worker.Process(h.layer, h.step, h.rows, msg.at(0) + sizeof(h),
+    Status s = worker.Process(h.layer, h.step, h.rows, h.link != 0, msg.at(0) + sizeof(h),
                               msg.counts[0] - sizeof(h), &out->data);
     out->counts[0] = static_cast<int64_t>(out->data.size());
     return s;

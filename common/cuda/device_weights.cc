@@ -99,4 +99,30 @@ Status UploadBf16Into(Checkpoint& ckpt, const std::string& name, const std::vect
   });
 }
 
+StatusOr<DeviceSumPlan> UploadSumPlan(const SumPlan& plan, DeviceBuffer& room) {
+  // One upload: source [S] int64 | weight [terms] f32 | term_begin [O + 1] |
+  // source_begin [terms + 1] int32.
+  const size_t S = plan.source.size(), terms = plan.weight.size(), O = plan.outputs();
+  const size_t bytes = S * 8 + terms * 4 + (O + 1) * 4 + (terms + 1) * 4;
+  std::vector<uint8_t> up(bytes);
+  uint8_t* p = up.data();
+  auto put = [&p](const auto& v) {
+    std::memcpy(p, v.data(), v.size() * sizeof(v[0]));
+    p += v.size() * sizeof(v[0]);
+  };
+  put(plan.source);
+  put(plan.weight);
+  put(plan.term_begin);
+  put(plan.source_begin);
+  MOE_ASSIGN_OR_RETURN(uint8_t * d, room.Get<uint8_t>(static_cast<int64_t>(bytes)));
+  MOE_RETURN_IF_ERROR(CopyToDeviceAsync(d, up.data(), bytes));
+  DeviceSumPlan out;
+  out.source = reinterpret_cast<const int64_t*>(d);
+  out.weight = reinterpret_cast<const float*>(d + S * 8);
+  out.term_begin = reinterpret_cast<const int32_t*>(d + S * 8 + terms * 4);
+  out.source_begin = out.term_begin + O + 1;
+  out.outputs = static_cast<int>(O);
+  return out;
+}
+
 }  // namespace moe::gpu

@@ -8,7 +8,9 @@
 #include <vector>
 
 #include "common/checkpoint.h"
+#include "common/cuda/gpu_ops.h"
 #include "common/status.h"
+#include "common/sum_plan.h"
 
 namespace moe::gpu {
 
@@ -68,5 +70,9 @@ StatusOr<uint16_t*> UploadBf16(Checkpoint& ckpt, const std::string& name,
 Status UploadBf16Into(Checkpoint& ckpt, const std::string& name, const std::vector<int64_t>& shape,
                       uint16_t* dst, int64_t r0 = 0, int64_t r1 = -1, int64_t c0 = 0,
                       int64_t c1 = -1);
+
+// The plan's arrays in `room`, queued on the device's stream (the host copy is staged by the
+// call, so the plan may change at once).
+StatusOr<DeviceSumPlan> UploadSumPlan(const SumPlan& plan, DeviceBuffer& room);
 
 }  // namespace moe::gpu

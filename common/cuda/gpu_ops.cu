@@ -150,12 +150,30 @@ __global__ void AddKernel(float* x, const float* y, int64_t n) {
 
 __device__ void Store(float* p, float v) { *p = v; }
 __device__ void Store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ void Store(__nv_bfloat16* p, __nv_bfloat16 v) { *p = v; }
 
-template <typename Out>
-__global__ void GatherRowsKernel(const float* x, const int32_t* rows, int D, Out* out) {
-  const float* src = x + static_cast<int64_t>(rows[blockIdx.x]) * D;
+template <typename In, typename Out>
+__global__ void GatherRowsKernel(const In* x, const int32_t* rows, int D, Out* out) {
+  const In* src = x + static_cast<int64_t>(rows[blockIdx.x]) * D;
   for (int i = threadIdx.x; i < D; i += blockDim.x)
     Store(&out[static_cast<int64_t>(blockIdx.x) * D + i], src[i]);
+}
+
+// One block per output; sums in the plan's order (host: moe::ApplySumPlan).
+__global__ void ApplySumPlanKernel(const int32_t* term_begin, const int32_t* source_begin,
+                                   const int64_t* source, const float* weight, const float* base,
+                                   int D, float* out) {
+  const int o = blockIdx.x;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float y = 0;
+    for (int k = term_begin[o]; k < term_begin[o + 1]; ++k) {
+      float s = base[source[source_begin[k]] + d];
+      for (int i = source_begin[k] + 1; i < source_begin[k + 1]; ++i)
+        s = __fadd_rn(s, base[source[i] + d]);
+      y = __fadd_rn(y, __fmul_rn(weight[k], s));
+    }
+    out[static_cast<int64_t>(o) * D + d] = y;
+  }
 }
 
 __global__ void AddWeightedRowsKernel(float* x, const float* y, const int32_t* slots,
@@ -210,6 +228,12 @@ int DeviceCount() {
     return 0;
   }
   return n;
+}
+
+std::string DeviceBusId(int device) {
+  char id[32] = {};
+  if (cudaDeviceGetPCIBusId(id, sizeof(id), device) != cudaSuccess) return "";
+  return id;
 }
 
 std::string NoDeviceReason() {
@@ -307,6 +331,20 @@ Status GatherRowsBf16(const float* x, const int32_t* rows, int n, int D, uint16_
   if (n == 0) return Status::Ok();
   GatherRowsKernel<<<n, kThreads>>>(x, rows, D, reinterpret_cast<__nv_bfloat16*>(out));
   return Launched("GatherRowsBf16");
+}
+
+Status GatherRowsBf16(const uint16_t* x, const int32_t* rows, int n, int D, uint16_t* out) {
+  if (n == 0) return Status::Ok();
+  GatherRowsKernel<<<n, kThreads>>>(reinterpret_cast<const __nv_bfloat16*>(x), rows, D,
+                                    reinterpret_cast<__nv_bfloat16*>(out));
+  return Launched("GatherRowsBf16");
+}
+
+Status ApplySumPlan(const DeviceSumPlan& plan, const float* base, int D, float* out) {
+  if (plan.outputs == 0) return Status::Ok();
+  ApplySumPlanKernel<<<plan.outputs, kThreads>>>(plan.term_begin, plan.source_begin, plan.source,
+                                                 plan.weight, base, D, out);
+  return Launched("ApplySumPlan");
 }
 
 Status AddWeightedRows(float* x, const float* y, const int32_t* slots, const float* weights, int T,

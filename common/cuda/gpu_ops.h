@@ -19,6 +19,8 @@ int DeviceCount();
 Status SetDevice(int device);
 // "NVIDIA H100 80GB HBM3, 79.1 GiB".
 std::string DeviceName(int device);
+// The device's PCI bus id, "0000:3b:00.0" ("" when CUDA cannot say).
+std::string DeviceBusId(int device);
 // "cuda: no usable GPU (error 35: CUDA driver version is insufficient ...)" style detail.
 std::string NoDeviceReason();
 
@@ -51,6 +53,19 @@ Status AddInPlace(float* x, const float* y, int64_t n);
 Status GatherRows(const float* x, const int32_t* rows, int R, int D, float* out);
 // out [n, D] = x[rows[i]] rounded to bf16 (to nearest even).
 Status GatherRowsBf16(const float* x, const int32_t* rows, int n, int D, uint16_t* out);
+// The same from bf16 rows, copied as they are.
+Status GatherRowsBf16(const uint16_t* x, const int32_t* rows, int n, int D, uint16_t* out);
+// A SumPlan (common/sum_plan.h) on the device (UploadSumPlan, common/cuda/device_weights.h).
+struct DeviceSumPlan {
+  const int32_t* term_begin = nullptr;    // [outputs + 1]
+  const int32_t* source_begin = nullptr;  // [terms + 1]
+  const int64_t* source = nullptr;        // [sources]
+  const float* weight = nullptr;          // [terms]
+  int outputs = 0;
+};
+// out [outputs, D] = the plan carried out over the vectors at `base`, adding in the plan's
+// order with every product and sum rounded on its own, as moe::ApplySumPlan does on the host.
+Status ApplySumPlan(const DeviceSumPlan& plan, const float* base, int D, float* out);
 // x[t] += y_t, y_t = sum over j < K in order of weights[t, j] * y[slots[t, j]]: each product and
 // sum rounded on its own (no fused multiply-add), as the CPU's combine adds a token's experts.
 // x [T, D], y [*, D], slots and weights [T, K].

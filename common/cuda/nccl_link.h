@@ -1,0 +1,53 @@
+// The GPU link over NCCL: one communicator for the job, its id made by rank 0 and handed to the
+// others over the Transport. Rows and answers move with grouped ncclSend/ncclRecv on the link's
+// own stream, ordered after the device's work with events. NCCL is loaded with dlopen when the
+// link is first wanted, so a machine without it still runs everything else on its GPU.
+//
+// Counts travel first, in the Transport's messages (common/wire_format.h), so both sides of
+// every move know its size before it is queued. NCCL itself has no deadline: Wait gives it the
+// rank timeout, then aborts the communicator, and the job must restart (as after any lost rank).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "common/transport.h"
+
+namespace moe::gpu {
+
+class NcclLink : public GpuLink {
+ public:
+  // "" when NCCL can be loaded here, else why not.
+  static std::string Unavailable();
+  // Rank 0: the id of a new communicator, as bytes.
+  static StatusOr<std::string> NewId();
+  // Every rank at once, on its current device: joins the communicator `id` as `rank` of
+  // `ranks`. Waits on the link end after `timeout_seconds`.
+  static StatusOr<std::unique_ptr<NcclLink>> Open(const std::string& id, int rank, int ranks,
+                                                  double timeout_seconds);
+  ~NcclLink() override;
+
+  struct Move {
+    void* data = nullptr;  // device memory
+    int64_t bytes = 0;
+    int peer = 0;
+  };
+  // Queues the sends (or receives) as one group on the link's stream, after the work queued so
+  // far on the device's stream; later work on the device's stream waits for them.
+  Status Send(const std::vector<Move>& moves) { return Queue(moves, true); }
+  Status Receive(const std::vector<Move>& moves) { return Queue(moves, false); }
+  // Waits on the host until every queued move is done. After `timeout_seconds` or an NCCL
+  // error it aborts the communicator: the link is dead for good, and the status says so.
+  Status Wait(const ExchangeLabel& label);
+
+ private:
+  struct State;
+  explicit NcclLink(std::unique_ptr<State> state);
+  Status Queue(const std::vector<Move>& moves, bool send);
+
+  std::unique_ptr<State> s_;
+};
+
+}  // namespace moe::gpu

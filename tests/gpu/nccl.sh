@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The NCCL exchange: the coordinator and its workers each on a GPU of their own, rows and
+# answers moving GPU to GPU, against the same ranks exchanging through host memory and against
+# one process. Greedy tokens identical, logits within 2e-2 of the largest. Skips (77) where
+# fewer than two GPUs are visible (NCCL cannot put two ranks on one GPU).
+source "$(dirname "$0")/common.sh"
+gpus=$(nvidia-smi --list-gpus 2>/dev/null | grep -c "^GPU" || true)
+if [ "${gpus:-0}" -lt 2 ]; then
+  echo "SKIP: the NCCL exchange needs two GPUs or more; ${gpus:-0} visible"
+  exit 77
+fi
+ranks=$((gpus < 3 ? gpus : 3))
+PROMPT="1 5 9 200 3 17 44 80 81 82 83 84 99 7"
+for model in mixtral-bf16-sharded mixtral-window; do
+  run() {  # name, ranks, extra flags...
+    local name=$1 n=$2 cmd=("$MOE")
+    shift 2
+    [ "$n" -gt 1 ] && cmd=("${MPIRUN[@]}" -np "$n" "$MOE")
+    "${cmd[@]}" generate --device cuda "$@" --model "$DATA/models/$model" \
+      --prompt-ids "$PROMPT" --max-tokens 12 --ignore-eos --dump-logits "$SCRATCH/$name" \
+      --json > "$SCRATCH/$name.json" 2> "$SCRATCH/$name.err" || {
+      cat "$SCRATCH/$name.err"
+      fail "$model: $name"
+    }
+  }
+  run "$model-1" 1
+  run "$model-host" "$ranks" --gpu-exchange host
+  run "$model-nccl" "$ranks" --gpu-exchange nccl
+  compare_logits "$SCRATCH/$model-1" "$SCRATCH/$model-host"
+  compare_logits "$SCRATCH/$model-1" "$SCRATCH/$model-nccl"
+  compare_logits "$SCRATCH/$model-host" "$SCRATCH/$model-nccl"
+  echo "ok: $model, $ranks ranks over NCCL == through host memory == one process"
+done
