@@ -211,8 +211,9 @@ Status ExpertParallel::ReceiveAnswers(const DispatchHandle& handle,
                            std::to_string(handle.rows_sent[r]) + " rows"));
     (*first)[r] = recv_.offset(r) + static_cast<int64_t>(sizeof(header));
     *slowest = std::max(*slowest, header.compute_seconds);
-    if (stats_ && r > 0)
-      stats_->rank_bytes[r] += recv_.counts[r] + (handle.link ? int64_t{header.vectors} * D * 4 : 0);
+    if (stats_ && r > 0)  // over the link the answers travel apart
+      stats_->rank_bytes[r] +=
+          recv_.counts[r] + (handle.link ? int64_t{header.vectors} * D * 4 : 0);
   }
   return Status::Ok();
 }

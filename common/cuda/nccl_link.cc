@@ -69,6 +69,10 @@ const NcclApi* Nccl(std::string* why) {
   return &api;
 }
 
+Status LinkLost() {
+  return Status(StatusCode::kUnavailable, "the NCCL link failed earlier; restart the job");
+}
+
 Status CheckNccl(const NcclApi& api, ncclResult_t r, const std::string& what) {
   if (r == ncclSuccess) return Status::Ok();
   return Status(StatusCode::kUnavailable,
@@ -114,30 +118,33 @@ StatusOr<std::unique_ptr<NcclLink>> NcclLink::Open(const std::string& id, int ra
   auto s = std::make_unique<State>();
   s->api = api;
   s->timeout = timeout_seconds;
-  MOE_RETURN_IF_ERROR(Check(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking),
-                            "cudaStreamCreate for the NCCL link"));
-  MOE_RETURN_IF_ERROR(Check(cudaEventCreateWithFlags(&s->ready, cudaEventDisableTiming),
-                            "cudaEventCreate"));
-  MOE_RETURN_IF_ERROR(Check(cudaEventCreateWithFlags(&s->done, cudaEventDisableTiming),
-                            "cudaEventCreate"));
-  // Every rank answered the Transport's last agreement just before this, so all of them are
-  // here: the collective join does not wait on a lost rank.
+  // Every rank answered the Transport's last exchange just before this, so all of them are
+  // here: the collective join does not wait on a lost rank. Nothing that can fail alone comes
+  // before it, and what fails after it is reported to every rank by the Transport.
   MOE_RETURN_IF_ERROR(CheckNccl(*api, api->comm_init_rank(&s->comm, ranks, unique, rank),
                                 "ncclCommInitRank on rank " + std::to_string(rank)));
-  return std::unique_ptr<NcclLink>(new NcclLink(std::move(s)));
+  std::unique_ptr<NcclLink> link(new NcclLink(std::move(s)));
+  State& made = *link->s_;
+  MOE_RETURN_IF_ERROR(Check(cudaStreamCreateWithFlags(&made.stream, cudaStreamNonBlocking),
+                            "cudaStreamCreate for the NCCL link"));
+  MOE_RETURN_IF_ERROR(Check(cudaEventCreateWithFlags(&made.ready, cudaEventDisableTiming),
+                            "cudaEventCreate"));
+  MOE_RETURN_IF_ERROR(Check(cudaEventCreateWithFlags(&made.done, cudaEventDisableTiming),
+                            "cudaEventCreate"));
+  return link;
 }
 
 NcclLink::NcclLink(std::unique_ptr<State> state) : s_(std::move(state)) {}
 
 NcclLink::~NcclLink() {
-  if (s_->comm) (s_->dead ? s_->api->comm_abort : s_->api->comm_destroy)(s_->comm);
+  if (s_->comm) s_->api->comm_destroy(s_->comm);  // (Wait aborted and cleared a failed one)
   if (s_->done) cudaEventDestroy(s_->done);
   if (s_->ready) cudaEventDestroy(s_->ready);
   if (s_->stream) cudaStreamDestroy(s_->stream);
 }
 
 Status NcclLink::Queue(const std::vector<Move>& moves, bool send) {
-  if (s_->dead) return Status(StatusCode::kUnavailable, "the NCCL link failed earlier; restart the job");
+  if (s_->dead) return LinkLost();
   const NcclApi& api = *s_->api;
   // The link's stream waits for what the device's stream holds so far (the rows to send, or
   // the end of reading the buffers a receive overwrites).
@@ -163,7 +170,7 @@ Status NcclLink::Queue(const std::vector<Move>& moves, bool send) {
 }
 
 Status NcclLink::Wait(const ExchangeLabel& label) {
-  if (s_->dead) return Status(StatusCode::kUnavailable, "the NCCL link failed earlier; restart the job");
+  if (s_->dead) return LinkLost();
   const NcclApi& api = *s_->api;
   const std::string what = std::string(label.phase) + " of layer " + std::to_string(label.layer) +
                            ", step " + std::to_string(label.step);
