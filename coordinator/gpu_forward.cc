@@ -95,6 +95,7 @@ Status GpuForward::Describe(const std::vector<int>& tokens,
   struct Tiles {
     KvBlockPool* pool;
     std::vector<int32_t> decode_row0, prefill_row0, prefill_rows;
+    int max_decode_keys = 0;
   };
   std::vector<Tiles> tiles;
   std::map<KvBlockPool*, int> index;
@@ -108,7 +109,7 @@ Status GpuForward::Describe(const std::vector<int>& tokens,
       return ResourceExhausted("the KV cache has no free block left for position " +
                                std::to_string(chunk.start_pos + chunk.length - 1));
     auto [it, added] = index.emplace(cache->pool(), static_cast<int>(tiles.size()));
-    if (added) tiles.push_back({cache->pool(), {}, {}, {}});
+    if (added) tiles.push_back({cache->pool(), {}, {}, {}, 0});
     Tiles& t = tiles[it->second];
     const int at = static_cast<int>(tables.size());
     tables.insert(tables.end(), cache->table().begin(), cache->table().end());
@@ -118,6 +119,8 @@ Status GpuForward::Describe(const std::vector<int>& tokens,
     }
     if (chunk.length == 1) {
       t.decode_row0.push_back(row);
+      const int keys = chunk.start_pos + 1, window = c_.sliding_window;
+      t.max_decode_keys = std::max(t.max_decode_keys, window > 0 ? std::min(keys, window) : keys);
     } else {
       for (int i = 0; i < chunk.length; i += gpu::kTileRows) {
         t.prefill_row0.push_back(row + i);
@@ -156,6 +159,7 @@ Status GpuForward::Describe(const std::vector<int>& tokens,
     PoolRows p;
     MOE_ASSIGN_OR_RETURN(p.kv, Storage(*tiles[i].pool));
     p.decode_tiles = static_cast<int>(tiles[i].decode_row0.size());
+    p.max_decode_keys = tiles[i].max_decode_keys;
     p.prefill_tiles = static_cast<int>(tiles[i].prefill_row0.size());
     p.tile_row0 = d + tile_at[i];
     p.tile_rows = d + tile_at[i] + p.decode_tiles + p.prefill_tiles;
@@ -187,11 +191,17 @@ Status GpuForward::Attention(int l) {
   for (const PoolRows& p : pools_) {
     const int tiles = p.decode_tiles + p.prefill_tiles;
     MOE_RETURN_IF_ERROR(gpu::KvWrite(p.kv, l, rows_, k, v, p.tile_row0, p.tile_rows, tiles));
+    // Decode rows with long contexts split their keys over more thread blocks.
+    gpu::DecodeSplit split = gpu::SplitDecode(p.max_decode_keys);
+    if (split.splits > 1) {
+      MOE_ASSIGN_OR_RETURN(split.workspace, split_.Get<float>(gpu::DecodeWorkspaceFloats(
+                                                split, p.decode_tiles, H, hd)));
+    }
     MOE_RETURN_IF_ERROR(gpu::PagedAttention(p.kv, l, rows_, q, H, c.sliding_window, p.tile_row0,
-                                            p.tile_rows, p.decode_tiles, false, attn));
+                                            p.tile_rows, p.decode_tiles, false, split, attn));
     MOE_RETURN_IF_ERROR(gpu::PagedAttention(
         p.kv, l, rows_, q, H, c.sliding_window, p.tile_row0 + p.decode_tiles,
-        p.tile_rows + p.decode_tiles, p.prefill_tiles, true, attn));
+        p.tile_rows + p.decode_tiles, p.prefill_tiles, true, gpu::DecodeSplit{}, attn));
   }
   // x = x + attn Wo                                                    [T, D]
   MOE_RETURN_IF_ERROR(gpu::ToBf16(attn, int64_t{T} * H * hd, hb));

@@ -61,6 +61,7 @@ class GpuForward : public DeviceForward {
     const int32_t* tile_row0 = nullptr;
     const int32_t* tile_rows = nullptr;
     int decode_tiles = 0, prefill_tiles = 0;  // decode tiles first, then prefill tiles
+    int max_decode_keys = 0;                  // the most keys a decode row sees
   };
 
   explicit GpuForward(const ModelConfig& config) : c_(config) {}
@@ -98,7 +99,7 @@ class GpuForward : public DeviceForward {
   std::vector<PoolRows> pools_;
   std::vector<int32_t> meta_host_;
   gpu::DeviceBuffer meta_, x_, h_, hb_, q_, k_, v_, attn_, moe_, router_logits_, route_ids_,
-      route_weights_, logits_, plan_, expert_x_, expert_y_, answers_, sum_plan_;
+      route_weights_, logits_, plan_, expert_x_, expert_y_, answers_, sum_plan_, split_;
   gpu::HostBuffer route_host_, h_host_, moe_host_, plan_host_;
   Routes routes_;
   SumPlan combine_;

@@ -19,6 +19,7 @@
 #include "coordinator/runtime.h"
 #include "coordinator/sampler.h"
 #include "test_util.h"
+#include "tests/paged_attention_case.h"
 
 namespace moe {
 namespace {
@@ -139,57 +140,30 @@ TEST(GpuOps, RopeRouterArgmaxMatchCpu) {
 // 9..29 (a full tile and a part) and B's decode row at position 40, blocks in scrambled order.
 TEST(GpuOps, PagedAttentionMatchesCpu) {
   REQUIRE_GPU();
-  const int H = 4, KV = 2, hd = 32, W = KV * hd, L = 2, layer = 1, B = 4, blocks = 24;
-  struct Seq {
-    int p0, C;
-    std::vector<int32_t> table;
-  };
-  for (int window : {0, 5}) {
-    std::vector<Seq> seqs = {{9, 21, {}}, {40, 1, {}}};
-    int next_block = blocks - 1;
-    std::vector<float> hk(static_cast<size_t>(blocks) * L * B * W, 0.0f), hv(hk.size(), 0.0f);
-    std::vector<float> q_all, k_step, v_step, cpu;
-    std::vector<int32_t> pos, table_at, tables;
-    for (size_t si = 0; si < seqs.size(); ++si) {
-      Seq& s = seqs[si];
-      const int P = s.p0 + s.C;
-      for (int i = 0; i < (P + B - 1) / B; ++i) s.table.push_back(next_block--);
-      auto q = Random(s.C * H * hd, 20 + si), k = Random(P * W, 30 + si), v = Random(P * W, 40 + si);
-      RollingKvCache cache(1, P, W);
-      for (int j = 0; j < s.p0; ++j) {
-        std::copy(&k[j * W], &k[(j + 1) * W], cache.K(0, j));
-        std::copy(&v[j * W], &v[(j + 1) * W], cache.V(0, j));
-        const size_t at = ((static_cast<size_t>(s.table[j / B]) * L + layer) * B + j % B) * W;
-        std::copy(&k[j * W], &k[(j + 1) * W], &hk[at]);
-        std::copy(&v[j * W], &v[(j + 1) * W], &hv[at]);
-      }
-      std::vector<float> out(s.C * H * hd);
-      ThreadPool pool(1);
-      AttendChunk({H, KV, hd, window}, q.data(), &k[s.p0 * W], &v[s.p0 * W], s.C, s.p0, cache, 0,
-                  out.data(), pool);
-      cpu.insert(cpu.end(), out.begin(), out.end());
-      q_all.insert(q_all.end(), q.begin(), q.end());
-      k_step.insert(k_step.end(), k.begin() + s.p0 * W, k.end());
-      v_step.insert(v_step.end(), v.begin() + s.p0 * W, v.end());
-      for (int i = 0; i < s.C; ++i) {
-        pos.push_back(s.p0 + i);
-        table_at.push_back(static_cast<int32_t>(tables.size()));
-      }
-      tables.insert(tables.end(), s.table.begin(), s.table.end());
+  for (int window : {0, 5, 37}) {
+    // Decode rows seeing 6, 41 and 150 keys, and a prefill chunk of 21 rows after 9.
+    testing::PagedAttentionCase c({{5, 1}, {9, 21}, {40, 1}, {149, 1}}, window);
+    const int prefill = c.tiles() - c.decode_tiles;
+    for (gpu::DecodeSplit split : {gpu::DecodeSplit{}, gpu::SplitDecode(c.max_decode_keys),
+                                   gpu::SplitDecode(c.max_decode_keys, 32)}) {
+      Dev<float> dk(c.k_cache), dv(c.v_cache), dq(c.q), dks(c.k_step), dvs(c.v_step),
+          dout(c.want.size()),
+          dwork(std::max<int64_t>(1, gpu::DecodeWorkspaceFloats(split, c.decode_tiles, c.H, c.hd)));
+      Dev<int32_t> dpos(c.pos), dat(c.table_at), dtables(c.tables), drow0(c.tile_row0),
+          drows(c.tile_rows);
+      split.workspace = dwork.p;
+      const gpu::PagedKv kv{dk.p, dv.p, c.L, c.B, c.KV, c.hd};
+      const gpu::StepRows step{dpos.p, dat.p, dtables.p};
+      ASSERT_TRUE(
+          gpu::KvWrite(kv, c.layer, step, dks.p, dvs.p, drow0.p, drows.p, c.tiles()).ok());
+      ASSERT_TRUE(gpu::PagedAttention(kv, c.layer, step, dq.p, c.H, window, drow0.p, drows.p,
+                                      c.decode_tiles, false, split, dout.p).ok());
+      ASSERT_TRUE(gpu::PagedAttention(kv, c.layer, step, dq.p, c.H, window,
+                                      drow0.p + c.decode_tiles, drows.p + c.decode_tiles, prefill,
+                                      true, gpu::DecodeSplit{}, dout.p).ok());
+      EXPECT_LE(testing::RelativeMaxError(dout.Host().data(), c.want.data(), c.want.size()), 1e-5)
+          << "window " << window << ", " << split.splits << " splits of " << split.keys;
     }
-    // Tiles: B's decode row first, then A's two prefill tiles.
-    const std::vector<int32_t> row0 = {21, 0, 16}, rows = {1, 16, 5};
-    Dev<float> dk(hk), dv(hv), dq(q_all), dks(k_step), dvs(v_step), dout(cpu.size());
-    Dev<int32_t> dpos(pos), dat(table_at), dtables(tables), drow0(row0), drows(rows);
-    const gpu::PagedKv kv{dk.p, dv.p, L, B, KV, hd};
-    const gpu::StepRows step{dpos.p, dat.p, dtables.p};
-    ASSERT_TRUE(gpu::KvWrite(kv, layer, step, dks.p, dvs.p, drow0.p, drows.p, 3).ok());
-    ASSERT_TRUE(gpu::PagedAttention(kv, layer, step, dq.p, H, window, drow0.p, drows.p, 1, false,
-                                    dout.p).ok());
-    ASSERT_TRUE(gpu::PagedAttention(kv, layer, step, dq.p, H, window, drow0.p + 1, drows.p + 1, 2,
-                                    true, dout.p).ok());
-    EXPECT_LE(testing::RelativeMaxError(dout.Host().data(), cpu.data(), cpu.size()), 1e-5)
-        << "window " << window;
   }
 }
 

@@ -8,6 +8,7 @@
 // (one row for a decode token, up to kTileRows for a prefill chunk), and a thread block takes
 // one (tile, head). It streams the keys its rows can see through shared memory, kKeyTile at a
 // time, with an online softmax, so a prefill tile reads each key once for all of its rows.
+// Decode rows with long contexts split their keys over several thread blocks (DecodeSplit).
 #pragma once
 
 #include <cstdint>
@@ -18,6 +19,7 @@ namespace moe::gpu {
 
 constexpr int kTileRows = 16;
 constexpr int kMaxHeadDim = 128;
+constexpr int kKeyTile = 32;  // keys staged in shared memory at a time: one per lane
 
 struct PagedKv {
   float* k = nullptr;  // [blocks, L, B, KV * hd]
@@ -36,12 +38,38 @@ struct StepRows {
 Status KvWrite(const PagedKv& kv, int layer, const StepRows& rows, const float* k,
                const float* v, const int32_t* tile_row0, const int32_t* tile_rows, int tiles);
 
+// Decode rows' keys cut into splits run by thread blocks of their own, then merged (split-K):
+// at batch 1 a thread block per head alone leaves most of the GPU idle, and the time grows
+// with the context. Splits hold at least `min_keys` keys (a whole number of key tiles).
+struct DecodeSplit {
+  int splits = 1;               // 1: no split, no merge
+  int keys = 0;                 // per split
+  float* workspace = nullptr;   // device, DecodeWorkspaceFloats of it, when splits > 1
+};
+constexpr int kMinSplitKeys = 128, kMaxSplits = 64;
+// The split for decode rows that see at most `max_keys` keys each.
+inline DecodeSplit SplitDecode(int max_keys, int min_keys = kMinSplitKeys) {
+  DecodeSplit s;
+  const int wanted = (max_keys + min_keys - 1) / min_keys;
+  s.splits = wanted < 1 ? 1 : wanted > kMaxSplits ? kMaxSplits : wanted;
+  const int per = (max_keys + s.splits - 1) / s.splits;
+  s.keys = (per + kKeyTile - 1) / kKeyTile * kKeyTile;
+  if (s.keys > 0) s.splits = (max_keys + s.keys - 1) / s.keys;
+  if (s.splits < 1) s.splits = 1;
+  return s;
+}
+// Floats of workspace for `tiles` decode tiles: [tiles, heads, splits, hd + 2].
+inline int64_t DecodeWorkspaceFloats(const DecodeSplit& s, int tiles, int heads, int hd) {
+  return s.splits > 1 ? int64_t{tiles} * heads * s.splits * (hd + 2) : 0;
+}
+
 // out [T, H * hd] = softmax(q k^T / sqrt(hd)) v per row and head over the keys at positions
 // max(0, p - window + 1) .. p (window 0: all), read from the cache (written first).
 // Tiles: `tile_row0` [tiles] and `tile_rows` [tiles] (1 .. kTileRows each); `multi_row` says
-// whether any tile has more than one row (it picks the thread block size).
+// whether any tile has more than one row (it picks the thread block size); else every tile is
+// one decode row, and `split` (SplitDecode) says how its keys are cut.
 Status PagedAttention(const PagedKv& kv, int layer, const StepRows& rows, const float* q,
                       int heads, int window, const int32_t* tile_row0, const int32_t* tile_rows,
-                      int tiles, bool multi_row, float* out);
+                      int tiles, bool multi_row, const DecodeSplit& split, float* out);
 
 }  // namespace moe::gpu

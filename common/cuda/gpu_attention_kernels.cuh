@@ -1,0 +1,192 @@
+// The kernels of common/cuda/gpu_attention.h and the order they are launched in. Host-neutral
+// CUDA: gpu_attention.cu launches them on the device, and tests/simt runs the same code on the
+// host (tests/simt/simt_host.h) where no GPU is present.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "common/cuda/gpu_attention.h"
+
+namespace moe::gpu {
+namespace kernels {
+
+constexpr unsigned kFullWarp = 0xffffffffu;
+
+__device__ inline float WarpSum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullWarp, v, o);
+  return v;
+}
+
+__device__ inline float WarpMax(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(kFullWarp, v, o));
+  return v;
+}
+
+// Element offset of (position p, layer) of a sequence whose block table starts at `table`.
+__device__ inline int64_t KvAt(const PagedKv& kv, const StepRows& rows, int table, int layer,
+                               int p) {
+  const int block = rows.tables[table + p / kv.block_size];
+  return ((static_cast<int64_t>(block) * kv.layers + layer) * kv.block_size +
+          p % kv.block_size) *
+         (static_cast<int64_t>(kv.kv_heads) * kv.head_dim);
+}
+
+// One thread block per tile.
+__global__ void KvWriteKernel(PagedKv kv, int layer, StepRows rows, const float* k,
+                              const float* v, const int32_t* tile_row0,
+                              const int32_t* tile_rows) {
+  const int width = kv.kv_heads * kv.head_dim;
+  for (int t = tile_row0[blockIdx.x]; t < tile_row0[blockIdx.x] + tile_rows[blockIdx.x]; ++t) {
+    const int64_t at = KvAt(kv, rows, rows.table_at[t], layer, rows.pos[t]);
+    for (int i = threadIdx.x; i < width; i += blockDim.x) {
+      kv.k[at + i] = k[static_cast<int64_t>(t) * width + i];
+      kv.v[at + i] = v[static_cast<int64_t>(t) * width + i];
+    }
+  }
+}
+
+// Thread block: one (tile, head), kWarps warps, warp w owning tile rows w, w + kWarps, ...
+// Each lane holds head dims lane, lane + 32, ... of its rows' running output. kSplit: a
+// decode tile (one row) whose keys are cut into gridDim.z splits of `split_keys`; block z
+// takes split z and writes its partial softmax (max, sum, unnormalised output) to `partial`
+// [tiles, H, splits, hd + 2] for MergeSplitsKernel. Else the block takes every key its rows
+// see and writes `out`.
+template <int kWarps, int kRowsPerWarp, bool kSplit>
+__global__ void __launch_bounds__(kWarps * 32)
+    PagedAttentionKernel(PagedKv kv, int layer, StepRows rows, const float* q, int H,
+                         int window, const int32_t* tile_row0, const int32_t* tile_rows,
+                         int split_keys, float* partial, float* out) {
+  constexpr int kDims = kMaxHeadDim / 32;
+  __shared__ float ks[kKeyTile][kMaxHeadDim + 1];  // +1: lanes reading key `lane` miss no bank
+  __shared__ float vs[kKeyTile][kMaxHeadDim];
+  __shared__ float qs[kWarps * kRowsPerWarp][kMaxHeadDim];
+  const int hd = kv.head_dim, kvh = blockIdx.y / (H / kv.kv_heads), h = blockIdx.y;
+  const int r0 = tile_row0[blockIdx.x], n = tile_rows[blockIdx.x];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const float scale = rsqrtf(static_cast<float>(hd));
+
+  for (int i = threadIdx.x; i < n * hd; i += blockDim.x)
+    qs[i / hd][i % hd] = q[(static_cast<int64_t>(r0 + i / hd) * H + h) * hd + i % hd];
+  const int table = rows.table_at[r0];
+  int lo = window > 0 ? max(0, rows.pos[r0] - window + 1) : 0;
+  int last = rows.pos[r0 + n - 1];
+  if constexpr (kSplit) {
+    lo += static_cast<int>(blockIdx.z) * split_keys;
+    last = min(last, lo + split_keys - 1);
+  }
+
+  float m[kRowsPerWarp], l[kRowsPerWarp], acc[kRowsPerWarp][kDims];
+#pragma unroll
+  for (int i = 0; i < kRowsPerWarp; ++i) {
+    m[i] = -INFINITY;
+    l[i] = 0;
+#pragma unroll
+    for (int c = 0; c < kDims; ++c) acc[i][c] = 0;
+  }
+
+  for (int base = lo; base <= last; base += kKeyTile) {
+    const int count = min(kKeyTile, last - base + 1);
+    __syncthreads();  // the previous tile is used up (and qs is written, the first time)
+    // One block-table lookup per key; the block's threads read its dims side by side.
+    for (int j = 0; j < count; ++j) {
+      const int64_t at = KvAt(kv, rows, table, layer, base + j) + kvh * hd;
+      for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        ks[j][d] = kv.k[at + d];
+        vs[j][d] = kv.v[at + d];
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < kRowsPerWarp; ++i) {
+      const int r = warp + i * kWarps;
+      if (r >= n) break;  // the same for the whole warp
+      const int p = rows.pos[r0 + r];
+      const int row_lo = window > 0 ? max(0, p - window + 1) : 0;
+      const int key = base + lane;
+      float s = -INFINITY;
+      if (lane < count && key >= row_lo && key <= p) {
+        float dot = 0;
+        for (int d = 0; d < hd; ++d) dot += qs[r][d] * ks[lane][d];
+        s = dot * scale;
+      }
+      const float m_new = fmaxf(m[i], WarpMax(s));
+      if (m_new == -INFINITY) continue;  // no key of this row in the tile yet (warp-uniform)
+      const float keep = expf(m[i] - m_new);  // 0 while m[i] is still -inf
+      const float e = s == -INFINITY ? 0.0f : expf(s - m_new);
+      l[i] = l[i] * keep + WarpSum(e);
+#pragma unroll
+      for (int c = 0; c < kDims; ++c) acc[i][c] *= keep;
+      for (int j = 0; j < count; ++j) {
+        const float pj = __shfl_sync(kFullWarp, e, j);
+#pragma unroll
+        for (int c = 0; c < kDims; ++c)
+          if (lane + 32 * c < hd) acc[i][c] += pj * vs[j][lane + 32 * c];
+      }
+      m[i] = m_new;
+    }
+  }
+  if constexpr (kSplit) {
+    // An empty split (its keys all past the row's) leaves max -inf and sum 0: it adds nothing.
+    float* mine =
+        partial + ((static_cast<int64_t>(blockIdx.x) * H + h) * gridDim.z + blockIdx.z) * (hd + 2);
+    if (lane == 0) {
+      mine[0] = m[0];
+      mine[1] = l[0];
+    }
+#pragma unroll
+    for (int c = 0; c < kDims; ++c)
+      if (lane + 32 * c < hd) mine[2 + lane + 32 * c] = acc[0][c];
+  } else {
+#pragma unroll
+    for (int i = 0; i < kRowsPerWarp; ++i) {
+      const int r = warp + i * kWarps;
+      if (r >= n) break;
+#pragma unroll
+      for (int c = 0; c < kDims; ++c)
+        if (lane + 32 * c < hd)
+          out[(static_cast<int64_t>(r0 + r) * H + h) * hd + lane + 32 * c] = acc[i][c] / l[i];
+    }
+  }
+}
+
+// Thread block: one (decode tile, head); its splits' partials merged in split order.
+__global__ void MergeSplitsKernel(const float* partial, int H, int hd, int splits,
+                                  const int32_t* tile_row0, float* out) {
+  const int h = blockIdx.y;
+  const float* p = partial + (static_cast<int64_t>(blockIdx.x) * H + h) * splits * (hd + 2);
+  float m = -INFINITY, l = 0;
+  for (int z = 0; z < splits; ++z) m = fmaxf(m, p[z * (hd + 2)]);
+  for (int z = 0; z < splits; ++z) l += p[z * (hd + 2) + 1] * expf(p[z * (hd + 2)] - m);
+  float* row = out + (static_cast<int64_t>(tile_row0[blockIdx.x]) * H + h) * hd;
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float a = 0;
+    for (int z = 0; z < splits; ++z) a += p[z * (hd + 2) + 2 + d] * expf(p[z * (hd + 2)] - m);
+    row[d] = a / l;
+  }
+}
+
+// Queues PagedAttention's kernels through `launch(grid, block, kernel, args...)`.
+template <typename Launch>
+void EnqueuePagedAttention(Launch&& launch, const PagedKv& kv, int layer, const StepRows& rows,
+                           const float* q, int heads, int window, const int32_t* tile_row0,
+                           const int32_t* tile_rows, int tiles, bool multi_row,
+                           const DecodeSplit& split, float* out) {
+  const dim3 grid(tiles, heads);
+  if (multi_row) {
+    static_assert(4 * 4 >= kTileRows);
+    launch(grid, dim3(128), PagedAttentionKernel<4, 4, false>, kv, layer, rows, q, heads, window,
+           tile_row0, tile_rows, 0, static_cast<float*>(nullptr), out);
+  } else if (split.splits <= 1) {
+    launch(grid, dim3(32), PagedAttentionKernel<1, 1, false>, kv, layer, rows, q, heads, window,
+           tile_row0, tile_rows, 0, static_cast<float*>(nullptr), out);
+  } else {
+    launch(dim3(tiles, heads, split.splits), dim3(32), PagedAttentionKernel<1, 1, true>, kv,
+           layer, rows, q, heads, window, tile_row0, tile_rows, split.keys, split.workspace, out);
+    launch(grid, dim3(32), MergeSplitsKernel, static_cast<const float*>(split.workspace), heads,
+           kv.head_dim, split.splits, tile_row0, out);
+  }
+}
+
+}  // namespace kernels
+}  // namespace moe::gpu

@@ -1,0 +1,77 @@
+// The GPU attention kernels (common/cuda/gpu_attention_kernels.cuh) run on the host by
+// tests/simt/simt_host.h, against the CPU's attention: prefill tiles, decode rows with and
+// without split keys (splits of different lengths, some empty for the shorter rows), with and
+// without a window. Runs everywhere; the `gpu` tests run the same kernels on a device.
+#include "tests/simt/simt_host.h"
+// (the stand-ins first)
+#include "common/cuda/gpu_attention_kernels.cuh"
+
+#include <gtest/gtest.h>
+
+#include "tests/paged_attention_case.h"
+
+namespace moe {
+namespace {
+
+using testing::PagedAttentionCase;
+
+// The step's keys into the cache, then attention for the decode tiles (split as `split` says)
+// and the prefill tiles, as coordinator/gpu_forward.cc queues them.
+std::vector<float> RunOnHost(PagedAttentionCase& c, gpu::DecodeSplit split) {
+  std::vector<float> k = c.k_cache, v = c.v_cache, out(c.want.size(), -1.0f);
+  std::vector<float> workspace(gpu::DecodeWorkspaceFloats(split, c.decode_tiles, c.H, c.hd));
+  split.workspace = workspace.data();
+  const gpu::PagedKv kv{k.data(), v.data(), c.L, c.B, c.KV, c.hd};
+  const gpu::StepRows rows{c.pos.data(), c.table_at.data(), c.tables.data()};
+  auto launch = [](dim3 grid, dim3 block, auto kernel, auto... args) {
+    simt::Launch(grid, block, kernel, args...);
+  };
+  launch(dim3(c.tiles()), dim3(128), gpu::kernels::KvWriteKernel, kv, c.layer, rows,
+         static_cast<const float*>(c.k_step.data()), static_cast<const float*>(c.v_step.data()),
+         static_cast<const int32_t*>(c.tile_row0.data()),
+         static_cast<const int32_t*>(c.tile_rows.data()));
+  const int prefill = c.tiles() - c.decode_tiles;
+  if (c.decode_tiles > 0)
+    gpu::kernels::EnqueuePagedAttention(launch, kv, c.layer, rows, c.q.data(), c.H, c.window,
+                                        c.tile_row0.data(), c.tile_rows.data(), c.decode_tiles,
+                                        false, split, out.data());
+  if (prefill > 0)
+    gpu::kernels::EnqueuePagedAttention(
+        launch, kv, c.layer, rows, c.q.data(), c.H, c.window, c.tile_row0.data() + c.decode_tiles,
+        c.tile_rows.data() + c.decode_tiles, prefill, true, gpu::DecodeSplit{}, out.data());
+  return out;
+}
+
+TEST(SimtAttention, KernelsMatchCpuWithAndWithoutSplitKeys) {
+  for (int window : {0, 37}) {
+    // Decode rows seeing 6, 41 and 150 keys, and a prefill chunk of 21 rows after 9.
+    PagedAttentionCase c({{5, 1}, {9, 21}, {40, 1}, {149, 1}}, window);
+    const int keys = c.max_decode_keys;
+    for (const gpu::DecodeSplit split :
+         {gpu::DecodeSplit{}, gpu::SplitDecode(keys), gpu::SplitDecode(keys, 32)}) {
+      const std::vector<float> got = RunOnHost(c, split);
+      EXPECT_LE(testing::RelativeMaxError(got.data(), c.want.data(), c.want.size()), 1e-5)
+          << "window " << window << ", " << split.splits << " splits of " << split.keys;
+    }
+  }
+}
+
+TEST(SimtAttention, SplitDecodeCoversEveryKeyOnce) {
+  for (int keys : {1, 31, 32, 128, 129, 2048, 4096, 100000}) {
+    for (int min_keys : {32, gpu::kMinSplitKeys}) {
+      const gpu::DecodeSplit s = gpu::SplitDecode(keys, min_keys);
+      EXPECT_GE(s.splits, 1);
+      EXPECT_LE(s.splits, gpu::kMaxSplits);
+      EXPECT_EQ(s.keys % gpu::kKeyTile, 0);
+      EXPECT_GE(int64_t{s.splits} * s.keys, keys) << keys;         // every key in a split
+      EXPECT_LT(int64_t{s.splits - 1} * s.keys, keys) << keys;     // no split wholly past them
+      if (keys <= min_keys) {
+        EXPECT_EQ(s.splits, 1) << keys;
+      }
+    }
+  }
+  EXPECT_EQ(gpu::SplitDecode(0).splits, 1);
+}
+
+}  // namespace
+}  // namespace moe

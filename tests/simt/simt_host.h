@@ -1,0 +1,110 @@
+// Runs CUDA kernels on the host, for tests on machines without a GPU: a kernel header
+// (common/cuda/*_kernels.cuh) compiles as C++ with these stand-ins, and Launch runs its grid one
+// thread block at a time, each CUDA thread of the block on a std::thread of its own, so
+// __syncthreads, warp shuffles and shared memory behave as on the device (a warp's lanes meet
+// at every shuffle; __shared__ arrays are statics, which one block at a time may share).
+// This checks a kernel's indexing, synchronisation and arithmetic, not its speed; the `gpu`
+// tests run the same kernels on a device.
+#pragma once
+
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <vector>
+
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}  // NOLINT
+};
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static
+#define __launch_bounds__(...)
+
+namespace simt {
+
+inline thread_local dim3 thread_index, block_index;
+inline dim3 block_dim, grid_dim;
+
+// The block's meeting points: all of its threads, and each warp's lanes with their values.
+struct Block {
+  explicit Block(int threads) : all(threads), lanes((threads + 31) / 32 * 32, 0.0f) {
+    for (int w = 0; w < (threads + 31) / 32; ++w)
+      warps.push_back(std::make_unique<std::barrier<>>(std::min(32, threads - 32 * w)));
+  }
+  std::barrier<> all;
+  std::vector<std::unique_ptr<std::barrier<>>> warps;
+  std::vector<float> lanes;
+};
+inline Block* block = nullptr;
+
+inline int FlatThread() {
+  return static_cast<int>(thread_index.x +
+                          block_dim.x * (thread_index.y + block_dim.y * thread_index.z));
+}
+
+// Every lane of the warp passes `v` and takes lane `from(lane)`'s.
+template <typename From>
+float Exchange(float v, From from) {
+  const int t = FlatThread(), warp = t / 32, lane = t % 32;
+  block->lanes[t] = v;
+  block->warps[warp]->arrive_and_wait();
+  const float out = block->lanes[warp * 32 + from(lane)];
+  block->warps[warp]->arrive_and_wait();
+  return out;
+}
+
+// Runs kernel<<<grid, threads>>>(args...) on the host.
+template <typename... Params, typename... Args>
+void Launch(dim3 grid, dim3 threads, void (*kernel)(Params...), Args... args) {
+  grid_dim = grid;
+  block_dim = threads;
+  const int n = static_cast<int>(threads.x * threads.y * threads.z);
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) {
+        Block b(n);
+        block = &b;
+        std::vector<std::thread> running;
+        for (int t = 0; t < n; ++t)
+          running.emplace_back([&, t] {
+            thread_index = dim3(t % threads.x, t / threads.x % threads.y,
+                                t / (threads.x * threads.y));
+            block_index = dim3(x, y, z);
+            kernel(args...);
+            // A thread that is done no longer holds the others at their meeting points.
+            b.warps[t / 32]->arrive_and_drop();
+            b.all.arrive_and_drop();
+          });
+        for (std::thread& th : running) th.join();
+        block = nullptr;
+      }
+}
+
+}  // namespace simt
+
+#define threadIdx (::simt::thread_index)
+#define blockIdx (::simt::block_index)
+#define blockDim (::simt::block_dim)
+#define gridDim (::simt::grid_dim)
+
+inline void __syncthreads() { simt::block->all.arrive_and_wait(); }
+inline float __shfl_xor_sync(unsigned, float v, int mask) {
+  return simt::Exchange(v, [mask](int lane) { return lane ^ mask; });
+}
+inline float __shfl_sync(unsigned, float v, int src) {
+  return simt::Exchange(v, [src](int) { return src; });
+}
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float expf(float x) { return std::exp(x); }
+inline float fmaxf(float a, float b) { return std::fmax(a, b); }
+using std::max;
+using std::min;
