@@ -216,15 +216,7 @@ TEST(GpuOps, SumPlanAndBf16GatherMatchHost) {
   REQUIRE_GPU();
   const int D = 300, V = 9;
   const auto v = Random(int64_t{V} * D, 5);
-  SumPlan plan;
-  std::mt19937 rng(3);
-  for (int o = 0; o < 6; ++o) {
-    plan.AddOutput();
-    for (int k = 0; k < o % 4; ++k) {  // 0 to 3 terms of 1 to 3 sources
-      plan.AddTerm(std::uniform_real_distribution<float>(-1, 1)(rng));
-      for (int i = 0; i <= (o + k) % 3; ++i) plan.AddSource(static_cast<int64_t>(rng() % V) * D);
-    }
-  }
+  const SumPlan plan = testing::RandomSumPlan(6, V, D, 3);
   std::vector<float> want(int64_t{plan.outputs()} * D);
   ApplySumPlan(plan, v.data(), D, want.data());
   Dev<float> dv(v), dout(want.size());

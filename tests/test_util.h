@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "common/sum_plan.h"
 
 namespace moe::testing {
 
@@ -38,6 +39,20 @@ inline std::vector<float> Random(size_t n, uint32_t seed, float scale = 1.0f) {
   std::vector<float> v(n);
   for (float& x : v) x = dist(rng);
   return v;
+}
+
+// A plan over V vectors of D floats: outputs with 0 to 3 terms of 1 to 3 sources each.
+inline SumPlan RandomSumPlan(int outputs, int V, int D, uint32_t seed) {
+  std::mt19937 rng(seed);
+  SumPlan plan;
+  for (int o = 0; o < outputs; ++o) {
+    plan.AddOutput();
+    for (int k = 0; k < o % 4; ++k) {
+      plan.AddTerm(std::uniform_real_distribution<float>(-2, 2)(rng));
+      for (int i = 0; i <= (o + k) % 3; ++i) plan.AddSource(static_cast<int64_t>(rng() % V) * D);
+    }
+  }
+  return plan;
 }
 
 inline std::vector<uint16_t> ToBf16(const std::vector<float>& v) {

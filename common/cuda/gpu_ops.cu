@@ -10,6 +10,7 @@
 
 #include "common/cuda/gpu_check.h"
 #include "common/cuda/gpu_ops.h"
+#include "common/cuda/sum_plan_kernel.cuh"
 
 namespace moe::gpu {
 namespace {
@@ -157,23 +158,6 @@ __global__ void GatherRowsKernel(const In* x, const int32_t* rows, int D, Out* o
   const In* src = x + static_cast<int64_t>(rows[blockIdx.x]) * D;
   for (int i = threadIdx.x; i < D; i += blockDim.x)
     Store(&out[static_cast<int64_t>(blockIdx.x) * D + i], src[i]);
-}
-
-// One block per output; sums in the plan's order (host: moe::ApplySumPlan).
-__global__ void ApplySumPlanKernel(const int32_t* term_begin, const int32_t* source_begin,
-                                   const int64_t* source, const float* weight, const float* base,
-                                   int D, float* out) {
-  const int o = blockIdx.x;
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float y = 0;
-    for (int k = term_begin[o]; k < term_begin[o + 1]; ++k) {
-      float s = base[source[source_begin[k]] + d];
-      for (int i = source_begin[k] + 1; i < source_begin[k + 1]; ++i)
-        s = __fadd_rn(s, base[source[i] + d]);
-      y = __fadd_rn(y, __fmul_rn(weight[k], s));
-    }
-    out[static_cast<int64_t>(o) * D + d] = y;
-  }
 }
 
 __global__ void AddWeightedRowsKernel(float* x, const float* y, const int32_t* slots,
@@ -342,8 +326,8 @@ Status GatherRowsBf16(const uint16_t* x, const int32_t* rows, int n, int D, uint
 
 Status ApplySumPlan(const DeviceSumPlan& plan, const float* base, int D, float* out) {
   if (plan.outputs == 0) return Status::Ok();
-  ApplySumPlanKernel<<<plan.outputs, kThreads>>>(plan.term_begin, plan.source_begin, plan.source,
-                                                 plan.weight, base, D, out);
+  kernels::ApplySumPlanKernel<<<plan.outputs, kThreads>>>(
+      plan.term_begin, plan.source_begin, plan.source, plan.weight, base, D, out);
   return Launched("ApplySumPlan");
 }
 
