@@ -132,16 +132,20 @@ StatusOr<std::unique_ptr<GpuLink>> ConnectGpus(const std::string& flag, Transpor
   std::string decision;
   if (t.rank() == 0) {
     std::vector<RankDevice> ranks{mine};
+    std::string bad;
     for (int r = 1; r < R; ++r) {
       const std::string text(reinterpret_cast<const char*>(recv.at(r)), recv.counts[r]);
       const size_t a = text.find('\0'), b = text.find('\0', a + 1);
-      if (b == std::string::npos)
-        return Internal("rank " + std::to_string(r) + " sent a bad device answer");
+      if (b == std::string::npos) {
+        bad = "rank " + std::to_string(r) + " sent a bad device answer";
+        break;
+      }
       ranks.push_back({text.substr(0, a), text.substr(a + 1, b - a - 1), text.substr(b + 1)});
     }
     std::string notice;
-    StatusOr<bool> nccl = ChooseGpuExchange(flag, ranks, &notice);
+    StatusOr<bool> nccl = bad.empty() ? ChooseGpuExchange(flag, ranks, &notice) : Internal(bad);
     if (!notice.empty()) std::cerr << notice + "\n";
+    // Every rank hears the decision, errors included, so none is left waiting.
     decision = !nccl.ok() ? "E" + nccl.status().message() : *nccl ? "N" : "H";
     if (decision == "N") {
       StatusOr<std::string> id = gpu->new_link_id();

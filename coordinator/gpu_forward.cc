@@ -317,8 +317,19 @@ Status GpuForward::LocalExperts(int l, const float* h) {
 }
 
 Status GpuForward::LinkedExperts(int l, const float* h) {
+  MOE_ASSIGN_OR_RETURN(DispatchHandle handle, experts_->Dispatch(l, 0, 1, nullptr, T_, routes_));
+  // The workers now wait on the link: a failure from here on leaves them mid-exchange, so it
+  // ends the link (moves left queued would hold the device) and the exchange (Runtime ends the
+  // job).
+  if (Status s = ExchangeOverLink(l, h, handle); !s.ok()) {
+    link_->Abort();
+    return experts_->Fail(s);
+  }
+  return Status::Ok();
+}
+
+Status GpuForward::ExchangeOverLink(int l, const float* h, const DispatchHandle& handle) {
   const int T = T_, D = c_.hidden;
-  MOE_ASSIGN_OR_RETURN(DispatchHandle handle, experts_->Dispatch(l, 0, 1, nullptr, T, routes_));
   const int R = static_cast<int>(handle.rank_tokens.size());
   // send [rows, D] bf16: each rank's rows end to end, gathered from h by token.
   std::vector<int32_t> tokens;
@@ -330,6 +341,7 @@ Status GpuForward::LinkedExperts(int l, const float* h) {
   MOE_ASSIGN_OR_RETURN(int32_t * token_rows, plan_.Get<int32_t>(rows));
   MOE_ASSIGN_OR_RETURN(uint16_t * send, expert_x_.Get<uint16_t>(rows * D));
   MOE_ASSIGN_OR_RETURN(float* answers, answers_.Get<float>(vectors * D));
+  MOE_ASSIGN_OR_RETURN(float* moe, moe_.Get<float>(int64_t{T} * D));
   MOE_RETURN_IF_ERROR(gpu::CopyToDeviceAsync(token_rows, tokens.data(), rows * sizeof(int32_t)));
   MOE_RETURN_IF_ERROR(gpu::GatherRowsBf16(h, token_rows, static_cast<int>(rows), D, send));
   // Rows out and answers in (rank after rank), queued before the answers' headers arrive.
@@ -343,13 +355,11 @@ Status GpuForward::LinkedExperts(int l, const float* h) {
     row += n;
     vector += v;
   }
-  // A failed link leaves the workers mid-exchange: the job must end (Runtime).
-  if (Status s = link_->Send(out); !s.ok()) return experts_->Fail(s);
-  if (Status s = link_->Receive(in); !s.ok()) return experts_->Fail(s);
+  MOE_RETURN_IF_ERROR(link_->Send(out));
+  MOE_RETURN_IF_ERROR(link_->Receive(in));
   // x += the answers summed per token as the plan says                 [T, D]
   MOE_RETURN_IF_ERROR(experts_->CombineLinked(handle, &combine_));
-  if (Status s = link_->Wait({"combine", l, handle.step}); !s.ok()) return experts_->Fail(s);
-  MOE_ASSIGN_OR_RETURN(float* moe, moe_.Get<float>(int64_t{T} * D));
+  MOE_RETURN_IF_ERROR(link_->Wait({"combine", l, handle.step}));
   MOE_ASSIGN_OR_RETURN(gpu::DeviceSumPlan plan, gpu::UploadSumPlan(combine_, sum_plan_));
   MOE_RETURN_IF_ERROR(gpu::ApplySumPlan(plan, answers, D, moe));
   return gpu::AddInPlace(x_.Get<float>(int64_t{T} * D).value(), moe, int64_t{T} * D);

@@ -77,6 +77,7 @@ class GpuForward : public DeviceForward {
   Status LocalExperts(int layer, const float* h);
   // The experts of one layer on the other ranks' GPUs, rows and answers over link_.
   Status LinkedExperts(int layer, const float* h);
+  Status ExchangeOverLink(int layer, const float* h, const DispatchHandle& handle);
 
   ModelConfig c_;
   ExpertParallel* experts_ = nullptr;

@@ -1,5 +1,7 @@
 #include "worker/gpu_experts.h"
 
+#include <algorithm>
+
 #include "common/cuda/gpu_ops.h"
 
 namespace moe {
@@ -39,59 +41,78 @@ StatusOr<std::unique_ptr<GpuExperts>> GpuExperts::Load(const ModelConfig& config
 }
 
 Status GpuExperts::Run(const DeviceJob& job) {
+  if (job.x == nullptr && link_ == nullptr)
+    return Internal("a linked expert job reached a GPU with no link");
+  Status s = RunJob(job);
+  // Moves left queued would hold the device: a failed linked job ends the link (and the job).
+  if (!s.ok() && job.x == nullptr) link_->Abort();
+  return s;
+}
+
+Status GpuExperts::RunJob(const DeviceJob& job) {
   const int D = D_;
   const std::vector<Slice>& slices = layers_[job.layer];
-  int64_t n_all = 0, out_all = 0;
+  int64_t n_all = 0, out_all = 0, ffn_rows = 0;
   for (const DeviceTask& t : job.tasks) {
     const Slice& s = slices[t.slice];
     n_all += t.n;
     out_all += int64_t{t.n} * (s.whole ? 1 : s.blocks);
+    ffn_rows = std::max(ffn_rows, int64_t{t.n} * s.ffn);
   }
-  // xb [sum n, D] bf16: the tasks' rows end to end.
+  // No rows here this layer: nothing travels either way.
+  if (n_all == 0) return Status::Ok();
+  // Every buffer is grown before anything is queued: growing frees, and a free waits for the
+  // whole device.
+  // xb [sum n, D] bf16: the tasks' rows end to end; out: each task's outputs end to end, [n, D]
+  // whole or [blocks, n, D] one partial per block; gate_up [n, 2Fs] and act [n, Fs] per task.
   MOE_ASSIGN_OR_RETURN(uint16_t * xb, xb_.Get<uint16_t>(n_all * D));
+  MOE_ASSIGN_OR_RETURN(float* out, out_.Get<float>(out_all * D));
+  MOE_ASSIGN_OR_RETURN(float* gate_up, gate_up_.Get<float>(2 * ffn_rows));
+  MOE_ASSIGN_OR_RETURN(uint16_t * act, act_.Get<uint16_t>(ffn_rows));
+  MOE_ASSIGN_OR_RETURN(float* answers, answers_.Get<float>(int64_t{job.vectors} * D));
   if (job.x == nullptr) {
-    if (link_ == nullptr) return Internal("a linked expert job reached a GPU with no link");
     // rows [rows, D] bf16 from rank 0, then each task's rows picked out.
     MOE_ASSIGN_OR_RETURN(uint16_t * rows, rows_.Get<uint16_t>(int64_t{job.rows} * D));
     MOE_ASSIGN_OR_RETURN(int32_t * index, index_.Get<int32_t>(n_all));
-    MOE_RETURN_IF_ERROR(link_->Receive({{rows, int64_t{job.rows} * D * 2, 0}}));
+    MOE_ASSIGN_OR_RETURN(gpu::DeviceSumPlan plan, gpu::UploadSumPlan(*job.plan, plan_));
     MOE_RETURN_IF_ERROR(gpu::CopyToDeviceAsync(index, job.row_index, n_all * sizeof(int32_t)));
+    MOE_RETURN_IF_ERROR(link_->Receive({{rows, int64_t{job.rows} * D * 2, 0}}));
     MOE_RETURN_IF_ERROR(gpu::GatherRowsBf16(rows, index, static_cast<int>(n_all), D, xb));
-  } else {
-    MOE_ASSIGN_OR_RETURN(float* x, x_.Get<float>(n_all * D));
-    MOE_RETURN_IF_ERROR(gpu::CopyToDeviceAsync(x, job.x, n_all * D * sizeof(float)));
-    MOE_RETURN_IF_ERROR(gpu::ToBf16(x, n_all * D, xb));
+    MOE_RETURN_IF_ERROR(Experts(slices, job.tasks, xb, gate_up, act, out));
+    // answers [vectors, D] = the job's plan over the outputs, back to rank 0.
+    MOE_RETURN_IF_ERROR(gpu::ApplySumPlan(plan, out, D, answers));
+    MOE_RETURN_IF_ERROR(link_->Send({{answers, int64_t{job.vectors} * D * 4, 0}}));
+    return link_->Wait({"combine", job.layer, job.step});
   }
-  // out: each task's outputs end to end, [n, D] whole or [blocks, n, D] one partial per block.
-  MOE_ASSIGN_OR_RETURN(float* out, out_.Get<float>(out_all * D));
+  MOE_ASSIGN_OR_RETURN(float* x, x_.Get<float>(n_all * D));
+  MOE_ASSIGN_OR_RETURN(gpu::DeviceSumPlan plan, gpu::UploadSumPlan(*job.plan, plan_));
+  MOE_RETURN_IF_ERROR(gpu::CopyToDeviceAsync(x, job.x, n_all * D * sizeof(float)));
+  MOE_RETURN_IF_ERROR(gpu::ToBf16(x, n_all * D, xb));
+  MOE_RETURN_IF_ERROR(Experts(slices, job.tasks, xb, gate_up, act, out));
+  MOE_RETURN_IF_ERROR(gpu::ApplySumPlan(plan, out, D, answers));
+  return gpu::CopyToHost(job.out, answers, int64_t{job.vectors} * D * sizeof(float));
+}
+
+Status GpuExperts::Experts(const std::vector<Slice>& slices, const std::vector<DeviceTask>& tasks,
+                           const uint16_t* xb, float* gate_up, uint16_t* act, float* out) {
+  const int D = D_;
   int64_t row = 0, at = 0;
-  for (const DeviceTask& t : job.tasks) {
+  for (const DeviceTask& t : tasks) {
     const Slice& s = slices[t.slice];
-    const int64_t n = t.n, Fs = s.ffn;
-    if (n == 0) continue;
-    MOE_ASSIGN_OR_RETURN(float* gate_up, gate_up_.Get<float>(n * 2 * Fs));
-    MOE_ASSIGN_OR_RETURN(uint16_t * act, act_.Get<uint16_t>(n * Fs));
+    if (t.n == 0) continue;
     // gate_up [n, 2Fs] = x [w1; w3]^T; act [n, Fs] = silu(gate) * up in bf16
     MOE_RETURN_IF_ERROR(gpu::GemmBf16(xb + row * D, t.n, D, s.w13, 2 * s.ffn, D, D, false,
                                       gate_up));
-    MOE_RETURN_IF_ERROR(gpu::SiluMulToBf16(gate_up, n, s.ffn, act));
+    MOE_RETURN_IF_ERROR(gpu::SiluMulToBf16(gate_up, t.n, s.ffn, act));
     if (s.whole)
       MOE_RETURN_IF_ERROR(gpu::GemmBf16(act, t.n, s.ffn, s.w2, D, s.ffn, s.ffn, false, out + at));
     else
       MOE_RETURN_IF_ERROR(
           gpu::GemmBf16Blocks(act, t.n, s.ffn, s.w2, D, Fb_, s.ffn, s.blocks, out + at));
-    row += n;
-    at += n * (s.whole ? 1 : s.blocks) * D;
+    row += t.n;
+    at += int64_t{t.n} * (s.whole ? 1 : s.blocks) * D;
   }
-  // answers [vectors, D] = the job's plan over the outputs.
-  MOE_ASSIGN_OR_RETURN(float* answers, answers_.Get<float>(int64_t{job.vectors} * D));
-  MOE_ASSIGN_OR_RETURN(gpu::DeviceSumPlan plan, gpu::UploadSumPlan(*job.plan, plan_));
-  MOE_RETURN_IF_ERROR(gpu::ApplySumPlan(plan, out, D, answers));
-  if (job.x == nullptr) {
-    MOE_RETURN_IF_ERROR(link_->Send({{answers, int64_t{job.vectors} * D * 4, 0}}));
-    return link_->Wait({"combine", job.layer, job.step});
-  }
-  return gpu::CopyToHost(job.out, answers, int64_t{job.vectors} * D * sizeof(float));
+  return Status::Ok();
 }
 
 Status GpuExperts::RunGrouped(int layer, const uint16_t* xb, const std::vector<int>& counts,

@@ -47,6 +47,11 @@ class GpuExperts : public ExpertDevice {
     bool whole = false;
   };
   GpuExperts() = default;
+  Status RunJob(const DeviceJob& job);
+  // out = the tasks' FFNs over their rows xb (the tasks end to end), one after another through
+  // gate_up and act, which fit the largest task.
+  Status Experts(const std::vector<Slice>& slices, const std::vector<DeviceTask>& tasks,
+                 const uint16_t* xb, float* gate_up, uint16_t* act, float* out);
 
   int D_ = 0, Fb_ = 0;
   std::vector<std::vector<Slice>> layers_;  // [L][held], the store's order

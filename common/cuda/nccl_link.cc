@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "common/cuda/gpu_check.h"
+#include "common/cuda/gpu_ops.h"
 
 namespace moe::gpu {
 namespace {
@@ -131,13 +132,29 @@ StatusOr<std::unique_ptr<NcclLink>> NcclLink::Open(const std::string& id, int ra
                             "cudaEventCreate"));
   MOE_RETURN_IF_ERROR(Check(cudaEventCreateWithFlags(&made.done, cudaEventDisableTiming),
                             "cudaEventCreate"));
+  // NCCL connects two ranks at their first send and receive, blocking the host until both
+  // are there: connect rank 0 with every worker now, under the deadline, rather than inside a
+  // step where a failing rank would never come.
+  MOE_ASSIGN_OR_RETURN(void* probe, gpu::Alloc(2 * ranks));
+  std::vector<Move> out, in;
+  for (int peer = 0; peer < ranks; ++peer)
+    if (peer != rank && (rank == 0 || peer == 0)) {
+      out.push_back({static_cast<char*>(probe) + peer, 1, peer});
+      in.push_back({static_cast<char*>(probe) + ranks + peer, 1, peer});
+    }
+  Status connected = rank == 0 ? link->Send(out) : link->Receive(in);
+  if (connected.ok()) connected = rank == 0 ? link->Receive(in) : link->Send(out);
+  if (connected.ok()) connected = link->Wait({"connect", -1, -1});
+  if (!connected.ok()) link->Abort();
+  gpu::Free(probe);
+  MOE_RETURN_IF_ERROR(connected);
   return link;
 }
 
 NcclLink::NcclLink(std::unique_ptr<State> state) : s_(std::move(state)) {}
 
 NcclLink::~NcclLink() {
-  if (s_->comm) s_->api->comm_destroy(s_->comm);  // (Wait aborted and cleared a failed one)
+  if (s_->comm) s_->api->comm_destroy(s_->comm);  // (Abort cleared a failed one)
   if (s_->done) cudaEventDestroy(s_->done);
   if (s_->ready) cudaEventDestroy(s_->ready);
   if (s_->stream) cudaStreamDestroy(s_->stream);
@@ -169,6 +186,12 @@ Status NcclLink::Queue(const std::vector<Move>& moves, bool send) {
   return Check(cudaStreamWaitEvent(0, s_->done, 0), "cudaStreamWaitEvent");
 }
 
+void NcclLink::Abort() {
+  if (s_->comm) s_->api->comm_abort(s_->comm);
+  s_->comm = nullptr;
+  s_->dead = true;
+}
+
 Status NcclLink::Wait(const ExchangeLabel& label) {
   if (s_->dead) return LinkLost();
   const NcclApi& api = *s_->api;
@@ -179,15 +202,16 @@ Status NcclLink::Wait(const ExchangeLabel& label) {
   for (;;) {
     const cudaError_t e = cudaEventQuery(s_->done);
     if (e == cudaSuccess) return Status::Ok();
-    if (e != cudaErrorNotReady) return Check(e, ("the NCCL " + what).c_str());
+    if (e != cudaErrorNotReady) {
+      Abort();
+      return Check(e, ("the NCCL " + what).c_str());
+    }
     ncclResult_t async = ncclSuccess;
     api.comm_get_async_error(s_->comm, &async);
     const double waited =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (async != ncclSuccess || waited > s_->timeout) {
-      api.comm_abort(s_->comm);
-      s_->comm = nullptr;
-      s_->dead = true;
+      Abort();
       if (async != ncclSuccess) return CheckNccl(api, async, "failed in the " + what);
       return Status(StatusCode::kUnavailable,
                     "the NCCL link did not finish the " + what + " within " +

@@ -24,7 +24,9 @@ class NcclLink : public GpuLink {
   // Rank 0: the id of a new communicator, as bytes.
   static StatusOr<std::string> NewId();
   // Every rank at once, on its current device: joins the communicator `id` as `rank` of
-  // `ranks`. Waits on the link end after `timeout_seconds`.
+  // `ranks`, and connects rank 0 with every other rank (a byte each way). Waits on the link
+  // end after `timeout_seconds`; the join itself has no deadline, so it comes right after an
+  // exchange every rank answered.
   static StatusOr<std::unique_ptr<NcclLink>> Open(const std::string& id, int rank, int ranks,
                                                   double timeout_seconds);
   ~NcclLink() override;
@@ -41,6 +43,9 @@ class NcclLink : public GpuLink {
   // Waits on the host until every queued move is done. After `timeout_seconds` or an NCCL
   // error it aborts the communicator: the link is dead for good, and the status says so.
   Status Wait(const ExchangeLabel& label);
+  // Ends the communicator after a failure elsewhere while moves are queued: they end unfinished
+  // (the device's stream stops waiting for them), and the link is dead for good.
+  void Abort();
 
  private:
   struct State;
