@@ -192,7 +192,7 @@ Status GpuForward::Attention(int l) {
     const int tiles = p.decode_tiles + p.prefill_tiles;
     MOE_RETURN_IF_ERROR(gpu::KvWrite(p.kv, l, rows_, k, v, p.tile_row0, p.tile_rows, tiles));
     // Decode rows with long contexts split their keys over more thread blocks.
-    gpu::DecodeSplit split = gpu::SplitDecode(p.max_decode_keys);
+    gpu::DecodeSplit split = gpu::SplitDecode(p.max_decode_keys, p.decode_tiles * H);
     if (split.splits > 1) {
       MOE_ASSIGN_OR_RETURN(split.workspace, split_.Get<float>(gpu::DecodeWorkspaceFloats(
                                                 split, p.decode_tiles, H, hd)));

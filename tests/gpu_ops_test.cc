@@ -141,11 +141,12 @@ TEST(GpuOps, RopeRouterArgmaxMatchCpu) {
 TEST(GpuOps, PagedAttentionMatchesCpu) {
   REQUIRE_GPU();
   for (int window : {0, 5, 37}) {
-    // Decode rows seeing 6, 41 and 150 keys, and a prefill chunk of 21 rows after 9.
-    testing::PagedAttentionCase c({{5, 1}, {9, 21}, {40, 1}, {149, 1}}, window);
+    // Decode rows seeing 6, 41 and 150 keys, and prefill chunks of 21 rows after 9 and 40.
+    testing::PagedAttentionCase c({{5, 1}, {9, 21}, {40, 1}, {40, 21}, {149, 1}}, window, 128);
     const int prefill = c.tiles() - c.decode_tiles;
-    for (gpu::DecodeSplit split : {gpu::DecodeSplit{}, gpu::SplitDecode(c.max_decode_keys),
-                                   gpu::SplitDecode(c.max_decode_keys, 32)}) {
+    const int keys = c.max_decode_keys, pairs = c.decode_tiles * c.H;
+    for (gpu::DecodeSplit split : {gpu::DecodeSplit{}, gpu::SplitDecode(keys, pairs),
+                                   gpu::SplitDecode(keys, pairs, 32)}) {
       Dev<float> dk(c.k_cache), dv(c.v_cache), dq(c.q), dks(c.k_step), dvs(c.v_step),
           dout(c.want.size()),
           dwork(std::max<int64_t>(1, gpu::DecodeWorkspaceFloats(split, c.decode_tiles, c.H, c.hd)));

@@ -20,9 +20,10 @@ struct PagedAttentionCase {
   struct Sequence {
     int past = 0, rows = 0;  // positions 0 .. past - 1 cached; past .. past + rows - 1 new
   };
-  static constexpr int H = 4, KV = 2, hd = 32, W = KV * hd, L = 2, layer = 1, B = 4;
+  static constexpr int H = 4, KV = 2, L = 2, layer = 1, B = 4;
 
-  PagedAttentionCase(const std::vector<Sequence>& sequences, int window_) : window(window_) {
+  PagedAttentionCase(const std::vector<Sequence>& sequences, int window_, int head_dim = 32)
+      : hd(head_dim), W(KV * head_dim), window(window_) {
     int blocks = 0;
     for (const Sequence& s : sequences) blocks += (s.past + s.rows + B - 1) / B;
     pool_blocks = blocks + 1;  // one never used
@@ -77,6 +78,7 @@ struct PagedAttentionCase {
   }
   int tiles() const { return static_cast<int>(tile_row0.size()); }
 
+  int hd, W;  // head dim; kv width KV * hd
   int window = 0, pool_blocks = 0;
   std::vector<float> k_cache, v_cache;         // [pool_blocks, L, B, W], the pasts written
   std::vector<float> q, k_step, v_step;        // [T, H*hd], [T, W], [T, W]

@@ -22,10 +22,11 @@ inline std::string DataDir() { return MOE_TEST_DATA; }
 inline std::string ModelDir(const std::string& name) { return DataDir() + "/models/" + name; }
 inline std::string GoldenDir(const std::string& name) { return DataDir() + "/golden/" + name; }
 
-// max |a - b| / max |b|.
+// max |a - b| / max |b|; infinite where a holds a NaN or an infinity.
 inline double RelativeMaxError(const float* a, const float* b, size_t n) {
   double diff = 0, scale = 0;
   for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(a[i])) return INFINITY;  // a NaN would slip past std::max
     diff = std::max(diff, std::fabs(double{a[i]} - b[i]));
     scale = std::max(scale, std::fabs(double{b[i]}));
   }

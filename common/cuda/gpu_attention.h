@@ -40,18 +40,23 @@ Status KvWrite(const PagedKv& kv, int layer, const StepRows& rows, const float* 
 
 // Decode rows' keys cut into splits run by thread blocks of their own, then merged (split-K):
 // at batch 1 a thread block per head alone leaves most of the GPU idle, and the time grows
-// with the context. Splits hold at least `min_keys` keys (a whole number of key tiles).
+// with the context. Rows with few keys, or enough (row, head) pairs to fill the GPU, are not
+// split.
 struct DecodeSplit {
   int splits = 1;               // 1: no split, no merge
-  int keys = 0;                 // per split
+  int keys = 0;                 // per split, a whole number of key tiles
   float* workspace = nullptr;   // device, DecodeWorkspaceFloats of it, when splits > 1
 };
-constexpr int kMinSplitKeys = 128, kMaxSplits = 64;
-// The split for decode rows that see at most `max_keys` keys each.
-inline DecodeSplit SplitDecode(int max_keys, int min_keys = kMinSplitKeys) {
+constexpr int kMinSplitKeys = 128, kMaxSplits = 64, kSplitBlocks = 1024;
+// The split for `pairs` (decode row, head) pairs whose rows see at most `max_keys` keys each:
+// about max_keys / min_keys splits, no more than kMaxSplits or than kSplitBlocks thread blocks
+// in all need, each of ceil(max_keys / splits) keys rounded up to a key tile.
+inline DecodeSplit SplitDecode(int max_keys, int pairs, int min_keys = kMinSplitKeys) {
   DecodeSplit s;
+  int cap = pairs > 0 ? (kSplitBlocks + pairs - 1) / pairs : 1;
+  cap = cap < kMaxSplits ? cap : kMaxSplits;
   const int wanted = (max_keys + min_keys - 1) / min_keys;
-  s.splits = wanted < 1 ? 1 : wanted > kMaxSplits ? kMaxSplits : wanted;
+  s.splits = wanted < 1 ? 1 : wanted > cap ? cap : wanted;
   const int per = (max_keys + s.splits - 1) / s.splits;
   s.keys = (per + kKeyTile - 1) / kKeyTile * kKeyTile;
   if (s.keys > 0) s.splits = (max_keys + s.keys - 1) / s.keys;

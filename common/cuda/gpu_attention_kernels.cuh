@@ -61,6 +61,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   __shared__ float ks[kKeyTile][kMaxHeadDim + 1];  // +1: lanes reading key `lane` miss no bank
   __shared__ float vs[kKeyTile][kMaxHeadDim];
   __shared__ float qs[kWarps * kRowsPerWarp][kMaxHeadDim];
+  __shared__ int64_t at[kKeyTile];  // where each staged key's head starts
   const int hd = kv.head_dim, kvh = blockIdx.y / (H / kv.kv_heads), h = blockIdx.y;
   const int r0 = tile_row0[blockIdx.x], n = tile_rows[blockIdx.x];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -88,13 +89,14 @@ __global__ void __launch_bounds__(kWarps * 32)
   for (int base = lo; base <= last; base += kKeyTile) {
     const int count = min(kKeyTile, last - base + 1);
     __syncthreads();  // the previous tile is used up (and qs is written, the first time)
-    // One block-table lookup per key; the block's threads read its dims side by side.
-    for (int j = 0; j < count; ++j) {
-      const int64_t at = KvAt(kv, rows, table, layer, base + j) + kvh * hd;
-      for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        ks[j][d] = kv.k[at + d];
-        vs[j][d] = kv.v[at + d];
-      }
+    // One block-table lookup per key, then every thread on the tile's elements side by side.
+    if (static_cast<int>(threadIdx.x) < count)
+      at[threadIdx.x] = KvAt(kv, rows, table, layer, base + threadIdx.x) + kvh * hd;
+    __syncthreads();
+    for (int i = threadIdx.x; i < count * hd; i += blockDim.x) {
+      const int j = i / hd, d = i % hd;
+      ks[j][d] = kv.k[at[j] + d];
+      vs[j][d] = kv.v[at[j] + d];
     }
     __syncthreads();
 #pragma unroll

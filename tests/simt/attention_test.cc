@@ -43,34 +43,44 @@ std::vector<float> RunOnHost(PagedAttentionCase& c, gpu::DecodeSplit split) {
 }
 
 TEST(SimtAttention, KernelsMatchCpuWithAndWithoutSplitKeys) {
-  for (int window : {0, 37}) {
-    // Decode rows seeing 6, 41 and 150 keys, and a prefill chunk of 21 rows after 9.
-    PagedAttentionCase c({{5, 1}, {9, 21}, {40, 1}, {149, 1}}, window);
-    const int keys = c.max_decode_keys;
-    for (const gpu::DecodeSplit split :
-         {gpu::DecodeSplit{}, gpu::SplitDecode(keys), gpu::SplitDecode(keys, 32)}) {
+  struct Shape {
+    int head_dim, window;
+  };
+  for (const Shape shape : {Shape{32, 0}, Shape{32, 37}, Shape{128, 0}}) {
+    // Decode rows seeing 6, 41 and 150 keys, and prefill chunks of 21 rows after 9 and after
+    // 40 (their keys span several key tiles).
+    PagedAttentionCase c({{5, 1}, {9, 21}, {40, 1}, {40, 21}, {149, 1}}, shape.window,
+                         shape.head_dim);
+    const int keys = c.max_decode_keys, pairs = c.decode_tiles * c.H;
+    for (const gpu::DecodeSplit split : {gpu::DecodeSplit{}, gpu::SplitDecode(keys, pairs),
+                                         gpu::SplitDecode(keys, pairs, 32)}) {
       const std::vector<float> got = RunOnHost(c, split);
       EXPECT_LE(testing::RelativeMaxError(got.data(), c.want.data(), c.want.size()), 1e-5)
-          << "window " << window << ", " << split.splits << " splits of " << split.keys;
+          << "hd " << shape.head_dim << ", window " << shape.window << ", " << split.splits
+          << " splits of " << split.keys;
     }
   }
 }
 
 TEST(SimtAttention, SplitDecodeCoversEveryKeyOnce) {
   for (int keys : {1, 31, 32, 128, 129, 2048, 4096, 100000}) {
-    for (int min_keys : {32, gpu::kMinSplitKeys}) {
-      const gpu::DecodeSplit s = gpu::SplitDecode(keys, min_keys);
-      EXPECT_GE(s.splits, 1);
-      EXPECT_LE(s.splits, gpu::kMaxSplits);
-      EXPECT_EQ(s.keys % gpu::kKeyTile, 0);
-      EXPECT_GE(int64_t{s.splits} * s.keys, keys) << keys;         // every key in a split
-      EXPECT_LT(int64_t{s.splits - 1} * s.keys, keys) << keys;     // no split wholly past them
-      if (keys <= min_keys) {
-        EXPECT_EQ(s.splits, 1) << keys;
+    for (int pairs : {1, 32, 2048}) {
+      for (int min_keys : {32, gpu::kMinSplitKeys}) {
+        const gpu::DecodeSplit s = gpu::SplitDecode(keys, pairs, min_keys);
+        EXPECT_GE(s.splits, 1);
+        EXPECT_LE(s.splits, gpu::kMaxSplits);
+        EXPECT_LE(int64_t{s.splits} * pairs, std::max(gpu::kSplitBlocks, pairs));
+        EXPECT_EQ(s.keys % gpu::kKeyTile, 0);
+        EXPECT_GE(int64_t{s.splits} * s.keys, keys) << keys;     // every key in a split
+        EXPECT_LT(int64_t{s.splits - 1} * s.keys, keys) << keys;  // no split wholly past them
+        if (keys <= min_keys || pairs >= gpu::kSplitBlocks) {
+          EXPECT_EQ(s.splits, 1) << keys;
+        }
       }
     }
   }
-  EXPECT_EQ(gpu::SplitDecode(0).splits, 1);
+  EXPECT_EQ(gpu::SplitDecode(2048, 32).splits, 16);  // batch 1, 32 heads: 512 blocks
+  EXPECT_EQ(gpu::SplitDecode(0, 32).splits, 1);
 }
 
 }  // namespace

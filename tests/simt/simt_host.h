@@ -8,9 +8,12 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -34,13 +37,19 @@ inline dim3 block_dim, grid_dim;
 
 // The block's meeting points: all of its threads, and each warp's lanes with their values.
 struct Block {
-  explicit Block(int threads) : all(threads), lanes((threads + 31) / 32 * 32, 0.0f) {
-    for (int w = 0; w < (threads + 31) / 32; ++w)
-      warps.push_back(std::make_unique<std::barrier<>>(std::min(32, threads - 32 * w)));
+  explicit Block(int threads) : all(threads), lanes((threads + 31) / 32 * 32, 0.0) {
+    for (int w = 0; w < (threads + 31) / 32; ++w) {
+      const int size = std::min(32, threads - 32 * w);
+      warps.push_back(std::make_unique<std::barrier<>>(size));
+      alive.push_back(std::make_unique<std::atomic<int>>(size));
+      sizes.push_back(size);
+    }
   }
   std::barrier<> all;
   std::vector<std::unique_ptr<std::barrier<>>> warps;
-  std::vector<float> lanes;
+  std::vector<std::unique_ptr<std::atomic<int>>> alive;  // lanes not yet returned, per warp
+  std::vector<int> sizes;
+  std::vector<double> lanes;  // holds any float or int exactly (ints up to 2^53)
 };
 inline Block* block = nullptr;
 
@@ -49,13 +58,18 @@ inline int FlatThread() {
                           block_dim.x * (thread_index.y + block_dim.y * thread_index.z));
 }
 
-// Every lane of the warp passes `v` and takes lane `from(lane)`'s.
-template <typename From>
-float Exchange(float v, From from) {
+// Every lane of the warp passes `v` and takes lane `from(lane)`'s. A full-warp shuffle with a
+// lane already returned is undefined on a device: here it stops the test.
+template <typename T, typename From>
+T Exchange(T v, From from) {
   const int t = FlatThread(), warp = t / 32, lane = t % 32;
-  block->lanes[t] = v;
+  if (block->alive[warp]->load() != block->sizes[warp]) {
+    std::fprintf(stderr, "simt: a warp shuffle with lanes of warp %d already returned\n", warp);
+    std::abort();
+  }
+  block->lanes[t] = static_cast<double>(v);
   block->warps[warp]->arrive_and_wait();
-  const float out = block->lanes[warp * 32 + from(lane)];
+  const T out = static_cast<T>(block->lanes[warp * 32 + from(lane)]);
   block->warps[warp]->arrive_and_wait();
   return out;
 }
@@ -79,6 +93,7 @@ void Launch(dim3 grid, dim3 threads, void (*kernel)(Params...), Args... args) {
             block_index = dim3(x, y, z);
             kernel(args...);
             // A thread that is done no longer holds the others at their meeting points.
+            b.alive[t / 32]->fetch_sub(1);
             b.warps[t / 32]->arrive_and_drop();
             b.all.arrive_and_drop();
           });
@@ -95,10 +110,12 @@ void Launch(dim3 grid, dim3 threads, void (*kernel)(Params...), Args... args) {
 #define gridDim (::simt::grid_dim)
 
 inline void __syncthreads() { simt::block->all.arrive_and_wait(); }
-inline float __shfl_xor_sync(unsigned, float v, int mask) {
+template <typename T>
+T __shfl_xor_sync(unsigned, T v, int mask) {
   return simt::Exchange(v, [mask](int lane) { return lane ^ mask; });
 }
-inline float __shfl_sync(unsigned, float v, int src) {
+template <typename T>
+T __shfl_sync(unsigned, T v, int src) {
   return simt::Exchange(v, [src](int) { return src; });
 }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
