@@ -62,8 +62,9 @@ void AddRankFlags(po::options_description& options, RuntimeOptions& runtime) {
        "a host take its GPUs in turn")
       ("gpu-exchange", po::value(&runtime.gpu_exchange)->default_value("auto"),
        "how expert rows travel between ranks' GPUs: nccl (GPU to GPU; every rank needs a GPU "
-       "of its own), host (through host memory with MPI), or auto (nccl where it can, else "
-       "host with a notice)");
+       "of its own), host (through host memory with MPI), auto (nccl where it can, else "
+       "host with a notice), or mpi-link (the nccl path's protocol carried by MPI through "
+       "host memory; ranks may share a GPU)");
 }
 
 void AddModelFlags(po::options_description& options, RuntimeOptions& runtime) {

@@ -72,22 +72,24 @@ StatusOr<DeviceParts> LoadOnDevice(int device, const ModelConfig& config, Checkp
   return gpu->load(config, ckpt, coordinator, layout);
 }
 
-StatusOr<bool> ChooseGpuExchange(const std::string& flag, const std::vector<RankDevice>& ranks,
-                                 std::string* notice) {
+StatusOr<GpuExchange> ChooseGpuExchange(const std::string& flag,
+                                        const std::vector<RankDevice>& ranks,
+                                        std::string* notice) {
   notice->clear();
-  if (flag != "auto" && flag != "nccl" && flag != "host")
-    return InvalidArgument("--gpu-exchange must be auto, nccl or host, got '" + flag + "'");
-  if (flag == "host" || ranks.size() < 2) return false;
+  if (flag != "auto" && flag != "nccl" && flag != "host" && flag != "mpi-link")
+    return InvalidArgument("--gpu-exchange must be auto, nccl, host or mpi-link, got '" + flag +
+                           "'");
+  if (flag == "host" || ranks.size() < 2) return GpuExchange::kHost;
   auto rank_on = [&](size_t r) {
     return "rank " + std::to_string(r) + " (" + ranks[r].host + ")";
   };
   // Why NCCL cannot carry this job, or "".
   std::string why;
-  bool any_gpu = false;
   for (size_t r = 0; r < ranks.size() && why.empty(); ++r) {
-    any_gpu = any_gpu || !ranks[r].gpu.empty();
     if (ranks[r].gpu.empty()) {
       why = rank_on(r) + " computes on the CPU";
+    } else if (flag == "mpi-link") {
+      continue;  // any GPU will do
     } else if (!ranks[r].link_error.empty()) {
       why = rank_on(r) + ": " + ranks[r].link_error;
     } else {
@@ -97,15 +99,16 @@ StatusOr<bool> ChooseGpuExchange(const std::string& flag, const std::vector<Rank
                 ranks[r].gpu + " on " + ranks[r].host + ", and NCCL needs one GPU per rank";
     }
   }
-  if (why.empty()) return true;
-  if (flag == "nccl")
-    return FailedPrecondition("--gpu-exchange nccl: " + why +
-                              "; use --gpu-exchange host (or auto), or give every rank a GPU of "
-                              "its own");
+  if (why.empty()) return flag == "mpi-link" ? GpuExchange::kMpiLink : GpuExchange::kNccl;
+  if (flag == "nccl" || flag == "mpi-link")
+    return FailedPrecondition("--gpu-exchange " + flag + ": " + why +
+                              "; use --gpu-exchange host (or auto)" +
+                              (flag == "nccl" ? ", or give every rank a GPU of its own" : ""));
   // auto: say why only where a GPU was there to link.
+  bool any_gpu = false;
   for (const RankDevice& r : ranks) any_gpu = any_gpu || !r.gpu.empty();
   if (any_gpu) *notice = "moe: the expert exchange goes through host memory: " + why;
-  return false;
+  return GpuExchange::kHost;
 }
 
 StatusOr<std::unique_ptr<GpuLink>> ConnectGpus(const std::string& flag, Transport& t, int device,
@@ -120,7 +123,8 @@ StatusOr<std::unique_ptr<GpuLink>> ConnectGpus(const std::string& flag, Transpor
   RankDevice mine{t.host(t.rank()), gpu ? gpu->bus_id(device) : "",
                   gpu ? gpu->link_unavailable() : ""};
   // Every rank's answer to rank 0 (host, GPU and NCCL error, NUL-separated), then rank 0's
-  // decision to every rank: "H" host-staged, "E" + an error, or "N" + the link's id.
+  // decision to every rank: "H" host-staged, "E" + an error, "M" the MPI-carried link, or
+  // "N" + the NCCL link's id.
   ByteRuns send, recv;
   send.counts.assign(R, 0);
   if (t.rank() != 0) {
@@ -143,10 +147,14 @@ StatusOr<std::unique_ptr<GpuLink>> ConnectGpus(const std::string& flag, Transpor
       ranks.push_back({text.substr(0, a), text.substr(a + 1, b - a - 1), text.substr(b + 1)});
     }
     std::string notice;
-    StatusOr<bool> nccl = bad.empty() ? ChooseGpuExchange(flag, ranks, &notice) : Internal(bad);
+    StatusOr<GpuExchange> choice =
+        bad.empty() ? ChooseGpuExchange(flag, ranks, &notice) : Internal(bad);
     if (!notice.empty()) std::cerr << notice + "\n";
     // Every rank hears the decision, errors included, so none is left waiting.
-    decision = !nccl.ok() ? "E" + nccl.status().message() : *nccl ? "N" : "H";
+    decision = !choice.ok()                        ? "E" + choice.status().message()
+               : *choice == GpuExchange::kNccl    ? "N"
+               : *choice == GpuExchange::kMpiLink ? "M"
+                                                  : "H";
     if (decision == "N") {
       StatusOr<std::string> id = gpu->new_link_id();
       decision = id.ok() ? "N" + *id : "E" + id.status().message();
@@ -164,7 +172,7 @@ StatusOr<std::unique_ptr<GpuLink>> ConnectGpus(const std::string& flag, Transpor
   if (decision[0] == 'E') return FailedPrecondition(decision.substr(1));
   if (decision[0] == 'H') return std::unique_ptr<GpuLink>();
   if (gpu == nullptr) return Internal("rank " + std::to_string(t.rank()) + " has no GPU to link");
-  return gpu->open_link(decision.substr(1), t.rank(), R, timeout_seconds, parts);
+  return gpu->open_link(decision[0] == 'N', decision.substr(1), t, timeout_seconds, parts);
 }
 
 }  // namespace moe

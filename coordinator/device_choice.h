@@ -35,15 +35,19 @@ StatusOr<DeviceParts> LoadOnDevice(int device, const ModelConfig& config, Checkp
 // How the expert rows and answers travel between the ranks' GPUs (--gpu-exchange): straight
 // between the GPUs over NCCL when every rank has a GPU of its own and NCCL loads (auto, nccl);
 // else through host memory inside the Transport's messages (host; auto says why, in one line).
+// mpi-link runs the NCCL path's protocol with MPI carrying the rows through host memory, for
+// every rank on a GPU, shared or not: the NCCL path's code, testable on one GPU.
+enum class GpuExchange { kHost, kNccl, kMpiLink };
 struct RankDevice {
   std::string host;
   std::string gpu;         // the PCI bus id of its GPU; "" on the CPU
   std::string link_error;  // "" when the GPU link (NCCL) can be had there
 };
-// true: NCCL. An error when `flag` asks for NCCL that cannot be had; *notice: a line for
-// stderr, or "".
-StatusOr<bool> ChooseGpuExchange(const std::string& flag, const std::vector<RankDevice>& ranks,
-                                 std::string* notice);
+// The choice from every rank's answer. An error when `flag` asks for what cannot be had;
+// *notice: a line for stderr, or "".
+StatusOr<GpuExchange> ChooseGpuExchange(const std::string& flag,
+                                        const std::vector<RankDevice>& ranks,
+                                        std::string* notice);
 // Every rank at once, after loading (`device`: the rank's GPU, or -1): agrees on the exchange,
 // and for NCCL opens the link and hands it to the rank's device parts. Null: no link (one
 // rank, or host-staged).

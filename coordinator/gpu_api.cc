@@ -1,6 +1,7 @@
 #include "coordinator/gpu_api.h"
 
 #include "common/cuda/gpu_ops.h"
+#include "common/cuda/mpi_link.h"
 #include "common/cuda/nccl_link.h"
 #include "coordinator/gpu_forward.h"
 #include "worker/gpu_experts.h"
@@ -28,10 +29,16 @@ StatusOr<DeviceParts> Load(const ModelConfig& config, Checkpoint& ckpt, bool coo
   return parts;
 }
 
-StatusOr<std::unique_ptr<GpuLink>> OpenLink(const std::string& id, int rank, int ranks,
-                                            double timeout_seconds, DeviceParts* parts) {
-  MOE_ASSIGN_OR_RETURN(std::unique_ptr<gpu::NcclLink> link,
-                       gpu::NcclLink::Open(id, rank, ranks, timeout_seconds));
+StatusOr<std::unique_ptr<GpuLink>> OpenLink(bool nccl, const std::string& id,
+                                            Transport& transport, double timeout_seconds,
+                                            DeviceParts* parts) {
+  std::unique_ptr<gpu::DeviceLink> link;
+  if (nccl) {
+    MOE_ASSIGN_OR_RETURN(link, gpu::NcclLink::Open(id, transport.rank(), transport.size(),
+                                                   timeout_seconds));
+  } else {
+    link = std::make_unique<gpu::MpiLink>(&transport, timeout_seconds);
+  }
   // The parts are the types Load made.
   if (parts->forward) static_cast<GpuForward*>(parts->forward.get())->UseLink(link.get());
   if (parts->experts) static_cast<GpuExperts*>(parts->experts.get())->UseLink(link.get());

@@ -20,12 +20,14 @@ struct GpuApi {
                                 const ExpertStore* layout);
   // The device's PCI bus id ("0000:3b:00.0"), which names one GPU across a host's processes.
   std::string (*bus_id)(int device);
-  // The GPU link (common/cuda/nccl_link.h): "" when it can be had here, else why not; a new
-  // link id (rank 0); joining it with every other rank, then handing it to `parts`.
+  // The NCCL link (common/cuda/nccl_link.h): "" when it can be had here, else why not; a new
+  // link id (rank 0). open_link: every rank at once, the NCCL link of `id` (nccl) or the
+  // MPI-carried one over `transport` (common/cuda/mpi_link.h), handed to `parts`.
   std::string (*link_unavailable)();
   StatusOr<std::string> (*new_link_id)();
-  StatusOr<std::unique_ptr<GpuLink>> (*open_link)(const std::string& id, int rank, int ranks,
-                                                  double timeout_seconds, DeviceParts* parts);
+  StatusOr<std::unique_ptr<GpuLink>> (*open_link)(bool nccl, const std::string& id,
+                                                  Transport& transport, double timeout_seconds,
+                                                  DeviceParts* parts);
 };
 
 }  // namespace moe

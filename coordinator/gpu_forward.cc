@@ -345,7 +345,7 @@ Status GpuForward::ExchangeOverLink(int l, const float* h, const DispatchHandle&
   MOE_RETURN_IF_ERROR(gpu::CopyToDeviceAsync(token_rows, tokens.data(), rows * sizeof(int32_t)));
   MOE_RETURN_IF_ERROR(gpu::GatherRowsBf16(h, token_rows, static_cast<int>(rows), D, send));
   // Rows out and answers in (rank after rank), queued before the answers' headers arrive.
-  std::vector<gpu::NcclLink::Move> out, in;
+  std::vector<gpu::DeviceLink::Move> out, in;
   int64_t row = 0, vector = 0;
   for (int r = 0; r < R; ++r) {
     const int64_t n = static_cast<int64_t>(handle.rank_tokens[r].size());
@@ -355,8 +355,8 @@ Status GpuForward::ExchangeOverLink(int l, const float* h, const DispatchHandle&
     row += n;
     vector += v;
   }
-  MOE_RETURN_IF_ERROR(link_->Send(out));
-  MOE_RETURN_IF_ERROR(link_->Receive(in));
+  MOE_RETURN_IF_ERROR(link_->Send(out, {"dispatch rows", l, handle.step}));
+  MOE_RETURN_IF_ERROR(link_->Receive(in, {"combine answers", l, handle.step}));
   // x += the answers summed per token as the plan says                 [T, D]
   MOE_RETURN_IF_ERROR(experts_->CombineLinked(handle, &combine_));
   MOE_RETURN_IF_ERROR(link_->Wait({"combine", l, handle.step}));

@@ -16,7 +16,7 @@
 #include "common/cuda/device_weights.h"
 #include "common/cuda/gpu_attention.h"
 #include "common/cuda/gpu_sampling.h"
-#include "common/cuda/nccl_link.h"
+#include "common/cuda/device_link.h"
 #include "common/model_config.h"
 #include "coordinator/expert_parallel.h"
 #include "coordinator/model.h"
@@ -43,7 +43,7 @@ class GpuForward : public DeviceForward {
   void UseLocalExperts(GpuExperts* experts) { local_ = experts; }
   // Every rank on a GPU of its own: the routed rows and the answers go between the GPUs over
   // this link (it outlives this object), not through host memory.
-  void UseLink(gpu::NcclLink* link) { link_ = link; }
+  void UseLink(gpu::DeviceLink* link) { link_ = link; }
 
  private:
   struct LayerWeights {
@@ -82,7 +82,7 @@ class GpuForward : public DeviceForward {
   ModelConfig c_;
   ExpertParallel* experts_ = nullptr;
   GpuExperts* local_ = nullptr;
-  gpu::NcclLink* link_ = nullptr;
+  gpu::DeviceLink* link_ = nullptr;
   RunStats* stats_ = nullptr;
   RouteSkew* skew_ = nullptr;
   gpu::DeviceArena weights_;

@@ -31,7 +31,7 @@ struct RuntimeOptions {
   std::string synthetic;        // a preset (common/synthetic.h) instead of model_dir
   int synthetic_layers = 0;     // depth of the synthetic model (0 = the preset's)
   std::string device = "cpu";   // cpu, cuda or auto (coordinator/device_choice.h; the CLI: auto)
-  std::string gpu_exchange = "auto";  // auto, nccl or host (ChooseGpuExchange)
+  std::string gpu_exchange = "auto";  // auto, nccl, host or mpi-link (ChooseGpuExchange)
 };
 
 class Runtime {

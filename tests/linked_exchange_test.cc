@@ -255,40 +255,53 @@ TEST(LinkedExchange, WorkerRefusesLinkedRowsWithoutALink) {
 }
 
 TEST(GpuExchange, NcclOnlyWhenEveryRankHasAGpuOfItsOwn) {
+  using E = GpuExchange;
   std::string notice;
+  auto choose = [&](const std::string& flag, const std::vector<RankDevice>& ranks) {
+    return ChooseGpuExchange(flag, ranks, &notice);
+  };
   const std::vector<RankDevice> own = {{"a", "0000:01:00.0", ""},
                                        {"a", "0000:02:00.0", ""},
                                        {"b", "0000:01:00.0", ""}};  // same bus, other host
-  EXPECT_TRUE(*ChooseGpuExchange("auto", own, &notice));
+  EXPECT_EQ(*choose("auto", own), E::kNccl);
   EXPECT_EQ(notice, "");
-  EXPECT_TRUE(*ChooseGpuExchange("nccl", own, &notice));
-  EXPECT_FALSE(*ChooseGpuExchange("host", own, &notice));
-  EXPECT_FALSE(*ChooseGpuExchange("auto", {own[0]}, &notice));  // one rank: nothing to link
+  EXPECT_EQ(*choose("nccl", own), E::kNccl);
+  EXPECT_EQ(*choose("host", own), E::kHost);
+  EXPECT_EQ(*choose("mpi-link", own), E::kMpiLink);
+  EXPECT_EQ(*choose("auto", {own[0]}), E::kHost);  // one rank: nothing to link
 
   const std::vector<RankDevice> shared = {{"a", "0000:01:00.0", ""}, {"a", "0000:01:00.0", ""}};
-  EXPECT_FALSE(*ChooseGpuExchange("auto", shared, &notice));
+  EXPECT_EQ(*choose("auto", shared), E::kHost);
   EXPECT_NE(notice.find("ranks 0 and 1 share the GPU 0000:01:00.0 on a"), std::string::npos)
       << notice;
-  auto refused = ChooseGpuExchange("nccl", shared, &notice);
+  auto refused = choose("nccl", shared);
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("use --gpu-exchange host"), std::string::npos);
+  EXPECT_EQ(*choose("mpi-link", shared), E::kMpiLink);  // the NCCL path's code, one GPU
 
   const std::vector<RankDevice> no_nccl = {{"a", "0000:01:00.0", ""},
                                            {"b", "0000:01:00.0", "NCCL could not be loaded"}};
-  EXPECT_FALSE(*ChooseGpuExchange("auto", no_nccl, &notice));
+  EXPECT_EQ(*choose("auto", no_nccl), E::kHost);
   EXPECT_NE(notice.find("rank 1 (b): NCCL could not be loaded"), std::string::npos) << notice;
-  EXPECT_FALSE(ChooseGpuExchange("nccl", no_nccl, &notice).ok());
+  EXPECT_FALSE(choose("nccl", no_nccl).ok());
+  EXPECT_EQ(*choose("mpi-link", no_nccl), E::kMpiLink);
 
   const std::vector<RankDevice> mixed = {{"a", "", ""}, {"b", "0000:01:00.0", ""}};
-  EXPECT_FALSE(*ChooseGpuExchange("auto", mixed, &notice));
+  EXPECT_EQ(*choose("auto", mixed), E::kHost);
   EXPECT_NE(notice.find("rank 0 (a) computes on the CPU"), std::string::npos) << notice;
+  auto cpu_rank = choose("mpi-link", mixed);
+  ASSERT_FALSE(cpu_rank.ok());
+  EXPECT_NE(cpu_rank.status().message().find("--gpu-exchange mpi-link: rank 0 (a) computes on "
+                                             "the CPU"),
+            std::string::npos)
+      << cpu_rank.status().message();
   const std::vector<RankDevice> cpus = {{"a", "", ""}, {"b", "", ""}};
-  EXPECT_FALSE(*ChooseGpuExchange("auto", cpus, &notice));
+  EXPECT_EQ(*choose("auto", cpus), E::kHost);
   EXPECT_EQ(notice, "");  // nothing to say where no rank has a GPU
 
-  auto bad = ChooseGpuExchange("mpi", own, &notice);
+  auto bad = choose("mpi", own);
   ASSERT_FALSE(bad.ok());
-  EXPECT_NE(bad.status().message().find("--gpu-exchange must be auto, nccl or host"),
+  EXPECT_NE(bad.status().message().find("--gpu-exchange must be auto, nccl, host or mpi-link"),
             std::string::npos);
 }
 

@@ -59,8 +59,15 @@ Status GpuExperts::RunJob(const DeviceJob& job) {
     out_all += int64_t{t.n} * (s.whole ? 1 : s.blocks);
     ffn_rows = std::max(ffn_rows, int64_t{t.n} * s.ffn);
   }
-  // No rows here this layer: nothing travels either way.
-  if (n_all == 0) return Status::Ok();
+  const ExchangeLabel rows_label{"dispatch rows", job.layer, job.step},
+      answers_label{"combine answers", job.layer, job.step};
+  // No rows here this layer: nothing travels either way (the link's calls still pair up).
+  if (n_all == 0) {
+    if (job.x != nullptr) return Status::Ok();
+    MOE_RETURN_IF_ERROR(link_->Receive({}, rows_label));
+    MOE_RETURN_IF_ERROR(link_->Send({}, answers_label));
+    return link_->Wait(answers_label);
+  }
   // Every buffer is grown before anything is queued: growing frees, and a free waits for the
   // whole device.
   // xb [sum n, D] bf16: the tasks' rows end to end; out: each task's outputs end to end, [n, D]
@@ -76,13 +83,14 @@ Status GpuExperts::RunJob(const DeviceJob& job) {
     MOE_ASSIGN_OR_RETURN(int32_t * index, index_.Get<int32_t>(n_all));
     MOE_ASSIGN_OR_RETURN(gpu::DeviceSumPlan plan, gpu::UploadSumPlan(*job.plan, plan_));
     MOE_RETURN_IF_ERROR(gpu::CopyToDeviceAsync(index, job.row_index, n_all * sizeof(int32_t)));
-    MOE_RETURN_IF_ERROR(link_->Receive({{rows, int64_t{job.rows} * D * 2, 0}}));
+    MOE_RETURN_IF_ERROR(link_->Receive({{rows, int64_t{job.rows} * D * 2, 0}}, rows_label));
     MOE_RETURN_IF_ERROR(gpu::GatherRowsBf16(rows, index, static_cast<int>(n_all), D, xb));
     MOE_RETURN_IF_ERROR(Experts(slices, job.tasks, xb, gate_up, act, out));
     // answers [vectors, D] = the job's plan over the outputs, back to rank 0.
     MOE_RETURN_IF_ERROR(gpu::ApplySumPlan(plan, out, D, answers));
-    MOE_RETURN_IF_ERROR(link_->Send({{answers, int64_t{job.vectors} * D * 4, 0}}));
-    return link_->Wait({"combine", job.layer, job.step});
+    MOE_RETURN_IF_ERROR(
+        link_->Send({{answers, int64_t{job.vectors} * D * 4, 0}}, answers_label));
+    return link_->Wait(answers_label);
   }
   MOE_ASSIGN_OR_RETURN(float* x, x_.Get<float>(n_all * D));
   MOE_ASSIGN_OR_RETURN(gpu::DeviceSumPlan plan, gpu::UploadSumPlan(*job.plan, plan_));

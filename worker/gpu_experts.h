@@ -13,7 +13,7 @@
 
 #include "common/checkpoint.h"
 #include "common/cuda/device_weights.h"
-#include "common/cuda/nccl_link.h"
+#include "common/cuda/device_link.h"
 #include "common/model_config.h"
 #include "worker/expert_store.h"
 #include "worker/expert_worker.h"
@@ -28,7 +28,7 @@ class GpuExperts : public ExpertDevice {
   Status Run(const DeviceJob& job) override;
   bool linked() const override { return link_ != nullptr; }
   // Rows and answers over this link from now on (it outlives this object).
-  void UseLink(gpu::NcclLink* link) { link_ = link; }
+  void UseLink(gpu::DeviceLink* link) { link_ = link; }
   int64_t bytes() const { return arena_.bytes(); }
 
   // Whether every expert of every layer is held whole here (one rank holding the model).
@@ -57,7 +57,7 @@ class GpuExperts : public ExpertDevice {
   std::vector<std::vector<Slice>> layers_;  // [L][held], the store's order
   std::vector<std::vector<int>> whole_;     // [L][E]: index into layers_[l] of the whole expert
   bool every_expert_ = false;
-  gpu::NcclLink* link_ = nullptr;
+  gpu::DeviceLink* link_ = nullptr;
   gpu::DeviceArena arena_;
   gpu::DeviceBuffer x_, rows_, index_, xb_, gate_up_, act_, out_, answers_, plan_;
 };

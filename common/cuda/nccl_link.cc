@@ -142,8 +142,9 @@ StatusOr<std::unique_ptr<NcclLink>> NcclLink::Open(const std::string& id, int ra
       out.push_back({static_cast<char*>(probe) + peer, 1, peer});
       in.push_back({static_cast<char*>(probe) + ranks + peer, 1, peer});
     }
-  Status connected = rank == 0 ? link->Send(out) : link->Receive(in);
-  if (connected.ok()) connected = rank == 0 ? link->Receive(in) : link->Send(out);
+  const ExchangeLabel label{"connect"};
+  Status connected = rank == 0 ? link->Send(out, label) : link->Receive(in, label);
+  if (connected.ok()) connected = rank == 0 ? link->Receive(in, label) : link->Send(out, label);
   if (connected.ok()) connected = link->Wait({"connect", -1, -1});
   if (!connected.ok()) link->Abort();
   gpu::Free(probe);

@@ -12,12 +12,13 @@
 #include <string>
 #include <vector>
 
+#include "common/cuda/device_link.h"
 #include "common/status.h"
 #include "common/transport.h"
 
 namespace moe::gpu {
 
-class NcclLink : public GpuLink {
+class NcclLink : public DeviceLink {
  public:
   // "" when NCCL can be loaded here, else why not.
   static std::string Unavailable();
@@ -31,21 +32,20 @@ class NcclLink : public GpuLink {
                                                   double timeout_seconds);
   ~NcclLink() override;
 
-  struct Move {
-    void* data = nullptr;  // device memory
-    int64_t bytes = 0;
-    int peer = 0;
-  };
   // Queues the sends (or receives) as one group on the link's stream, after the work queued so
   // far on the device's stream; later work on the device's stream waits for them.
-  Status Send(const std::vector<Move>& moves) { return Queue(moves, true); }
-  Status Receive(const std::vector<Move>& moves) { return Queue(moves, false); }
+  Status Send(const std::vector<Move>& moves, const ExchangeLabel&) override {
+    return Queue(moves, true);
+  }
+  Status Receive(const std::vector<Move>& moves, const ExchangeLabel&) override {
+    return Queue(moves, false);
+  }
   // Waits on the host until every queued move is done. After `timeout_seconds` or an NCCL
   // error it aborts the communicator: the link is dead for good, and the status says so.
-  Status Wait(const ExchangeLabel& label);
+  Status Wait(const ExchangeLabel& label) override;
   // Ends the communicator after a failure elsewhere while moves are queued: they end unfinished
   // (the device's stream stops waiting for them), and the link is dead for good.
-  void Abort();
+  void Abort() override;
 
  private:
   struct State;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU path across ranks: one process (every expert on its GPU, the rows never leave it)
-# against the coordinator plus 1, 2 and 9 workers sharing the GPU (rows staged through host
-# memory by MPI; 9 workers slice the 8 experts), and against the CPU. Greedy tokens must be
+# against the coordinator plus 1, 2 and 9 workers sharing the GPU (9 workers slice the 8
+# experts), and against the CPU. The workers exchange rows through host memory inside the MPI
+# messages (host), and as the NCCL path does but with MPI as the carrier (mpi-link). Greedy tokens must be
 # identical and logits within 2e-2 of the largest (tests/gpu/common.sh). Skips (77) where no
 # GPU is visible.
 source "$(dirname "$0")/common.sh"
@@ -25,8 +26,11 @@ for model in mixtral-bf16-sharded mixtral-window; do
   run "$model-gpu-1" 1 cuda
   compare_logits "$SCRATCH/$model-cpu" "$SCRATCH/$model-gpu-1"
   for n in 2 3 10; do
-    run "$model-gpu-$n" "$n" cuda --gpu-exchange host
-    compare_logits "$SCRATCH/$model-gpu-1" "$SCRATCH/$model-gpu-$n"
-    echo "ok: $model, coordinator and $((n - 1)) worker(s) on the GPU == one process on the GPU"
+    for exchange in host mpi-link; do
+      run "$model-gpu-$n-$exchange" "$n" cuda --gpu-exchange "$exchange"
+      compare_logits "$SCRATCH/$model-gpu-1" "$SCRATCH/$model-gpu-$n-$exchange"
+      echo "ok: $model, coordinator and $((n - 1)) worker(s) on the GPU ($exchange) == one" \
+        "process on the GPU"
+    done
   done
 done
