@@ -2,9 +2,9 @@
 # The GPU path across ranks: one process (every expert on its GPU, the rows never leave it)
 # against the coordinator plus 1, 2 and 9 workers sharing the GPU (9 workers slice the 8
 # experts), and against the CPU. The workers exchange rows through host memory inside the MPI
-# messages (host), and as the NCCL path does but with MPI as the carrier (mpi-link). Greedy tokens must be
-# identical and logits within 2e-2 of the largest (tests/gpu/common.sh). Skips (77) where no
-# GPU is visible.
+# messages (host), and as the NCCL path does but with MPI as the carrier (mpi-link). Greedy
+# tokens must be identical and logits within 2e-2 of the largest (tests/gpu/common.sh). Skips
+# (77) where no GPU is visible.
 source "$(dirname "$0")/common.sh"
 if ! "$MOE" generate --device cuda --model "$DATA/models/mistral-bf16" --prompt-ids "1" \
   --max-tokens 1 > /dev/null 2> "$SCRATCH/probe.err"; then
