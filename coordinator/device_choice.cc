@@ -114,14 +114,12 @@ StatusOr<GpuExchange> ChooseGpuExchange(const std::string& flag,
 StatusOr<std::unique_ptr<GpuLink>> ConnectGpus(const std::string& flag, Transport& t, int device,
                                                DeviceParts* parts, double timeout_seconds) {
   const int R = t.size();
-  if (R == 1) {
-    std::string notice;
-    MOE_RETURN_IF_ERROR(ChooseGpuExchange(flag, {}, &notice).status());
-    return std::unique_ptr<GpuLink>();
-  }
+  if (R == 1) return std::unique_ptr<GpuLink>();  // nothing to exchange
   const GpuApi* gpu = device >= 0 ? Gpu(nullptr) : nullptr;
+  // NCCL is loaded only where it may be used.
+  const bool may_use_nccl = flag == "auto" || flag == "nccl";
   RankDevice mine{t.host(t.rank()), gpu ? gpu->bus_id(device) : "",
-                  gpu ? gpu->link_unavailable() : ""};
+                  gpu && may_use_nccl ? gpu->link_unavailable() : ""};
   // Every rank's answer to rank 0 (host, GPU and NCCL error, NUL-separated), then rank 0's
   // decision to every rank: "H" host-staged, "E" + an error, "M" the MPI-carried link, or
   // "N" + the NCCL link's id.

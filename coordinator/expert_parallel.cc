@@ -142,8 +142,10 @@ StatusOr<DispatchHandle> ExpertParallel::Dispatch(int layer, int micro, int micr
       Append(send_.data, &n, 1);
       Append(send_.data, ids.data(), K);
       Append(send_.data, weights.data(), K);
-      if (h) Append(send_.data, h + int64_t{t} * D, D);
-      handle.rank_tokens[r].push_back(t);
+      if (h)
+        Append(send_.data, h + int64_t{t} * D, D);
+      else
+        handle.rank_tokens[r].push_back(t);
     }
     send_.counts[r] = static_cast<int64_t>(send_.data.size() - begin);
     handle.rows_sent[r] = static_cast<int64_t>(per_rank[r].size());
@@ -160,8 +162,7 @@ StatusOr<DispatchHandle> ExpertParallel::Dispatch(int layer, int micro, int micr
   return handle;
 }
 
-Status ExpertParallel::ReceiveAnswers(const DispatchHandle& handle,
-                                      std::vector<int64_t>* first, double* slowest) {
+Status ExpertParallel::ReceiveAnswers(const DispatchHandle& handle, double* slowest) {
   const int R = transport_->size(), D = config_.hidden;
   // Rank 0's own share (one process): answer it here, then exchange the answers.
   send_.data.clear();
@@ -183,8 +184,7 @@ Status ExpertParallel::ReceiveAnswers(const DispatchHandle& handle,
       !s.ok())
     return Fail(s);
 
-  // Check every reply, and find where each rank's vectors start.
-  first->assign(R, 0);
+  // Check every reply.
   *slowest = local_seconds;
   for (int r = 0; r < R; ++r) {
     if (recv_.counts[r] == 0 && handle.expected_vectors[r] == 0) continue;
@@ -209,7 +209,6 @@ Status ExpertParallel::ReceiveAnswers(const DispatchHandle& handle,
                            std::to_string(handle.layer) + " with " +
                            std::to_string(handle.expected_vectors[r]) + " vectors for " +
                            std::to_string(handle.rows_sent[r]) + " rows"));
-    (*first)[r] = recv_.offset(r) + static_cast<int64_t>(sizeof(header));
     *slowest = std::max(*slowest, header.compute_seconds);
     if (stats_ && r > 0)  // over the link the answers travel apart
       stats_->rank_bytes[r] +=
@@ -254,12 +253,13 @@ void ExpertParallel::PlanCombine(const DispatchHandle& handle, const std::vector
 Status ExpertParallel::Combine(const DispatchHandle& handle, float* y) {
   if (handle.link) return Internal("Combine got a dispatch whose answers come over the GPU link");
   const auto t0 = std::chrono::steady_clock::now();
-  std::vector<int64_t> first;
   double slowest = 0;
-  MOE_RETURN_IF_ERROR(ReceiveAnswers(handle, &first, &slowest));
-  // Byte offsets to elements: every message is a whole number of floats long.
+  MOE_RETURN_IF_ERROR(ReceiveAnswers(handle, &slowest));
+  // Each rank's answers follow its header; every message is a whole number of floats long.
   static_assert(sizeof(wire::ResultHeader) % 4 == 0);
-  for (int64_t& f : first) f /= 4;
+  std::vector<int64_t> first(transport_->size());
+  for (size_t r = 0; r < first.size(); ++r)
+    first[r] = (recv_.offset(static_cast<int>(r)) + int64_t{sizeof(wire::ResultHeader)}) / 4;
   PlanCombine(handle, first, &plan_);
   ApplySumPlan(plan_, reinterpret_cast<const float*>(recv_.data.data()), config_.hidden, y);
   CountCombine(t0, slowest);
@@ -269,10 +269,10 @@ Status ExpertParallel::Combine(const DispatchHandle& handle, float* y) {
 Status ExpertParallel::CombineLinked(const DispatchHandle& handle, SumPlan* plan) {
   if (!handle.link) return Internal("CombineLinked got a dispatch with its answers inline");
   const auto t0 = std::chrono::steady_clock::now();
-  std::vector<int64_t> first;
   double slowest = 0;
-  MOE_RETURN_IF_ERROR(ReceiveAnswers(handle, &first, &slowest));
+  MOE_RETURN_IF_ERROR(ReceiveAnswers(handle, &slowest));
   // On the device the answers lie rank after rank.
+  std::vector<int64_t> first(transport_->size());
   int64_t at = 0;
   for (size_t r = 0; r < first.size(); ++r) {
     first[r] = at * config_.hidden;

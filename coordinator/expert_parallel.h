@@ -38,7 +38,7 @@ struct DispatchHandle {
   std::vector<std::vector<Segment>> segments;  // [T][pieces], in the token's expert order
   std::vector<int64_t> expected_vectors;       // [ranks]
   std::vector<int64_t> rows_sent;              // [ranks]
-  std::vector<std::vector<int32_t>> rank_tokens;  // [ranks][rows]: each sent row's token
+  std::vector<std::vector<int32_t>> rank_tokens;  // [ranks][rows]: each row's token (linked)
   bool link = false;  // the rows and answers travel over the GPU link (common/wire_format.h)
   ByteRuns received;  // rank 0's own share (one process)
 };
@@ -76,11 +76,9 @@ class ExpertParallel {
   bool remote() const { return transport_->size() > 1; }
 
  private:
-  // The combine's exchange: rank 0's own share answered here, every reply checked. first[r]:
-  // where rank r's answer vectors start (bytes into recv_.data; unset when linked); slowest:
-  // the longest expert time a rank reported.
-  Status ReceiveAnswers(const DispatchHandle& handle, std::vector<int64_t>* first,
-                        double* slowest);
+  // The combine's exchange: rank 0's own share answered here, every reply checked (into
+  // recv_); slowest: the longest expert time a rank reported.
+  Status ReceiveAnswers(const DispatchHandle& handle, double* slowest);
   void CountCombine(std::chrono::steady_clock::time_point t0, double slowest);
   // The combine as a sum plan, output t = token t's answer, with rank r's answer vectors
   // starting at element first[r] of the plan's base.

@@ -274,36 +274,37 @@ Status GpuForward::Experts(int l) {
 Status GpuForward::LocalExperts(int l, const float* h) {
   const int T = T_, D = c_.hidden, K = routes_.k, E = c_.is_moe() ? c_.num_experts : 1;
   const int64_t n = int64_t{T} * K;
-  // The plan: slots grouped by expert in id order, each expert's tokens in order.
-  // plan = [slot_rows [n] | token_slots [n] | weights [n]] (int32, int32, f32)
+  // Slots grouped by expert in id order, each expert's tokens in order: slot_rows [n] is each
+  // slot's token, and the combine is a sum plan, token t's answer adding its experts' slots in
+  // id order, weighted.
   std::vector<int> counts(E, 0), cursor(E, 0);
   for (int e : routes_.expert) {
     MOE_CHECK(e >= 0 && e < E, "routed expert out of range");
     ++counts[e];
   }
   for (int e = 1; e < E; ++e) cursor[e] = cursor[e - 1] + counts[e - 1];
-  MOE_ASSIGN_OR_RETURN(int32_t * plan_host, plan_host_.Get<int32_t>(3 * n));
-  int32_t* slot_rows = plan_host;
-  int32_t* token_slots = plan_host + n;
-  float* weights = reinterpret_cast<float*>(plan_host + 2 * n);
-  for (int t = 0; t < T; ++t)
+  MOE_ASSIGN_OR_RETURN(int32_t * slot_rows, plan_host_.Get<int32_t>(n));
+  combine_.Clear();
+  for (int t = 0; t < T; ++t) {
+    combine_.AddOutput();
     for (int j = 0; j < K; ++j) {
       const int64_t i = int64_t{t} * K + j;
       const int slot = cursor[routes_.expert[i]]++;
       slot_rows[slot] = t;
-      token_slots[i] = slot;
-      weights[i] = routes_.weight[i];
+      combine_.AddTerm(routes_.weight[i]);
+      combine_.AddSource(int64_t{slot} * D);
     }
-  MOE_ASSIGN_OR_RETURN(int32_t * plan, plan_.Get<int32_t>(3 * n));
-  MOE_RETURN_IF_ERROR(gpu::CopyToDeviceAsync(plan, plan_host, 3 * n * sizeof(int32_t)));
+  }
+  MOE_ASSIGN_OR_RETURN(int32_t * rows, plan_.Get<int32_t>(n));
+  MOE_RETURN_IF_ERROR(gpu::CopyToDeviceAsync(rows, slot_rows, n * sizeof(int32_t)));
+  MOE_ASSIGN_OR_RETURN(gpu::DeviceSumPlan plan, gpu::UploadSumPlan(combine_, sum_plan_));
   // xb [n, D] = h of each slot's token in bf16; y [n, D] = its expert's FFN
   MOE_ASSIGN_OR_RETURN(uint16_t * xb, expert_x_.Get<uint16_t>(n * D));
   MOE_ASSIGN_OR_RETURN(float* y, expert_y_.Get<float>(n * D));
-  MOE_RETURN_IF_ERROR(gpu::GatherRowsBf16(h, plan, static_cast<int>(n), D, xb));
+  MOE_RETURN_IF_ERROR(gpu::GatherRowsBf16(h, rows, static_cast<int>(n), D, xb));
   MOE_RETURN_IF_ERROR(local_->RunGrouped(l, xb, counts, y));
   // x[t] += its experts' weighted answers, in id order                  [T, D]
-  MOE_RETURN_IF_ERROR(gpu::AddWeightedRows(x_.Get<float>(int64_t{T} * D).value(), y, plan + n,
-                                           reinterpret_cast<const float*>(plan + 2 * n), T, K, D));
+  MOE_RETURN_IF_ERROR(gpu::ApplySumPlan(plan, y, D, true, x_.Get<float>(int64_t{T} * D).value()));
   if (stats_) {
     stats_->CountRoutes(l, routes_.expert);
     // What the exchange would have counted: one row and one summed vector per token.
@@ -341,7 +342,6 @@ Status GpuForward::ExchangeOverLink(int l, const float* h, const DispatchHandle&
   MOE_ASSIGN_OR_RETURN(int32_t * token_rows, plan_.Get<int32_t>(rows));
   MOE_ASSIGN_OR_RETURN(uint16_t * send, expert_x_.Get<uint16_t>(rows * D));
   MOE_ASSIGN_OR_RETURN(float* answers, answers_.Get<float>(vectors * D));
-  MOE_ASSIGN_OR_RETURN(float* moe, moe_.Get<float>(int64_t{T} * D));
   MOE_RETURN_IF_ERROR(gpu::CopyToDeviceAsync(token_rows, tokens.data(), rows * sizeof(int32_t)));
   MOE_RETURN_IF_ERROR(gpu::GatherRowsBf16(h, token_rows, static_cast<int>(rows), D, send));
   // Rows out and answers in (rank after rank), queued before the answers' headers arrive.
@@ -361,8 +361,7 @@ Status GpuForward::ExchangeOverLink(int l, const float* h, const DispatchHandle&
   MOE_RETURN_IF_ERROR(experts_->CombineLinked(handle, &combine_));
   MOE_RETURN_IF_ERROR(link_->Wait({"combine", l, handle.step}));
   MOE_ASSIGN_OR_RETURN(gpu::DeviceSumPlan plan, gpu::UploadSumPlan(combine_, sum_plan_));
-  MOE_RETURN_IF_ERROR(gpu::ApplySumPlan(plan, answers, D, moe));
-  return gpu::AddInPlace(x_.Get<float>(int64_t{T} * D).value(), moe, int64_t{T} * D);
+  return gpu::ApplySumPlan(plan, answers, D, true, x_.Get<float>(int64_t{T} * D).value());
 }
 
 Status GpuForward::Forward(const std::vector<int>& tokens, const std::vector<SequenceChunk>& chunks,

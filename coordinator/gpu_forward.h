@@ -13,10 +13,10 @@
 #include <vector>
 
 #include "common/checkpoint.h"
+#include "common/cuda/device_link.h"
 #include "common/cuda/device_weights.h"
 #include "common/cuda/gpu_attention.h"
 #include "common/cuda/gpu_sampling.h"
-#include "common/cuda/device_link.h"
 #include "common/model_config.h"
 #include "coordinator/expert_parallel.h"
 #include "coordinator/model.h"
@@ -103,7 +103,7 @@ class GpuForward : public DeviceForward {
       route_weights_, logits_, plan_, expert_x_, expert_y_, answers_, sum_plan_, split_;
   gpu::HostBuffer route_host_, h_host_, moe_host_, plan_host_;
   Routes routes_;
-  SumPlan combine_;
+  SumPlan combine_;  // the layer's combine (LocalExperts, LinkedExperts)
   gpu::DeviceSampler sampler_;
 };
 

@@ -224,7 +224,7 @@ TEST(GpuOps, SumPlanAndBf16GatherMatchHost) {
   gpu::DeviceBuffer room;
   auto device_plan = gpu::UploadSumPlan(plan, room);
   ASSERT_TRUE(device_plan.ok());
-  ASSERT_TRUE(gpu::ApplySumPlan(*device_plan, dv.p, D, dout.p).ok());
+  ASSERT_TRUE(gpu::ApplySumPlan(*device_plan, dv.p, D, false, dout.p).ok());
   EXPECT_TRUE(testing::BitEqual(dout.Host(), want));
 
   // bf16 rows picked by index, copied as they are.

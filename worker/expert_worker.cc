@@ -82,28 +82,31 @@ Status ExpertWorker::Process(int layer, int64_t step, int rows, bool link, const
                 (link ? 0 : int64_t{total_vectors} * D_ * 4));
   float* out = reinterpret_cast<float*>(reply->data() + header_at + sizeof(wire::ResultHeader));
 
-  // Run every held slice once over its rows (all slices together), then the plan.
-  DeviceJob job;
-  job.layer = layer;
-  job.step = step;
-  job.plan = &plan_;
-  job.vectors = total_vectors;
-  if (link) {
-    row_index_.clear();
-    for (int si = 0; si < S; ++si)
-      row_index_.insert(row_index_.end(), rows_[si].begin(), rows_[si].end());
-    job.rows = rows;
-    job.row_index = row_index_.data();
-  } else {
+  // Run every held slice once over its rows (all slices together), then the plan. The rows
+  // are gathered per slice here, unless they come over the GPU link.
+  if (!link) {
     x_.resize(x_at[S]);
     for (int si = 0; si < S; ++si)
       for (size_t i = 0; i < rows_[si].size(); ++i)
         std::memcpy(&x_[x_at[si] + static_cast<int64_t>(i) * D_], hidden(rows_[si][i]), D_ * 4);
-    job.x = x_.data();
-    job.out = out;
   }
   if (device_) {
+    DeviceJob job;
+    job.layer = layer;
+    job.step = step;
+    job.plan = &plan_;
+    job.vectors = total_vectors;
     for (int si = 0; si < S; ++si) job.tasks.push_back({si, static_cast<int>(rows_[si].size())});
+    if (link) {
+      row_index_.clear();
+      for (int si = 0; si < S; ++si)
+        row_index_.insert(row_index_.end(), rows_[si].begin(), rows_[si].end());
+      job.rows = rows;
+      job.row_index = row_index_.data();
+    } else {
+      job.x = x_.data();
+      job.out = out;
+    }
     MOE_RETURN_IF_ERROR(device_->Run(job));
   } else {
     partials_.resize(p_at[S]);

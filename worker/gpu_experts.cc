@@ -51,63 +51,67 @@ Status GpuExperts::Run(const DeviceJob& job) {
 
 Status GpuExperts::RunJob(const DeviceJob& job) {
   const int D = D_;
+  const bool linked = job.x == nullptr;
   const std::vector<Slice>& slices = layers_[job.layer];
-  int64_t n_all = 0, out_all = 0, ffn_rows = 0;
+  int64_t n_all = 0, out_all = 0;
   for (const DeviceTask& t : job.tasks) {
-    const Slice& s = slices[t.slice];
     n_all += t.n;
-    out_all += int64_t{t.n} * (s.whole ? 1 : s.blocks);
-    ffn_rows = std::max(ffn_rows, int64_t{t.n} * s.ffn);
+    out_all += int64_t{t.n} * (slices[t.slice].whole ? 1 : slices[t.slice].blocks);
   }
   const ExchangeLabel rows_label{"dispatch rows", job.layer, job.step},
       answers_label{"combine answers", job.layer, job.step};
   // No rows here this layer: nothing travels either way (the link's calls still pair up).
   if (n_all == 0) {
-    if (job.x != nullptr) return Status::Ok();
+    if (!linked) return Status::Ok();
     MOE_RETURN_IF_ERROR(link_->Receive({}, rows_label));
     MOE_RETURN_IF_ERROR(link_->Send({}, answers_label));
     return link_->Wait(answers_label);
   }
   // Every buffer is grown before anything is queued: growing frees, and a free waits for the
-  // whole device.
-  // xb [sum n, D] bf16: the tasks' rows end to end; out: each task's outputs end to end, [n, D]
-  // whole or [blocks, n, D] one partial per block; gate_up [n, 2Fs] and act [n, Fs] per task.
+  // whole device. xb [sum n, D] bf16: the tasks' rows end to end; out: each task's outputs end
+  // to end, [n, D] whole or [blocks, n, D] one partial per block.
   MOE_ASSIGN_OR_RETURN(uint16_t * xb, xb_.Get<uint16_t>(n_all * D));
   MOE_ASSIGN_OR_RETURN(float* out, out_.Get<float>(out_all * D));
-  MOE_ASSIGN_OR_RETURN(float* gate_up, gate_up_.Get<float>(2 * ffn_rows));
-  MOE_ASSIGN_OR_RETURN(uint16_t * act, act_.Get<uint16_t>(ffn_rows));
   MOE_ASSIGN_OR_RETURN(float* answers, answers_.Get<float>(int64_t{job.vectors} * D));
-  if (job.x == nullptr) {
+  MOE_RETURN_IF_ERROR(ReserveFfn(slices, job.tasks));
+  MOE_ASSIGN_OR_RETURN(gpu::DeviceSumPlan plan, gpu::UploadSumPlan(*job.plan, plan_));
+  if (linked) {
     // rows [rows, D] bf16 from rank 0, then each task's rows picked out.
     MOE_ASSIGN_OR_RETURN(uint16_t * rows, rows_.Get<uint16_t>(int64_t{job.rows} * D));
     MOE_ASSIGN_OR_RETURN(int32_t * index, index_.Get<int32_t>(n_all));
-    MOE_ASSIGN_OR_RETURN(gpu::DeviceSumPlan plan, gpu::UploadSumPlan(*job.plan, plan_));
     MOE_RETURN_IF_ERROR(gpu::CopyToDeviceAsync(index, job.row_index, n_all * sizeof(int32_t)));
     MOE_RETURN_IF_ERROR(link_->Receive({{rows, int64_t{job.rows} * D * 2, 0}}, rows_label));
     MOE_RETURN_IF_ERROR(gpu::GatherRowsBf16(rows, index, static_cast<int>(n_all), D, xb));
-    MOE_RETURN_IF_ERROR(Experts(slices, job.tasks, xb, gate_up, act, out));
-    // answers [vectors, D] = the job's plan over the outputs, back to rank 0.
-    MOE_RETURN_IF_ERROR(gpu::ApplySumPlan(plan, out, D, answers));
-    MOE_RETURN_IF_ERROR(
-        link_->Send({{answers, int64_t{job.vectors} * D * 4, 0}}, answers_label));
-    return link_->Wait(answers_label);
+  } else {
+    MOE_ASSIGN_OR_RETURN(float* x, x_.Get<float>(n_all * D));
+    MOE_RETURN_IF_ERROR(gpu::CopyToDeviceAsync(x, job.x, n_all * D * sizeof(float)));
+    MOE_RETURN_IF_ERROR(gpu::ToBf16(x, n_all * D, xb));
   }
-  MOE_ASSIGN_OR_RETURN(float* x, x_.Get<float>(n_all * D));
-  MOE_ASSIGN_OR_RETURN(gpu::DeviceSumPlan plan, gpu::UploadSumPlan(*job.plan, plan_));
-  MOE_RETURN_IF_ERROR(gpu::CopyToDeviceAsync(x, job.x, n_all * D * sizeof(float)));
-  MOE_RETURN_IF_ERROR(gpu::ToBf16(x, n_all * D, xb));
-  MOE_RETURN_IF_ERROR(Experts(slices, job.tasks, xb, gate_up, act, out));
-  MOE_RETURN_IF_ERROR(gpu::ApplySumPlan(plan, out, D, answers));
-  return gpu::CopyToHost(job.out, answers, int64_t{job.vectors} * D * sizeof(float));
+  // answers [vectors, D] = the job's plan over the outputs, back to rank 0 or the host.
+  MOE_RETURN_IF_ERROR(Experts(slices, job.tasks, xb, out));
+  MOE_RETURN_IF_ERROR(gpu::ApplySumPlan(plan, out, D, false, answers));
+  if (!linked) return gpu::CopyToHost(job.out, answers, int64_t{job.vectors} * D * sizeof(float));
+  MOE_RETURN_IF_ERROR(link_->Send({{answers, int64_t{job.vectors} * D * 4, 0}}, answers_label));
+  return link_->Wait(answers_label);
+}
+
+Status GpuExperts::ReserveFfn(const std::vector<Slice>& slices,
+                              const std::vector<DeviceTask>& tasks) {
+  int64_t largest = 0;  // rows x ffn width of the largest task
+  for (const DeviceTask& t : tasks) largest = std::max(largest, int64_t{t.n} * slices[t.slice].ffn);
+  MOE_RETURN_IF_ERROR(gate_up_.Get<float>(2 * largest).status());
+  return act_.Get<uint16_t>(largest).status();
 }
 
 Status GpuExperts::Experts(const std::vector<Slice>& slices, const std::vector<DeviceTask>& tasks,
-                           const uint16_t* xb, float* gate_up, uint16_t* act, float* out) {
+                           const uint16_t* xb, float* out) {
   const int D = D_;
   int64_t row = 0, at = 0;
   for (const DeviceTask& t : tasks) {
     const Slice& s = slices[t.slice];
     if (t.n == 0) continue;
+    float* gate_up = gate_up_.Get<float>(int64_t{t.n} * 2 * s.ffn).value();  // ReserveFfn
+    uint16_t* act = act_.Get<uint16_t>(int64_t{t.n} * s.ffn).value();
     // gate_up [n, 2Fs] = x [w1; w3]^T; act [n, Fs] = silu(gate) * up in bf16
     MOE_RETURN_IF_ERROR(gpu::GemmBf16(xb + row * D, t.n, D, s.w13, 2 * s.ffn, D, D, false,
                                       gate_up));
@@ -126,30 +130,11 @@ Status GpuExperts::Experts(const std::vector<Slice>& slices, const std::vector<D
 Status GpuExperts::RunGrouped(int layer, const uint16_t* xb, const std::vector<int>& counts,
                               float* y) {
   if (!every_expert_) return Internal("RunGrouped needs every expert held whole");
-  int64_t n = 0;
-  for (int c : counts) n += c;
-  if (n == 0) return Status::Ok();
-  const int F = layers_[layer].front().ffn;
-  MOE_ASSIGN_OR_RETURN(float* gate_up, gate_up_.Get<float>(n * 2 * F));
-  MOE_ASSIGN_OR_RETURN(uint16_t* act, act_.Get<uint16_t>(n * F));
-  // gate_up [n, 2F] = x [w1; w3]^T per expert's rows; act [n, F] = silu(gate) * up in bf16
-  int64_t row = 0;
-  for (size_t e = 0; e < counts.size(); row += counts[e], ++e) {
-    if (counts[e] == 0) continue;
-    const Slice& s = layers_[layer][whole_[layer][e]];
-    MOE_RETURN_IF_ERROR(gpu::GemmBf16(xb + row * D_, counts[e], D_, s.w13, 2 * F, D_, D_, false,
-                                      gate_up + row * 2 * F));
-  }
-  MOE_RETURN_IF_ERROR(gpu::SiluMulToBf16(gate_up, n, F, act));
-  // y [n, D] = act w2^T per expert's rows
-  row = 0;
-  for (size_t e = 0; e < counts.size(); row += counts[e], ++e) {
-    if (counts[e] == 0) continue;
-    const Slice& s = layers_[layer][whole_[layer][e]];
-    MOE_RETURN_IF_ERROR(
-        gpu::GemmBf16(act + row * F, counts[e], F, s.w2, D_, F, F, false, y + row * D_));
-  }
-  return Status::Ok();
+  // Each expert's rows as a task of its whole slice, in id order.
+  std::vector<DeviceTask> tasks;
+  for (size_t e = 0; e < counts.size(); ++e) tasks.push_back({whole_[layer][e], counts[e]});
+  MOE_RETURN_IF_ERROR(ReserveFfn(layers_[layer], tasks));
+  return Experts(layers_[layer], tasks, xb, y);
 }
 
 }  // namespace moe

@@ -48,10 +48,12 @@ class GpuExperts : public ExpertDevice {
   };
   GpuExperts() = default;
   Status RunJob(const DeviceJob& job);
-  // out = the tasks' FFNs over their rows xb (the tasks end to end), one after another through
-  // gate_up and act, which fit the largest task.
+  // Grows gate_up_ and act_ to fit the largest task (growing frees: do it before queueing).
+  Status ReserveFfn(const std::vector<Slice>& slices, const std::vector<DeviceTask>& tasks);
+  // out = the tasks' FFNs over their rows xb (the tasks end to end; outputs [n, D] whole or
+  // [blocks, n, D]), one task after another through gate_up_ and act_ (ReserveFfn first).
   Status Experts(const std::vector<Slice>& slices, const std::vector<DeviceTask>& tasks,
-                 const uint16_t* xb, float* gate_up, uint16_t* act, float* out);
+                 const uint16_t* xb, float* out);
 
   int D_ = 0, Fb_ = 0;
   std::vector<std::vector<Slice>> layers_;  // [L][held], the store's order

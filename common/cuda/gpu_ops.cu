@@ -160,18 +160,6 @@ __global__ void GatherRowsKernel(const In* x, const int32_t* rows, int D, Out* o
     Store(&out[static_cast<int64_t>(blockIdx.x) * D + i], src[i]);
 }
 
-__global__ void AddWeightedRowsKernel(float* x, const float* y, const int32_t* slots,
-                                      const float* weights, int K, int D) {
-  const int t = blockIdx.x;
-  for (int i = threadIdx.x; i < D; i += blockDim.x) {
-    float sum = 0;
-    for (int j = 0; j < K; ++j)
-      sum = __fadd_rn(sum, __fmul_rn(weights[t * K + j],
-                                     y[static_cast<int64_t>(slots[t * K + j]) * D + i]));
-    x[static_cast<int64_t>(t) * D + i] = __fadd_rn(x[static_cast<int64_t>(t) * D + i], sum);
-  }
-}
-
 // One warp per (token, expert).
 __global__ void RouterLogitsKernel(const float* h, const uint16_t* w, int T, int E, int D,
                                    float* logits) {
@@ -324,18 +312,12 @@ Status GatherRowsBf16(const uint16_t* x, const int32_t* rows, int n, int D, uint
   return Launched("GatherRowsBf16");
 }
 
-Status ApplySumPlan(const DeviceSumPlan& plan, const float* base, int D, float* out) {
+Status ApplySumPlan(const DeviceSumPlan& plan, const float* base, int D, bool accumulate,
+                    float* out) {
   if (plan.outputs == 0) return Status::Ok();
   kernels::ApplySumPlanKernel<<<plan.outputs, kThreads>>>(
-      plan.term_begin, plan.source_begin, plan.source, plan.weight, base, D, out);
+      plan.term_begin, plan.source_begin, plan.source, plan.weight, base, D, accumulate, out);
   return Launched("ApplySumPlan");
-}
-
-Status AddWeightedRows(float* x, const float* y, const int32_t* slots, const float* weights, int T,
-                       int K, int D) {
-  if (T == 0) return Status::Ok();
-  AddWeightedRowsKernel<<<T, kThreads>>>(x, y, slots, weights, K, D);
-  return Launched("AddWeightedRows");
 }
 
 Status GatherRows(const float* x, const int32_t* rows, int R, int D, float* out) {

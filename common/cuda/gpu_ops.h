@@ -64,13 +64,10 @@ struct DeviceSumPlan {
   int outputs = 0;
 };
 // out [outputs, D] = the plan carried out over the vectors at `base`, adding in the plan's
-// order with every product and sum rounded on its own, as moe::ApplySumPlan does on the host.
-Status ApplySumPlan(const DeviceSumPlan& plan, const float* base, int D, float* out);
-// x[t] += y_t, y_t = sum over j < K in order of weights[t, j] * y[slots[t, j]]: each product and
-// sum rounded on its own (no fused multiply-add), as the CPU's combine adds a token's experts.
-// x [T, D], y [*, D], slots and weights [T, K].
-Status AddWeightedRows(float* x, const float* y, const int32_t* slots, const float* weights, int T,
-                       int K, int D);
+// order with every product and sum rounded on its own, as moe::ApplySumPlan does on the host;
+// accumulate: out += each output's sum instead (x += a layer's expert answers).
+Status ApplySumPlan(const DeviceSumPlan& plan, const float* base, int D, bool accumulate,
+                    float* out);
 // logits [T, E] = h [T, D] . w [E, D]^T in f32 (w bf16 widened exactly), one f32 dot product
 // per output: the router decides which experts run, so it does not round h to bf16.
 Status RouterLogits(const float* h, const uint16_t* w, int T, int E, int D, float* logits);

@@ -6,10 +6,11 @@
 
 namespace moe::gpu::kernels {
 
-// One block per output; sums in the plan's order (host: moe::ApplySumPlan).
+// One block per output; sums in the plan's order (host: moe::ApplySumPlan). accumulate: the
+// output's sum is added to what `out` holds, as one more rounded addition.
 __global__ void ApplySumPlanKernel(const int32_t* term_begin, const int32_t* source_begin,
                                    const int64_t* source, const float* weight, const float* base,
-                                   int D, float* out) {
+                                   int D, bool accumulate, float* out) {
   const int o = blockIdx.x;
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     float y = 0;
@@ -19,7 +20,8 @@ __global__ void ApplySumPlanKernel(const int32_t* term_begin, const int32_t* sou
         s = __fadd_rn(s, base[source[i] + d]);
       y = __fadd_rn(y, __fmul_rn(weight[k], s));
     }
-    out[static_cast<int64_t>(o) * D + d] = y;
+    float* at = out + static_cast<int64_t>(o) * D + d;
+    *at = accumulate ? __fadd_rn(*at, y) : y;
   }
 }
 
