@@ -63,6 +63,8 @@ StatusOr<std::unique_ptr<GpuForward>> GpuForward::Load(const ModelConfig& c, Che
   MOE_RETURN_IF_ERROR(gpu::CopyToDevice(inv_freq, rope.inv_freq().data(),
                                         rope.inv_freq().size() * sizeof(float)));
   g->inv_freq_ = inv_freq;
+  MOE_ASSIGN_OR_RETURN(g->split_arrivals_, a.Array<int>(gpu::kSplitBlocks));
+  MOE_RETURN_IF_ERROR(gpu::Memset(g->split_arrivals_, 0, gpu::kSplitBlocks * sizeof(int)));
   return g;
 }
 
@@ -196,6 +198,7 @@ Status GpuForward::Attention(int l) {
     if (split.splits > 1) {
       MOE_ASSIGN_OR_RETURN(split.workspace, split_.Get<float>(gpu::DecodeWorkspaceFloats(
                                                 split, p.decode_tiles, H, hd)));
+      split.arrivals = split_arrivals_;
     }
     MOE_RETURN_IF_ERROR(gpu::PagedAttention(p.kv, l, rows_, q, H, c.sliding_window, p.tile_row0,
                                             p.tile_rows, p.decode_tiles, false, split, attn));

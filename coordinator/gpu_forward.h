@@ -91,6 +91,7 @@ class GpuForward : public DeviceForward {
   const uint16_t* lm_head_ = nullptr;     // [V, D]
   std::vector<LayerWeights> layers_;
   const float* inv_freq_ = nullptr;       // [hd/2]
+  int* split_arrivals_ = nullptr;         // [kSplitBlocks] split decode's counts, zero between
 
   // The step.
   int T_ = 0, R_ = 0;

@@ -2,6 +2,7 @@
 // visible). bf16 matmuls round activations to bf16: relative 2e-2; the rest: close to f32.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -152,7 +153,9 @@ TEST(GpuOps, PagedAttentionMatchesCpu) {
           dwork(std::max<int64_t>(1, gpu::DecodeWorkspaceFloats(split, c.decode_tiles, c.H, c.hd)));
       Dev<int32_t> dpos(c.pos), dat(c.table_at), dtables(c.tables), drow0(c.tile_row0),
           drows(c.tile_rows);
+      Dev<int32_t> darrivals(std::vector<int32_t>(gpu::kSplitBlocks, 0));
       split.workspace = dwork.p;
+      split.arrivals = darrivals.p;
       const gpu::PagedKv kv{dk.p, dv.p, c.L, c.B, c.KV, c.hd};
       const gpu::StepRows step{dpos.p, dat.p, dtables.p};
       ASSERT_TRUE(
@@ -164,6 +167,8 @@ TEST(GpuOps, PagedAttentionMatchesCpu) {
                                       true, gpu::DecodeSplit{}, dout.p).ok());
       EXPECT_LE(testing::RelativeMaxError(dout.Host().data(), c.want.data(), c.want.size()), 1e-5)
           << "window " << window << ", " << split.splits << " splits of " << split.keys;
+      const std::vector<int32_t> arrivals = darrivals.Host();  // left zero for the next step
+      EXPECT_EQ(std::count(arrivals.begin(), arrivals.end(), 0), gpu::kSplitBlocks);
     }
   }
 }

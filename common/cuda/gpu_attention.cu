@@ -25,8 +25,15 @@ Status PagedAttention(const PagedKv& kv, int layer, const StepRows& rows, const 
                            std::to_string(kv.head_dim));
   if (heads % kv.kv_heads != 0) return InvalidArgument("heads must be a multiple of kv heads");
   if (tiles == 0) return Status::Ok();
-  if (!multi_row && split.splits > 1 && split.workspace == nullptr)
-    return InvalidArgument("split decode attention needs its workspace");
+  if (!multi_row && split.splits > 1) {
+    if (split.workspace == nullptr || split.arrivals == nullptr)
+      return InvalidArgument("split decode attention needs its workspace and arrival counts");
+    if (int64_t{tiles} * heads >= kSplitBlocks)
+      return InvalidArgument("split decode attention over " +
+                             std::to_string(int64_t{tiles} * heads) +
+                             " (row, head) pairs: it counts arrivals for fewer than " +
+                             std::to_string(kSplitBlocks) + " (SplitDecode)");
+  }
   auto launch = [](dim3 grid, dim3 block, auto kernel, auto... args) {
     kernel<<<grid, block>>>(args...);
   };

@@ -38,23 +38,26 @@ struct StepRows {
 Status KvWrite(const PagedKv& kv, int layer, const StepRows& rows, const float* k,
                const float* v, const int32_t* tile_row0, const int32_t* tile_rows, int tiles);
 
-// Decode rows' keys cut into splits run by thread blocks of their own, then merged (split-K):
-// at batch 1 a thread block per head alone leaves most of the GPU idle, and the time grows
-// with the context. Rows with few keys, or enough (row, head) pairs to fill the GPU, are not
-// split.
+// Decode rows' keys cut into splits run by thread blocks of their own (split-K): at batch 1 a
+// thread block per head alone leaves most of the GPU idle, and the time grows with the
+// context. Rows with few keys, or enough (row, head) pairs to fill the GPU, are not split.
+// Still one kernel: each split writes its softmax partial, and the last of a pair's splits to
+// finish merges them all, in split order.
 struct DecodeSplit {
-  int splits = 1;               // 1: no split, no merge
+  int splits = 1;               // 1: no split
   int keys = 0;                 // per split, a whole number of key tiles
   float* workspace = nullptr;   // device, DecodeWorkspaceFloats of it, when splits > 1
+  int* arrivals = nullptr;      // device, kSplitBlocks ints: zero before a launch, zero after
 };
 constexpr int kMinSplitKeys = 128, kMaxSplits = 64, kSplitBlocks = 1024;
 // The split for `pairs` (decode row, head) pairs whose rows see at most `max_keys` keys each:
 // about max_keys / min_keys splits, no more than kMaxSplits or than kSplitBlocks thread blocks
-// in all need, each of ceil(max_keys / splits) keys rounded up to a key tile.
+// in all, each of ceil(max_keys / splits) keys rounded up to a key tile. A split step has
+// fewer than kSplitBlocks pairs.
 inline DecodeSplit SplitDecode(int max_keys, int pairs, int min_keys = kMinSplitKeys) {
   DecodeSplit s;
-  int cap = pairs > 0 ? (kSplitBlocks + pairs - 1) / pairs : 1;
-  cap = cap < kMaxSplits ? cap : kMaxSplits;
+  int cap = pairs > 0 ? kSplitBlocks / pairs : 1;
+  cap = cap < 1 ? 1 : cap < kMaxSplits ? cap : kMaxSplits;
   const int wanted = (max_keys + min_keys - 1) / min_keys;
   s.splits = wanted < 1 ? 1 : wanted > cap ? cap : wanted;
   const int per = (max_keys + s.splits - 1) / s.splits;

@@ -46,17 +46,34 @@ __global__ void KvWriteKernel(PagedKv kv, int layer, StepRows rows, const float*
   }
 }
 
+// row [hd] = the softmax partials p [splits, hd + 2] (each: max, sum, unnormalised output)
+// merged in split order, by the calling warp. The partials were written by other thread
+// blocks: read from L2 (__ldcg), past this SM's L1.
+__device__ inline void MergeSplits(const float* p, int splits, int hd, float* row) {
+  float m = -INFINITY, l = 0;
+  for (int z = 0; z < splits; ++z) m = fmaxf(m, __ldcg(p + z * (hd + 2)));
+  for (int z = 0; z < splits; ++z)
+    l += __ldcg(p + z * (hd + 2) + 1) * expf(__ldcg(p + z * (hd + 2)) - m);
+  for (int d = threadIdx.x; d < hd; d += 32) {
+    float a = 0;
+    for (int z = 0; z < splits; ++z)
+      a += __ldcg(p + z * (hd + 2) + 2 + d) * expf(__ldcg(p + z * (hd + 2)) - m);
+    row[d] = a / l;
+  }
+}
+
 // Thread block: one (tile, head), kWarps warps, warp w owning tile rows w, w + kWarps, ...
 // Each lane holds head dims lane, lane + 32, ... of its rows' running output. kSplit: a
-// decode tile (one row) whose keys are cut into gridDim.z splits of `split_keys`; block z
-// takes split z and writes its partial softmax (max, sum, unnormalised output) to `partial`
-// [tiles, H, splits, hd + 2] for MergeSplitsKernel. Else the block takes every key its rows
-// see and writes `out`.
+// decode tile (one row, one warp) whose keys are cut into gridDim.z splits of `split_keys`;
+// block z takes split z and writes its partial softmax (max, sum, unnormalised output) to
+// `partial` [tiles, H, splits, hd + 2], and the pair's last block to finish (counted in
+// `arrivals` [tiles * H], left zero) merges them into `out`. Else the block takes every key
+// its rows see and writes `out`.
 template <int kWarps, int kRowsPerWarp, bool kSplit>
 __global__ void __launch_bounds__(kWarps * 32)
     PagedAttentionKernel(PagedKv kv, int layer, StepRows rows, const float* q, int H,
                          int window, const int32_t* tile_row0, const int32_t* tile_rows,
-                         int split_keys, float* partial, float* out) {
+                         int split_keys, float* partial, int* arrivals, float* out) {
   constexpr int kDims = kMaxHeadDim / 32;
   __shared__ float ks[kKeyTile][kMaxHeadDim + 1];  // +1: lanes reading key `lane` miss no bank
   __shared__ float vs[kKeyTile][kMaxHeadDim];
@@ -130,8 +147,9 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
   if constexpr (kSplit) {
     // An empty split (its keys all past the row's) leaves max -inf and sum 0: it adds nothing.
-    float* mine =
-        partial + ((static_cast<int64_t>(blockIdx.x) * H + h) * gridDim.z + blockIdx.z) * (hd + 2);
+    const int64_t pair = static_cast<int64_t>(blockIdx.x) * H + h;
+    float* splits = partial + pair * gridDim.z * (hd + 2);
+    float* mine = splits + blockIdx.z * (hd + 2);
     if (lane == 0) {
       mine[0] = m[0];
       mine[1] = l[0];
@@ -139,6 +157,16 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int c = 0; c < kDims; ++c)
       if (lane + 32 * c < hd) mine[2 + lane + 32 * c] = acc[0][c];
+    // Every lane's partial is visible device-wide before the count says this split is done.
+    __threadfence();
+    __syncthreads();
+    __shared__ int done_before;  // splits of this pair that had finished before this one
+    if (threadIdx.x == 0) done_before = atomicAdd(&arrivals[pair], 1);
+    __syncthreads();
+    if (done_before != static_cast<int>(gridDim.z) - 1) return;  // the whole block
+    __threadfence();
+    MergeSplits(splits, gridDim.z, hd, out + (static_cast<int64_t>(r0) * H + h) * hd);
+    if (threadIdx.x == 0) arrivals[pair] = 0;  // for the next launch
   } else {
 #pragma unroll
     for (int i = 0; i < kRowsPerWarp; ++i) {
@@ -152,41 +180,25 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-// Thread block: one (decode tile, head); its splits' partials merged in split order.
-__global__ void MergeSplitsKernel(const float* partial, int H, int hd, int splits,
-                                  const int32_t* tile_row0, float* out) {
-  const int h = blockIdx.y;
-  const float* p = partial + (static_cast<int64_t>(blockIdx.x) * H + h) * splits * (hd + 2);
-  float m = -INFINITY, l = 0;
-  for (int z = 0; z < splits; ++z) m = fmaxf(m, p[z * (hd + 2)]);
-  for (int z = 0; z < splits; ++z) l += p[z * (hd + 2) + 1] * expf(p[z * (hd + 2)] - m);
-  float* row = out + (static_cast<int64_t>(tile_row0[blockIdx.x]) * H + h) * hd;
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-    float a = 0;
-    for (int z = 0; z < splits; ++z) a += p[z * (hd + 2) + 2 + d] * expf(p[z * (hd + 2)] - m);
-    row[d] = a / l;
-  }
-}
-
-// Queues PagedAttention's kernels through `launch(grid, block, kernel, args...)`.
+// Queues PagedAttention's kernel through `launch(grid, block, kernel, args...)`.
 template <typename Launch>
 void EnqueuePagedAttention(Launch&& launch, const PagedKv& kv, int layer, const StepRows& rows,
                            const float* q, int heads, int window, const int32_t* tile_row0,
                            const int32_t* tile_rows, int tiles, bool multi_row,
                            const DecodeSplit& split, float* out) {
-  const dim3 grid(tiles, heads);
+  float* no_partial = nullptr;
+  int* no_arrivals = nullptr;
   if (multi_row) {
     static_assert(4 * 4 >= kTileRows);
-    launch(grid, dim3(128), PagedAttentionKernel<4, 4, false>, kv, layer, rows, q, heads, window,
-           tile_row0, tile_rows, 0, static_cast<float*>(nullptr), out);
+    launch(dim3(tiles, heads), dim3(128), PagedAttentionKernel<4, 4, false>, kv, layer, rows, q,
+           heads, window, tile_row0, tile_rows, 0, no_partial, no_arrivals, out);
   } else if (split.splits <= 1) {
-    launch(grid, dim3(32), PagedAttentionKernel<1, 1, false>, kv, layer, rows, q, heads, window,
-           tile_row0, tile_rows, 0, static_cast<float*>(nullptr), out);
+    launch(dim3(tiles, heads), dim3(32), PagedAttentionKernel<1, 1, false>, kv, layer, rows, q,
+           heads, window, tile_row0, tile_rows, 0, no_partial, no_arrivals, out);
   } else {
     launch(dim3(tiles, heads, split.splits), dim3(32), PagedAttentionKernel<1, 1, true>, kv,
-           layer, rows, q, heads, window, tile_row0, tile_rows, split.keys, split.workspace, out);
-    launch(grid, dim3(32), MergeSplitsKernel, static_cast<const float*>(split.workspace), heads,
-           kv.head_dim, split.splits, tile_row0, out);
+           layer, rows, q, heads, window, tile_row0, tile_rows, split.keys, split.workspace,
+           split.arrivals, out);
   }
 }
 

@@ -8,6 +8,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "tests/paged_attention_case.h"
 
 namespace moe {
@@ -16,11 +19,16 @@ namespace {
 using testing::PagedAttentionCase;
 
 // The step's keys into the cache, then attention for the decode tiles (split as `split` says)
-// and the prefill tiles, as coordinator/gpu_forward.cc queues them.
+// and the prefill tiles, as coordinator/gpu_forward.cc queues them. The split workspace starts
+// as NaN, so a merge that reads a partial no block wrote shows; the arrival counts must be
+// left zero.
 std::vector<float> RunOnHost(PagedAttentionCase& c, gpu::DecodeSplit split) {
   std::vector<float> k = c.k_cache, v = c.v_cache, out(c.want.size(), -1.0f);
-  std::vector<float> workspace(gpu::DecodeWorkspaceFloats(split, c.decode_tiles, c.H, c.hd));
+  std::vector<float> workspace(gpu::DecodeWorkspaceFloats(split, c.decode_tiles, c.H, c.hd),
+                               std::nanf(""));
+  std::vector<int> arrivals(gpu::kSplitBlocks, 0);
   split.workspace = workspace.data();
+  split.arrivals = arrivals.data();
   const gpu::PagedKv kv{k.data(), v.data(), c.L, c.B, c.KV, c.hd};
   const gpu::StepRows rows{c.pos.data(), c.table_at.data(), c.tables.data()};
   auto launch = [](dim3 grid, dim3 block, auto kernel, auto... args) {
@@ -39,6 +47,7 @@ std::vector<float> RunOnHost(PagedAttentionCase& c, gpu::DecodeSplit split) {
     gpu::kernels::EnqueuePagedAttention(
         launch, kv, c.layer, rows, c.q.data(), c.H, c.window, c.tile_row0.data() + c.decode_tiles,
         c.tile_rows.data() + c.decode_tiles, prefill, true, gpu::DecodeSplit{}, out.data());
+  EXPECT_EQ(std::count(arrivals.begin(), arrivals.end(), 0), gpu::kSplitBlocks);
   return out;
 }
 
@@ -58,18 +67,24 @@ TEST(SimtAttention, KernelsMatchCpuWithAndWithoutSplitKeys) {
       EXPECT_LE(testing::RelativeMaxError(got.data(), c.want.data(), c.want.size()), 1e-5)
           << "hd " << shape.head_dim << ", window " << shape.window << ", " << split.splits
           << " splits of " << split.keys;
+      // Blocks in another order: another split of each pair finishes last and merges, in the
+      // same order, so to the same bits.
+      EXPECT_EQ(RunOnHost(c, split), got) << split.splits << " splits";
     }
   }
 }
 
 TEST(SimtAttention, SplitDecodeCoversEveryKeyOnce) {
   for (int keys : {1, 31, 32, 128, 129, 2048, 4096, 100000}) {
-    for (int pairs : {1, 32, 2048}) {
+    for (int pairs : {1, 32, 600, 1023, 2048}) {
       for (int min_keys : {32, gpu::kMinSplitKeys}) {
         const gpu::DecodeSplit s = gpu::SplitDecode(keys, pairs, min_keys);
         EXPECT_GE(s.splits, 1);
         EXPECT_LE(s.splits, gpu::kMaxSplits);
         EXPECT_LE(int64_t{s.splits} * pairs, std::max(gpu::kSplitBlocks, pairs));
+        if (s.splits > 1) {
+          EXPECT_LT(pairs, gpu::kSplitBlocks);  // the arrival counts
+        }
         EXPECT_EQ(s.keys % gpu::kKeyTile, 0);
         EXPECT_GE(int64_t{s.splits} * s.keys, keys) << keys;     // every key in a split
         EXPECT_LT(int64_t{s.splits - 1} * s.keys, keys) << keys;  // no split wholly past them

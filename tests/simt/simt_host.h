@@ -3,6 +3,8 @@
 // thread block at a time, each CUDA thread of the block on a std::thread of its own, so
 // __syncthreads, warp shuffles and shared memory behave as on the device (a warp's lanes meet
 // at every shuffle; __shared__ arrays are statics, which one block at a time may share).
+// A device promises no order among a grid's blocks, so neither does Launch: it runs them in a
+// shuffled order, a different one each launch (the same from run to run).
 // This checks a kernel's indexing, synchronisation and arithmetic, not its speed; the `gpu`
 // tests run the same kernels on a device.
 #pragma once
@@ -15,6 +17,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <numeric>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -52,6 +56,7 @@ struct Block {
   std::vector<double> lanes;  // holds any float or int exactly (ints up to 2^53)
 };
 inline Block* block = nullptr;
+inline unsigned launches = 0;  // seeds each launch's block order
 
 inline int FlatThread() {
   return static_cast<int>(thread_index.x +
@@ -80,26 +85,28 @@ void Launch(dim3 grid, dim3 threads, void (*kernel)(Params...), Args... args) {
   grid_dim = grid;
   block_dim = threads;
   const int n = static_cast<int>(threads.x * threads.y * threads.z);
-  for (unsigned z = 0; z < grid.z; ++z)
-    for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) {
-        Block b(n);
-        block = &b;
-        std::vector<std::thread> running;
-        for (int t = 0; t < n; ++t)
-          running.emplace_back([&, t] {
-            thread_index = dim3(t % threads.x, t / threads.x % threads.y,
-                                t / (threads.x * threads.y));
-            block_index = dim3(x, y, z);
-            kernel(args...);
-            // A thread that is done no longer holds the others at their meeting points.
-            b.alive[t / 32]->fetch_sub(1);
-            b.warps[t / 32]->arrive_and_drop();
-            b.all.arrive_and_drop();
-          });
-        for (std::thread& th : running) th.join();
-        block = nullptr;
-      }
+  std::vector<unsigned> order(grid.x * grid.y * grid.z);
+  std::iota(order.begin(), order.end(), 0u);
+  std::shuffle(order.begin(), order.end(), std::mt19937(++launches));
+  for (const unsigned i : order) {
+    const unsigned x = i % grid.x, y = i / grid.x % grid.y, z = i / (grid.x * grid.y);
+    Block b(n);
+    block = &b;
+    std::vector<std::thread> running;
+    for (int t = 0; t < n; ++t)
+      running.emplace_back([&, t] {
+        thread_index =
+            dim3(t % threads.x, t / threads.x % threads.y, t / (threads.x * threads.y));
+        block_index = dim3(x, y, z);
+        kernel(args...);
+        // A thread that is done no longer holds the others at their meeting points.
+        b.alive[t / 32]->fetch_sub(1);
+        b.warps[t / 32]->arrive_and_drop();
+        b.all.arrive_and_drop();
+      });
+    for (std::thread& th : running) th.join();
+    block = nullptr;
+  }
 }
 
 }  // namespace simt
@@ -117,6 +124,12 @@ T __shfl_xor_sync(unsigned, T v, int mask) {
 template <typename T>
 T __shfl_sync(unsigned, T v, int src) {
   return simt::Exchange(v, [src](int) { return src; });
+}
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
+template <typename T>
+T __ldcg(const T* p) {
+  return *p;
 }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float __fadd_rn(float a, float b) { return a + b; }
