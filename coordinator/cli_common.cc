@@ -64,7 +64,10 @@ void AddRankFlags(po::options_description& options, RuntimeOptions& runtime) {
        "how expert rows travel between ranks' GPUs: nccl (GPU to GPU; every rank needs a GPU "
        "of its own), host (through host memory with MPI), auto (nccl where it can, else "
        "host with a notice), or mpi-link (the nccl path's protocol carried by MPI through "
-       "host memory; ranks may share a GPU)");
+       "host memory; ranks may share a GPU)")
+      ("gpu-expert-streams", po::value(&runtime.gpu_expert_streams)->default_value(4),
+       "CUDA streams a GPU runs a layer's expert GEMMs on side by side (1 to 8; 1: one after "
+       "another)");
 }
 
 void AddModelFlags(po::options_description& options, RuntimeOptions& runtime) {

@@ -65,11 +65,12 @@ std::string DeviceText(int device) {
 }
 
 StatusOr<DeviceParts> LoadOnDevice(int device, const ModelConfig& config, Checkpoint& ckpt,
-                                   bool coordinator, const ExpertStore* layout) {
+                                   bool coordinator, const ExpertStore* layout,
+                                   int expert_streams) {
   std::string why;
   const GpuApi* gpu = Gpu(&why);
   if (gpu == nullptr) return FailedPrecondition("cuda:" + std::to_string(device) + ": " + why);
-  return gpu->load(config, ckpt, coordinator, layout);
+  return gpu->load(config, ckpt, coordinator, layout, expert_streams);
 }
 
 StatusOr<GpuExchange> ChooseGpuExchange(const std::string& flag,

@@ -28,9 +28,12 @@ struct DeviceParts {
   std::unique_ptr<ExpertDevice> experts;
   int64_t bytes = 0;
 };
-// Uploads them from the checkpoint (the expert slices `layout` lists, when not null).
+// Uploads them from the checkpoint (the expert slices `layout` lists, when not null). The
+// experts' GEMMs of a layer run on `expert_streams` streams side by side (--gpu-expert-streams).
+constexpr int kMaxExpertStreams = 8;
 StatusOr<DeviceParts> LoadOnDevice(int device, const ModelConfig& config, Checkpoint& ckpt,
-                                   bool coordinator, const ExpertStore* layout);
+                                   bool coordinator, const ExpertStore* layout,
+                                   int expert_streams);
 
 // How the expert rows and answers travel between the ranks' GPUs (--gpu-exchange): straight
 // between the GPUs over NCCL when every rank has a GPU of its own and NCCL loads (auto, nccl);

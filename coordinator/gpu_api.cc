@@ -9,8 +9,10 @@
 namespace moe {
 namespace {
 
+static_assert(GpuExperts::kMaxLanes == kMaxExpertStreams);
+
 StatusOr<DeviceParts> Load(const ModelConfig& config, Checkpoint& ckpt, bool coordinator,
-                           const ExpertStore* layout) {
+                           const ExpertStore* layout, int expert_streams) {
   DeviceParts parts;
   std::unique_ptr<GpuForward> forward;
   std::unique_ptr<GpuExperts> experts;
@@ -19,7 +21,7 @@ StatusOr<DeviceParts> Load(const ModelConfig& config, Checkpoint& ckpt, bool coo
     parts.bytes += forward->dense_weight_bytes();
   }
   if (layout) {
-    MOE_ASSIGN_OR_RETURN(experts, GpuExperts::Load(config, ckpt, *layout));
+    MOE_ASSIGN_OR_RETURN(experts, GpuExperts::Load(config, ckpt, *layout, expert_streams));
     parts.bytes += experts->bytes();
   }
   // The Runtime keeps both for the model's life.

@@ -17,7 +17,7 @@ struct GpuApi {
   Status (*set_device)(int device);
   std::string (*device_name)(int device);
   StatusOr<DeviceParts> (*load)(const ModelConfig& config, Checkpoint& ckpt, bool coordinator,
-                                const ExpertStore* layout);
+                                const ExpertStore* layout, int expert_streams);
   // The device's PCI bus id ("0000:3b:00.0"), which names one GPU across a host's processes.
   std::string (*bus_id)(int device);
   // The NCCL link (common/cuda/nccl_link.h): "" when it can be had here, else why not; a new

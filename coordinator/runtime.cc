@@ -111,6 +111,10 @@ Status LoadRank(const RuntimeOptions& o, const Transport& t, const std::string& 
   MOE_ASSIGN_OR_RETURN(out->placement, LoadPlacement(out->config, t.size() - 1, o.placement_file));
   std::string unused;
   MOE_RETURN_IF_ERROR(ChooseGpuExchange(o.gpu_exchange, {}, &unused).status());  // the flag
+  if (o.gpu_expert_streams < 1 || o.gpu_expert_streams > kMaxExpertStreams)
+    return InvalidArgument("--gpu-expert-streams must be 1 to " +
+                           std::to_string(kMaxExpertStreams) + ", got " +
+                           std::to_string(o.gpu_expert_streams));
   MOE_ASSIGN_OR_RETURN(out->device, ChooseDevice(o.device, t));
   const bool gpu = out->device >= 0;
   if (gpu && t.rank() == 0 && o.micro_batches != 1)
@@ -145,7 +149,8 @@ Status LoadRank(const RuntimeOptions& o, const Transport& t, const std::string& 
   }
   if (gpu) {
     MOE_ASSIGN_OR_RETURN(out->on_device, LoadOnDevice(out->device, out->config, *out->ckpt,
-                                                      t.rank() == 0, out->store.get()));
+                                                      t.rank() == 0, out->store.get(),
+                                                      o.gpu_expert_streams));
   }
   out->ckpt->set_progress(nullptr);
   show(out->ckpt->taken_bytes(), true);

@@ -32,6 +32,7 @@ struct RuntimeOptions {
   int synthetic_layers = 0;     // depth of the synthetic model (0 = the preset's)
   std::string device = "cpu";   // cpu, cuda or auto (coordinator/device_choice.h; the CLI: auto)
   std::string gpu_exchange = "auto";  // auto, nccl, host or mpi-link (ChooseGpuExchange)
+  int gpu_expert_streams = 4;   // streams a GPU runs a layer's expert GEMMs on, side by side
 };
 
 class Runtime {

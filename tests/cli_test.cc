@@ -170,6 +170,14 @@ TEST_F(Cli, DeviceFlag) {
   EXPECT_EQ(autodev.out, cpu.out);
 }
 
+// --gpu-expert-streams out of range is refused on any device, naming the range.
+TEST_F(Cli, GpuExpertStreamsFlag) {
+  for (const char* bad : {"0", "9"})
+    ExpectBadInput(Generate("mixtral-f32", {"--prompt-ids", "1 2", "--device", "cpu",
+                                            "--gpu-expert-streams", bad}),
+                   {"--gpu-expert-streams must be 1 to 8", std::string("got ") + bad});
+}
+
 // A model directory that does not exist is named.
 TEST_F(Cli, NonexistentModelDirectory) {
   ExpectBadInput(Run({"generate", "--model", "/nonexistent", "--prompt-ids", "1 2"}),

@@ -8,8 +8,14 @@ namespace moe {
 
 StatusOr<std::unique_ptr<GpuExperts>> GpuExperts::Load(const ModelConfig& config,
                                                        Checkpoint& ckpt,
-                                                       const ExpertStore& layout) {
+                                                       const ExpertStore& layout, int lanes) {
+  if (lanes < 1 || lanes > kMaxLanes)
+    return InvalidArgument("expert streams must be 1 to " + std::to_string(kMaxLanes) +
+                           ", got " + std::to_string(lanes));
   auto g = std::unique_ptr<GpuExperts>(new GpuExperts());
+  if (lanes > 1) {
+    MOE_ASSIGN_OR_RETURN(g->side_, gpu::SideLanes::Create(lanes));
+  }
   const int64_t D = config.hidden, F = config.ffn;
   g->D_ = config.hidden;
   g->Fb_ = layout.block_size();
@@ -95,36 +101,62 @@ Status GpuExperts::RunJob(const DeviceJob& job) {
   return link_->Wait(answers_label);
 }
 
+int GpuExperts::LanesFor(const std::vector<DeviceTask>& tasks) const {
+  const int with_rows = static_cast<int>(
+      std::count_if(tasks.begin(), tasks.end(), [](const DeviceTask& t) { return t.n > 0; }));
+  return std::max(1, std::min(side_ ? side_->size() : 1, with_rows));
+}
+
 Status GpuExperts::ReserveFfn(const std::vector<Slice>& slices,
                               const std::vector<DeviceTask>& tasks) {
-  int64_t largest = 0;  // rows x ffn width of the largest task
-  for (const DeviceTask& t : tasks) largest = std::max(largest, int64_t{t.n} * slices[t.slice].ffn);
-  MOE_RETURN_IF_ERROR(gate_up_.Get<float>(2 * largest).status());
-  return act_.Get<uint16_t>(largest).status();
+  const int lanes = LanesFor(tasks);
+  int64_t largest[kMaxLanes] = {};  // per lane: rows x ffn width of its largest task
+  int k = 0;
+  for (const DeviceTask& t : tasks) {
+    if (t.n == 0) continue;
+    int64_t& l = largest[k++ % lanes];
+    l = std::max(l, int64_t{t.n} * slices[t.slice].ffn);
+  }
+  for (int i = 0; i < lanes; ++i) {
+    MOE_RETURN_IF_ERROR(gate_up_[i].Get<float>(2 * largest[i]).status());
+    MOE_RETURN_IF_ERROR(act_[i].Get<uint16_t>(largest[i]).status());
+  }
+  return Status::Ok();
 }
 
 Status GpuExperts::Experts(const std::vector<Slice>& slices, const std::vector<DeviceTask>& tasks,
                            const uint16_t* xb, float* out) {
-  const int D = D_;
+  const int D = D_, lanes = LanesFor(tasks);
+  if (lanes > 1) MOE_RETURN_IF_ERROR(side_->Fork(lanes));
+  Status status = Status::Ok();
   int64_t row = 0, at = 0;
+  int k = 0;
   for (const DeviceTask& t : tasks) {
     const Slice& s = slices[t.slice];
     if (t.n == 0) continue;
-    float* gate_up = gate_up_.Get<float>(int64_t{t.n} * 2 * s.ffn).value();  // ReserveFfn
-    uint16_t* act = act_.Get<uint16_t>(int64_t{t.n} * s.ffn).value();
-    // gate_up [n, 2Fs] = x [w1; w3]^T; act [n, Fs] = silu(gate) * up in bf16
-    MOE_RETURN_IF_ERROR(gpu::GemmBf16(xb + row * D, t.n, D, s.w13, 2 * s.ffn, D, D, false,
-                                      gate_up));
-    MOE_RETURN_IF_ERROR(gpu::SiluMulToBf16(gate_up, t.n, s.ffn, act));
-    if (s.whole)
-      MOE_RETURN_IF_ERROR(gpu::GemmBf16(act, t.n, s.ffn, s.w2, D, s.ffn, s.ffn, false, out + at));
-    else
-      MOE_RETURN_IF_ERROR(
-          gpu::GemmBf16Blocks(act, t.n, s.ffn, s.w2, D, Fb_, s.ffn, s.blocks, out + at));
+    status = Ffn(s, t.n, xb + row * D, k++ % lanes, out + at);
+    if (!status.ok()) break;
     row += t.n;
     at += int64_t{t.n} * (s.whole ? 1 : s.blocks) * D;
   }
-  return Status::Ok();
+  // Joined after a failure too: the device's stream must not run ahead of the lanes' work.
+  if (lanes > 1) {
+    const Status joined = side_->Join(lanes);
+    if (status.ok()) status = joined;
+  }
+  return status;
+}
+
+Status GpuExperts::Ffn(const Slice& s, int n, const uint16_t* xb, int lane, float* out) {
+  const int D = D_;
+  const gpu::Lane on = side_ ? side_->lane(lane) : gpu::Lane{};
+  float* gate_up = gate_up_[lane].Get<float>(int64_t{n} * 2 * s.ffn).value();  // ReserveFfn
+  uint16_t* act = act_[lane].Get<uint16_t>(int64_t{n} * s.ffn).value();
+  // gate_up [n, 2Fs] = x [w1; w3]^T; act [n, Fs] = silu(gate) * up in bf16
+  MOE_RETURN_IF_ERROR(gpu::GemmBf16(xb, n, D, s.w13, 2 * s.ffn, D, D, false, gate_up, on));
+  MOE_RETURN_IF_ERROR(gpu::SiluMulToBf16(gate_up, n, s.ffn, act, on));
+  if (s.whole) return gpu::GemmBf16(act, n, s.ffn, s.w2, D, s.ffn, s.ffn, false, out, on);
+  return gpu::GemmBf16Blocks(act, n, s.ffn, s.w2, D, Fb_, s.ffn, s.blocks, out, on);
 }
 
 Status GpuExperts::RunGrouped(int layer, const uint16_t* xb, const std::vector<int>& counts,

@@ -292,10 +292,10 @@ Status AddInPlace(float* x, const float* y, int64_t n) {
   return Launched("AddInPlace");
 }
 
-Status SiluMulToBf16(const float* gate_up, int64_t n, int F, uint16_t* act) {
+Status SiluMulToBf16(const float* gate_up, int64_t n, int F, uint16_t* act, const Lane& lane) {
   if (n == 0) return Status::Ok();
-  SiluMulToBf16Kernel<<<Blocks(n * F), kThreads>>>(gate_up, n, F,
-                                                   reinterpret_cast<__nv_bfloat16*>(act));
+  SiluMulToBf16Kernel<<<Blocks(n * F), kThreads, 0, lane.stream>>>(
+      gate_up, n, F, reinterpret_cast<__nv_bfloat16*>(act));
   return Launched("SiluMulToBf16");
 }
 
@@ -343,9 +343,9 @@ Status ToBf16(const float* x, int64_t n, uint16_t* y) {
 // Row-major y [T, N] = x [T, K] . W [N, K]^T is, column-major, y^T [N, T] = W^T' x^T with
 // W read transposed: the row-major arrays are their own column-major transposes.
 Status GemmBf16(const uint16_t* x, int T, int ldx, const uint16_t* w, int N, int K, int ldw,
-                bool accumulate, float* y) {
+                bool accumulate, float* y, const Lane& lane) {
   if (T == 0 || N == 0) return Status::Ok();
-  cublasHandle_t handle = Cublas();
+  cublasHandle_t handle = lane.blas ? lane.blas : Cublas();
   if (handle == nullptr) return Internal("cublasCreate failed (no usable GPU?)");
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   return CheckBlas(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, N, T, K, &alpha, w,
@@ -355,9 +355,9 @@ Status GemmBf16(const uint16_t* x, int T, int ldx, const uint16_t* w, int N, int
 }
 
 Status GemmBf16Blocks(const uint16_t* x, int T, int ldx, const uint16_t* w, int N, int Kb,
-                      int ldw, int blocks, float* y) {
+                      int ldw, int blocks, float* y, const Lane& lane) {
   if (T == 0 || N == 0 || blocks == 0) return Status::Ok();
-  cublasHandle_t handle = Cublas();
+  cublasHandle_t handle = lane.blas ? lane.blas : Cublas();
   if (handle == nullptr) return Internal("cublasCreate failed (no usable GPU?)");
   const float alpha = 1.0f, beta = 0.0f;
   return CheckBlas(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, N, T, Kb, &alpha,

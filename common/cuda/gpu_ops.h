@@ -11,7 +11,17 @@
 
 #include "common/status.h"
 
+struct CUstream_st;    // cudaStream_t's
+struct cublasContext;  // cublasHandle_t's
+
 namespace moe::gpu {
+
+// Where an operation that takes one is queued: {} is the device's (legacy default) stream with
+// the shared cuBLAS handle; side_lanes.h makes others.
+struct Lane {
+  CUstream_st* stream = nullptr;
+  cublasContext* blas = nullptr;  // bound to `stream`
+};
 
 // The number of usable CUDA devices; 0 (not an error) when there is no driver or GPU.
 int DeviceCount();
@@ -44,7 +54,8 @@ Status RmsNorm(const float* x, const uint16_t* w, float eps, int T, int D, float
 Status Rope(float* x, const int32_t* positions, const float* inv_freq, int T, int heads, int hd);
 // act [n, F] = silu(gate_up[:, :F]) * gate_up[:, F:] rounded to bf16 (to nearest even),
 // gate_up [n, 2F]: an expert's gate and up projections side by side.
-Status SiluMulToBf16(const float* gate_up, int64_t n, int F, uint16_t* act);
+Status SiluMulToBf16(const float* gate_up, int64_t n, int F, uint16_t* act,
+                     const Lane& lane = {});
 // x [T, D] = table[ids[t]] widened from bf16.
 Status Embed(const int32_t* ids, const uint16_t* table, int T, int D, float* x);
 // x[i] += y[i].
@@ -82,10 +93,10 @@ Status ToBf16(const float* x, int64_t n, uint16_t* y);
 // y [T, N] (+)= x [T, K] . W [N, K]^T with x and W bf16, through cuBLAS with f32 accumulation;
 // rows of x are ldx apart, of W ldw apart, of y N apart. accumulate: y += instead of y =.
 Status GemmBf16(const uint16_t* x, int T, int ldx, const uint16_t* w, int N, int K, int ldw,
-                bool accumulate, float* y);
+                bool accumulate, float* y, const Lane& lane = {});
 // The same split along K into `blocks` runs of Kb: y [blocks, T, N], y[b] = x[:, b] . W[:, b]^T
 // (one strided batched GEMM).
 Status GemmBf16Blocks(const uint16_t* x, int T, int ldx, const uint16_t* w, int N, int Kb,
-                      int ldw, int blocks, float* y);
+                      int ldw, int blocks, float* y, const Lane& lane = {});
 
 }  // namespace moe::gpu
