@@ -134,7 +134,10 @@ Status GpuExperts::Experts(const std::vector<Slice>& slices, const std::vector<D
   for (const DeviceTask& t : tasks) {
     const Slice& s = slices[t.slice];
     if (t.n == 0) continue;
-    status = Ffn(s, t.n, xb + row * D, k++ % lanes, out + at);
+    const int lane = k++ % lanes;
+    // One lane: the device's stream (the side lanes wait for it only when forked).
+    status = Ffn(s, t.n, xb + row * D, lane, lanes > 1 ? side_->lane(lane) : gpu::Lane{},
+                 out + at);
     if (!status.ok()) break;
     row += t.n;
     at += int64_t{t.n} * (s.whole ? 1 : s.blocks) * D;
@@ -147,9 +150,9 @@ Status GpuExperts::Experts(const std::vector<Slice>& slices, const std::vector<D
   return status;
 }
 
-Status GpuExperts::Ffn(const Slice& s, int n, const uint16_t* xb, int lane, float* out) {
+Status GpuExperts::Ffn(const Slice& s, int n, const uint16_t* xb, int lane, const gpu::Lane& on,
+                       float* out) {
   const int D = D_;
-  const gpu::Lane on = side_ ? side_->lane(lane) : gpu::Lane{};
   float* gate_up = gate_up_[lane].Get<float>(int64_t{n} * 2 * s.ffn).value();  // ReserveFfn
   uint16_t* act = act_[lane].Get<uint16_t>(int64_t{n} * s.ffn).value();
   // gate_up [n, 2Fs] = x [w1; w3]^T; act [n, Fs] = silu(gate) * up in bf16

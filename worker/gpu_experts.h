@@ -63,8 +63,10 @@ class GpuExperts : public ExpertDevice {
   // its gate_up_ and act_ (ReserveFfn first). Joined back to the device's stream.
   Status Experts(const std::vector<Slice>& slices, const std::vector<DeviceTask>& tasks,
                  const uint16_t* xb, float* out);
-  // One slice's FFN on `lane`: out = [n, D] whole, [blocks, n, D] sliced.
-  Status Ffn(const Slice& s, int n, const uint16_t* xb, int lane, float* out);
+  // One slice's FFN queued `on` a stream, through lane `lane`'s scratch: out = [n, D] whole,
+  // [blocks, n, D] sliced.
+  Status Ffn(const Slice& s, int n, const uint16_t* xb, int lane, const gpu::Lane& on,
+             float* out);
 
   int D_ = 0, Fb_ = 0;
   std::vector<std::vector<Slice>> layers_;  // [L][held], the store's order

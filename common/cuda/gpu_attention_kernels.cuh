@@ -157,14 +157,15 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int c = 0; c < kDims; ++c)
       if (lane + 32 * c < hd) mine[2 + lane + 32 * c] = acc[0][c];
-    // Every lane's partial is visible device-wide before the count says this split is done.
-    __threadfence();
-    __syncthreads();
+    __syncthreads();  // every lane's part of the partial written
     __shared__ int done_before;  // splits of this pair that had finished before this one
-    if (threadIdx.x == 0) done_before = atomicAdd(&arrivals[pair], 1);
+    if (threadIdx.x == 0) {
+      __threadfence();  // the block's partial visible device-wide before the count says done
+      done_before = atomicAdd(&arrivals[pair], 1);
+      __threadfence();  // and the other splits' partials read only after their counts
+    }
     __syncthreads();
     if (done_before != static_cast<int>(gridDim.z) - 1) return;  // the whole block
-    __threadfence();
     MergeSplits(splits, gridDim.z, hd, out + (static_cast<int64_t>(r0) * H + h) * hd);
     if (threadIdx.x == 0) arrivals[pair] = 0;  // for the next launch
   } else {

@@ -48,11 +48,13 @@ Status SideLanes::Fork(int n) {
 }
 
 Status SideLanes::Join(int n) {
+  Status first = Status::Ok();  // every lane is tried, whatever failed before
   for (int i = 0; i < n; ++i) {
-    MOE_RETURN_IF_ERROR(Check(cudaEventRecord(done_[i], lanes_[i].stream), "record a join"));
-    MOE_RETURN_IF_ERROR(Check(cudaStreamWaitEvent(nullptr, done_[i], 0), "join"));
+    Status s = Check(cudaEventRecord(done_[i], lanes_[i].stream), "record a join");
+    if (s.ok()) s = Check(cudaStreamWaitEvent(nullptr, done_[i], 0), "join");
+    if (first.ok()) first = s;
   }
-  return Status::Ok();
+  return first;
 }
 
 }  // namespace moe::gpu
