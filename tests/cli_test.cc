@@ -1,6 +1,7 @@
 // The `moe` binary end to end: exit codes (0 ok, 2 bad input), error messages that name the flag
 // or value at fault, and the happy paths of generate, score and inspect on the test models.
 // Each test runs the real binary (MOE_BINARY) with std::system, capturing stdout and stderr.
+#include <dlfcn.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -163,6 +164,14 @@ TEST_F(Cli, DeviceFlag) {
                                                   "--device", "cuda"});
   if (cuda.exit_code == 0) GTEST_SKIP() << "a GPU is usable here";
   ExpectBadInput(cuda, {"--device cuda", "--device cpu or auto"});
+  // Where the GPU path is built but no driver is installed, the reason says so (CUDA itself
+  // calls a missing driver one too old).
+  void* driver = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+  if (driver != nullptr) dlclose(driver);
+  if (driver == nullptr && !Contains(cuda.err, "built without the CUDA path") &&
+      !Contains(cuda.err, "the GPU path did not load")) {
+    EXPECT_TRUE(Contains(cuda.err, "no GPU driver (libcuda.so.1 is not installed)")) << cuda;
+  }
   const CliResult autodev = Generate("mixtral-f32", {"--prompt-ids", "1 2", "--max-tokens", "3",
                                                      "--device", "auto"});
   ASSERT_EQ(autodev.exit_code, 0) << autodev.err;

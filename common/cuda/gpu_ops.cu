@@ -4,8 +4,11 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <dlfcn.h>
+
 #include <cfloat>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 
 #include "common/cuda/gpu_check.h"
@@ -212,10 +215,22 @@ std::string NoDeviceReason() {
   int n = 0;
   const cudaError_t e = cudaGetDeviceCount(&n);
   cudaGetLastError();
+  // The runtime reports a missing driver as one too old for it: tell the two apart.
+  if (e == cudaErrorInsufficientDriver) {
+    void* driver = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+    if (driver == nullptr) return "no GPU driver (libcuda.so.1 is not installed)";
+    dlclose(driver);
+    return "the NVIDIA driver is older than this build's CUDA " +
+           std::to_string(CUDART_VERSION / 1000) + " runtime needs (CUDA error 35)";
+  }
+  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+  const std::string hidden =
+      visible != nullptr ? std::string(" (CUDA_VISIBLE_DEVICES='") + visible + "')" : "";
+  if (e == cudaErrorNoDevice || (e == cudaSuccess && n == 0)) return "no GPU visible" + hidden;
   if (e != cudaSuccess)
     return "no usable GPU (CUDA error " + std::to_string(static_cast<int>(e)) + ": " +
            cudaGetErrorString(e) + ")";
-  return n == 0 ? "no GPU visible" : "";
+  return "";
 }
 
 StatusOr<void*> Alloc(size_t bytes) {

@@ -31,7 +31,8 @@ Status SetDevice(int device);
 std::string DeviceName(int device);
 // The device's PCI bus id, "0000:3b:00.0" ("" when CUDA cannot say).
 std::string DeviceBusId(int device);
-// "cuda: no usable GPU (error 35: CUDA driver version is insufficient ...)" style detail.
+// Why no GPU can be used, for a notice or an error: "no GPU driver (libcuda.so.1 is not
+// installed)", "no GPU visible (CUDA_VISIBLE_DEVICES='')", ...; "" when one can.
 std::string NoDeviceReason();
 
 // Device memory owned by the caller of Alloc.
