@@ -20,6 +20,7 @@
 #include "coordinator/runtime.h"
 #include "coordinator/sampler.h"
 #include "test_util.h"
+#include "tests/gpu_ops_cases.h"
 #include "tests/paged_attention_case.h"
 
 namespace moe {
@@ -52,89 +53,45 @@ struct Dev {
 
 TEST(GpuOps, RmsNormEmbedSiluMatchCpu) {
   REQUIRE_GPU();
-  const int T = 5, D = 96, V = 40;
-  auto x = Random(T * D, 1);
-  auto w = ToBf16(Random(D, 2));
-  std::vector<float> cpu(T * D);
-  RmsNorm(x.data(), T, D, Matrix{w.data(), DType::kBF16, 1, D}, 0.1f, cpu.data());
-  Dev<float> dx(x), dy(T * D);
-  Dev<uint16_t> dw(w);
-  ASSERT_TRUE(gpu::RmsNorm(dx.p, dw.p, 0.1f, T, D, dy.p).ok());
-  EXPECT_LE(testing::RelativeMaxError(dy.Host().data(), cpu.data(), cpu.size()), 1e-5);
+  const testing::RmsNormCase norm;
+  Dev<float> dx(norm.x), dy(norm.want.size());
+  Dev<uint16_t> dw(norm.w);
+  ASSERT_TRUE(gpu::RmsNorm(dx.p, dw.p, norm.eps, norm.T, norm.D, dy.p).ok());
+  norm.Check(dy.Host());
 
-  auto table = ToBf16(Random(V * D, 3));
-  std::vector<int32_t> ids = {3, 0, 39, 7, 7};
-  Dev<int32_t> dids(ids);
-  Dev<uint16_t> dtable(table);
-  ASSERT_TRUE(gpu::Embed(dids.p, dtable.p, T, D, dy.p).ok());
-  auto emb = dy.Host();
-  for (int t = 0; t < T; ++t)
-    for (int d = 0; d < D; ++d) ASSERT_EQ(emb[t * D + d], Bf16ToF32(table[ids[t] * D + d]));
+  const testing::EmbedCase embed;
+  Dev<int32_t> dids(embed.ids);
+  Dev<uint16_t> dtable(embed.table);
+  Dev<float> dembedded(size_t{embed.T} * embed.D);
+  ASSERT_TRUE(gpu::Embed(dids.p, dtable.p, embed.T, embed.D, dembedded.p).ok());
+  embed.Check(dembedded.Host());
 
-  // The experts' SiLU-times-up, fused with the rounding to bf16, over 10 rows of F = 100 (gate
-  // then up in each row): every value within one bf16 step of the CPU's result rounded.
-  auto g = Random(1000, 4), u = Random(1000, 5);
-  auto g_cpu = g;
-  SiluMul(g_cpu.data(), u.data(), 1000);
-  std::vector<float> gate_up(2000);
-  for (int r = 0; r < 10; ++r)
-    for (int f = 0; f < 100; ++f) {
-      gate_up[r * 200 + f] = g[r * 100 + f];
-      gate_up[r * 200 + 100 + f] = u[r * 100 + f];
-    }
-  Dev<float> dgu(gate_up);
-  Dev<uint16_t> dact(size_t{1000});
-  ASSERT_TRUE(gpu::SiluMulToBf16(dgu.p, 10, 100, dact.p).ok());
-  const std::vector<uint16_t> act = dact.Host();
-  for (int i = 0; i < 1000; ++i) {
-    const float want = Bf16ToF32(F32ToBf16(g_cpu[i]));
-    ASSERT_LE(std::fabs(Bf16ToF32(act[i]) - want), std::fabs(want) / 128) << i;
-  }
+  const testing::SiluMulCase silu;
+  Dev<float> dgu(silu.gate_up);
+  Dev<uint16_t> dact(size_t{silu.rows} * silu.F);
+  ASSERT_TRUE(gpu::SiluMulToBf16(dgu.p, silu.rows, silu.F, dact.p).ok());
+  silu.Check(dact.Host());
 }
 
 TEST(GpuOps, RopeRouterArgmaxMatchCpu) {
   REQUIRE_GPU();
-  const int T = 4, heads = 3, hd = 16;
-  Rope rope(hd, 1e6);
-  auto x = Random(T * heads * hd, 6);
-  auto cpu = x;
-  std::vector<int32_t> pos = {0, 5, 17, 200};
-  for (int t = 0; t < T; ++t) rope.Apply(&cpu[t * heads * hd], heads, pos[t]);
-  std::vector<float> inv(hd / 2);
-  for (int i = 0; i < hd / 2; ++i) inv[i] = 1.0f / std::pow(1e6f, 2.0f * i / hd);
-  Dev<float> dx(x), dinv(inv);
-  Dev<int32_t> dpos(pos);
-  ASSERT_TRUE(gpu::Rope(dx.p, dpos.p, dinv.p, T, heads, hd).ok());
-  EXPECT_LE(testing::RelativeMaxError(dx.Host().data(), cpu.data(), cpu.size()), 1e-5);
+  const testing::RopeCase rope;
+  Dev<float> dx(rope.x), dinv(rope.inv_freq);
+  Dev<int32_t> dpos(rope.pos);
+  ASSERT_TRUE(gpu::Rope(dx.p, dpos.p, dinv.p, rope.T, rope.heads, rope.hd).ok());
+  rope.Check(dx.Host());
 
-  const int E = 8, K = 2, R = 6;
-  auto logits = Random(R * E, 7);
-  Routes routes;
-  std::vector<float> scratch;
-  // The CPU router from logits: route with an identity "gate" over one-hot hidden rows.
-  std::vector<float> eye(E * E, 0.0f);
-  for (int e = 0; e < E; ++e) eye[e * E + e] = 1.0f;
-  ThreadPool pool(1);
-  Route(logits.data(), R, Matrix{eye.data(), DType::kF32, E, E}, K, pool, scratch, &routes);
-  Dev<float> dl(logits), dw(R * K);
-  Dev<int32_t> di(R * K);
-  ASSERT_TRUE(gpu::RouteTopK(dl.p, R, E, K, di.p, dw.p).ok());
-  auto ids = di.Host();
-  auto weights = dw.Host();
-  for (int i = 0; i < R * K; ++i) {
-    EXPECT_EQ(ids[i], routes.expert[i]);
-    EXPECT_NEAR(weights[i], routes.weight[i], 1e-6);
-  }
+  const testing::RouteCase route;
+  Dev<float> dl(route.logits), dw(route.R * route.K);
+  Dev<int32_t> di(route.R * route.K);
+  ASSERT_TRUE(gpu::RouteTopK(dl.p, route.R, route.E, route.K, di.p, dw.p).ok());
+  route.Check(di.Host(), dw.Host());
 
-  const int V = 1000;
-  auto big = Random(R * V, 8);
-  Dev<float> db(big);
-  Dev<int32_t> dargmax(R);
-  ASSERT_TRUE(gpu::Argmax(db.p, R, V, dargmax.p).ok());
-  auto am = dargmax.Host();
-  for (int r = 0; r < R; ++r)
-    EXPECT_EQ(am[r], std::max_element(big.begin() + r * V, big.begin() + (r + 1) * V) -
-                         (big.begin() + r * V));
+  const testing::ArgmaxCase argmax;
+  Dev<float> db(argmax.logits);
+  Dev<int32_t> dargmax(argmax.R);
+  ASSERT_TRUE(gpu::Argmax(db.p, argmax.R, argmax.V, dargmax.p).ok());
+  argmax.Check(dargmax.Host());
 }
 
 // Two sequences in one step over one paged pool: A's prefill chunk of 21 rows at positions
@@ -232,16 +189,12 @@ TEST(GpuOps, SumPlanAndBf16GatherMatchHost) {
   ASSERT_TRUE(gpu::ApplySumPlan(*device_plan, dv.p, D, false, dout.p).ok());
   EXPECT_TRUE(testing::BitEqual(dout.Host(), want));
 
-  // bf16 rows picked by index, copied as they are.
-  const auto rows = ToBf16(Random(int64_t{V} * D, 6));
-  const std::vector<int32_t> index = {4, 0, 4, 8, 2};
-  Dev<uint16_t> drows(rows), dpicked(index.size() * D);
-  Dev<int32_t> dindex(index);
-  ASSERT_TRUE(gpu::GatherRowsBf16(drows.p, dindex.p, static_cast<int>(index.size()), D,
-                                  dpicked.p).ok());
-  const std::vector<uint16_t> picked = dpicked.Host();
-  for (size_t i = 0; i < index.size(); ++i)
-    EXPECT_EQ(0, std::memcmp(&picked[i * D], &rows[int64_t{index[i]} * D], D * 2)) << i;
+  const testing::GatherBf16Case gather;
+  const int n = static_cast<int>(gather.index.size());
+  Dev<uint16_t> drows(gather.rows), dpicked(size_t{gather.D} * n);
+  Dev<int32_t> dindex(gather.index);
+  ASSERT_TRUE(gpu::GatherRowsBf16(drows.p, dindex.p, n, gather.D, dpicked.p).ok());
+  gather.Check(dpicked.Host());
 }
 
 TEST(GpuOps, DeviceCountIsZeroOrReasonIsEmpty) {

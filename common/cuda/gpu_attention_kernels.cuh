@@ -7,21 +7,10 @@
 #include <cstdint>
 
 #include "common/cuda/gpu_attention.h"
+#include "common/cuda/warp_reduce.cuh"
 
 namespace moe::gpu {
 namespace kernels {
-
-constexpr unsigned kFullWarp = 0xffffffffu;
-
-__device__ inline float WarpSum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullWarp, v, o);
-  return v;
-}
-
-__device__ inline float WarpMax(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(kFullWarp, v, o));
-  return v;
-}
 
 // Element offset of (position p, layer) of a sequence whose block table starts at `table`.
 __device__ inline int64_t KvAt(const PagedKv& kv, const StepRows& rows, int table, int layer,

@@ -16,11 +16,14 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <numeric>
 #include <random>
 #include <thread>
 #include <vector>
+
+#include "common/dtype.h"
 
 struct dim3 {
   unsigned x = 1, y = 1, z = 1;
@@ -125,6 +128,19 @@ template <typename T>
 T __shfl_sync(unsigned, T v, int src) {
   return simt::Exchange(v, [src](int) { return src; });
 }
+inline float __uint_as_float(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+inline void sincosf(float x, float* s, float* c) {
+  *s = std::sin(x);
+  *c = std::cos(x);
+}
+struct __nv_bfloat16 {
+  uint16_t bits;
+};
+inline __nv_bfloat16 __float2bfloat16_rn(float f) { return {moe::F32ToBf16(f)}; }
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
 template <typename T>
