@@ -109,10 +109,15 @@ struct RouteCase {
   }
 };
 
-// The first maximum of each row of logits [R, V].
+// The first maximum of each row of logits [R, V]; rows 0 and 1 hold their maximum twice, far
+// apart and the other way round to the threads that see them.
 struct ArgmaxCase {
   static constexpr int R = 6, V = 1000;
   std::vector<float> logits = Random(R * V, 8);
+  ArgmaxCase() {
+    logits[10] = logits[700] = 9.0f;
+    logits[V + 3] = logits[V + 900] = 9.0f;
+  }
   void Check(const std::vector<int32_t>& ids) const {
     for (int r = 0; r < R; ++r)
       EXPECT_EQ(ids[r], std::max_element(logits.begin() + r * V, logits.begin() + (r + 1) * V) -

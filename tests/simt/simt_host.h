@@ -133,9 +133,11 @@ inline float __uint_as_float(uint32_t bits) {
   std::memcpy(&f, &bits, 4);
   return f;
 }
+// In double: a float sin and cos of one argument may be merged by the compiler into a call to
+// sincosf, this very function.
 inline void sincosf(float x, float* s, float* c) {
-  *s = std::sin(x);
-  *c = std::cos(x);
+  *s = static_cast<float>(std::sin(double{x}));
+  *c = static_cast<float>(std::cos(double{x}));
 }
 struct __nv_bfloat16 {
   uint16_t bits;
