@@ -125,6 +125,41 @@ struct ArgmaxCase {
   }
 };
 
+// The router's logits [T, E] = h [T, D] . w [E, D]^T in f32 (w bf16): within 1e-5 of the
+// largest, against sums in double. D is not a multiple of a warp.
+struct RouterLogitsCase {
+  static constexpr int T = 3, E = 8, D = 300;
+  std::vector<float> h = Random(T * D, 9);
+  std::vector<uint16_t> w = ToBf16(Random(E * D, 10));
+  std::vector<float> want = std::vector<float>(T * E);
+  RouterLogitsCase() {
+    for (int t = 0; t < T; ++t)
+      for (int e = 0; e < E; ++e) {
+        double s = 0;
+        for (int d = 0; d < D; ++d) s += double{h[t * D + d]} * Bf16ToF32(w[e * D + d]);
+        want[t * E + e] = static_cast<float>(s);
+      }
+  }
+  void Check(const std::vector<float>& logits) const {
+    EXPECT_LE(RelativeMaxError(logits.data(), want.data(), want.size()), 1e-5);
+  }
+};
+
+// f32 rounded to bf16, to nearest even: the values that are exactly halfway included.
+struct Bf16RoundingCase {
+  static constexpr int n = 1000;
+  std::vector<float> x = Random(n, 11);
+  Bf16RoundingCase() {
+    for (uint32_t i = 0; i < 16; ++i) {
+      const uint32_t bits = ((0x3f80u + i) << 16) | 0x8000u;  // halfway between two bf16s
+      std::memcpy(&x[i], &bits, 4);
+    }
+  }
+  void Check(const std::vector<uint16_t>& y) const {
+    for (int i = 0; i < n; ++i) ASSERT_EQ(y[i], F32ToBf16(x[i])) << i;
+  }
+};
+
 // bf16 rows [V, D] picked by index, copied as they are.
 struct GatherBf16Case {
   static constexpr int V = 9, D = 300;

@@ -94,6 +94,22 @@ TEST(GpuOps, RopeRouterArgmaxMatchCpu) {
   argmax.Check(dargmax.Host());
 }
 
+TEST(GpuOps, RouterLogitsAndBf16RoundingMatchCpu) {
+  REQUIRE_GPU();
+  const testing::RouterLogitsCase router;
+  Dev<float> dh(router.h), dlogits(router.want.size());
+  Dev<uint16_t> dw(router.w);
+  ASSERT_TRUE(
+      gpu::RouterLogits(dh.p, dw.p, router.T, router.E, router.D, dlogits.p).ok());
+  router.Check(dlogits.Host());
+
+  const testing::Bf16RoundingCase rounding;
+  Dev<float> dx(rounding.x);
+  Dev<uint16_t> dy(size_t{rounding.n});
+  ASSERT_TRUE(gpu::ToBf16(dx.p, rounding.n, dy.p).ok());
+  rounding.Check(dy.Host());
+}
+
 // Two sequences in one step over one paged pool: A's prefill chunk of 21 rows at positions
 // 9..29 (a full tile and a part) and B's decode row at position 40, blocks in scrambled order.
 TEST(GpuOps, PagedAttentionMatchesCpu) {

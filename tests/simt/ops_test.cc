@@ -61,6 +61,22 @@ TEST(SimtOps, RopeRouterArgmaxMatchCpu) {
   argmax.Check(best);
 }
 
+TEST(SimtOps, RouterLogitsAndBf16RoundingMatchCpu) {
+  const testing::RouterLogitsCase router;
+  std::vector<float> logits(router.want.size(), -1.0f);
+  const int threads = router.T * router.E * 32;
+  simt::Launch(dim3((threads + kThreads - 1) / kThreads), dim3(kThreads),
+               gpu::kernels::RouterLogitsKernel, router.h.data(), router.w.data(), router.T,
+               router.E, router.D, logits.data());
+  router.Check(logits);
+
+  const testing::Bf16RoundingCase rounding;
+  std::vector<uint16_t> y(rounding.n);
+  simt::Launch(dim3((rounding.n + kThreads - 1) / kThreads), dim3(kThreads),
+               gpu::kernels::ToBf16Kernel, rounding.x.data(), int64_t{rounding.n}, AsBf16(y));
+  rounding.Check(y);
+}
+
 TEST(SimtOps, GatherBf16RowsCopiesThem) {
   testing::GatherBf16Case gather;
   const int n = static_cast<int>(gather.index.size());
