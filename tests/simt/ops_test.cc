@@ -70,6 +70,8 @@ TEST(SimtOps, RouterLogitsAndBf16RoundingMatchCpu) {
                router.E, router.D, logits.data());
   router.Check(logits);
 
+  // Here the rounding is the host's own (the stand-in for __float2bfloat16_rn): this checks the
+  // kernel's indexing; the device test checks CUDA's rounding.
   const testing::Bf16RoundingCase rounding;
   std::vector<uint16_t> y(rounding.n);
   simt::Launch(dim3((rounding.n + kThreads - 1) / kThreads), dim3(kThreads),
