@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <mutex>
 
@@ -12,22 +13,34 @@ namespace moe {
 namespace {
 
 // libmoe_gpu.so's entry points, loaded once; null (with the reason in *why) when absent.
+// MOE_GPU_LIBRARY names another build of the GPU path to load instead: the tests' emulated
+// device (tests/emulated_gpu/).
 const GpuApi* Gpu(std::string* why) {
   static std::once_flag once;
   static const GpuApi* api = nullptr;
   static std::string error;
   std::call_once(once, [] {
+    const char* other = std::getenv("MOE_GPU_LIBRARY");
+    const std::string name = other != nullptr && *other != '\0' ? other : "libmoe_gpu.so";
+    void* lib = nullptr;
+    if (name != "libmoe_gpu.so") {
+      lib = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
+      if (lib == nullptr) error = dlerror();
+    } else {
 #if MOE_WITH_CUDA
-    if (void* lib = OpenPrivateLibrary("libmoe_gpu.so", MOE_GPU_LIB_DIR, 0, &error)) {
+      lib = OpenPrivateLibrary(name, MOE_GPU_LIB_DIR, 0, &error);
+#else
+      error = "this moe was built without the CUDA path (configure with -DMOE_CUDA=ON)";
+      return;
+#endif
+    }
+    if (lib != nullptr) {
       using Entry = const GpuApi* (*)();
       if (auto entry = reinterpret_cast<Entry>(dlsym(lib, "moe_gpu_api"))) api = entry();
       if (api) return;
-      error = "libmoe_gpu.so has no moe_gpu_api";
+      error = name + " has no moe_gpu_api";
     }
     error = "the GPU path did not load (" + error + ")";
-#else
-    error = "this moe was built without the CUDA path (configure with -DMOE_CUDA=ON)";
-#endif
   });
   if (why) *why = error;
   return api;

@@ -24,7 +24,7 @@ int Argmax(const float* logits, int n) {
   return best;
 }
 
-int Sampler::Next(const float* logits, int vocab) {
+int Sampler::Pick(const float* logits, int vocab, uint64_t bits) {
   if (params_.temperature == 0.0f) return Argmax(logits, vocab);
   // Candidates by descending logit (ties: lower id first), cut to top_k.
   order_.resize(vocab);
@@ -58,7 +58,7 @@ int Sampler::Next(const float* logits, int vocab) {
   double kept = 0;
   for (int i = 0; i < keep; ++i) kept += probs_[i];
   // A uniform draw from the generator's raw bits, so results do not depend on the library.
-  const double u = static_cast<double>(rng_() >> 11) * 0x1.0p-53 * kept;
+  const double u = static_cast<double>(bits >> 11) * 0x1.0p-53 * kept;
   double acc = 0;
   for (int i = 0; i < keep; ++i) {
     acc += probs_[i];

@@ -23,7 +23,10 @@ Status ValidateSampling(const SamplingParams& params);
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
-  int Next(const float* logits, int vocab);
+  int Next(const float* logits, int vocab) { return Pick(logits, vocab, NextBits()); }
+  // The token Next picks when the generator's next 64 bits are `bits` (a sampler elsewhere
+  // drew them: NextBits).
+  int Pick(const float* logits, int vocab, uint64_t bits);
   // What Next would draw from the generator, for a sampler elsewhere (the GPU's): the next 64
   // bits, or 0 without drawing when greedy.
   uint64_t NextBits() { return params_.temperature == 0.0f ? 0 : rng_(); }

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "common/status.h"
 
@@ -79,5 +80,25 @@ inline int64_t DecodeWorkspaceFloats(const DecodeSplit& s, int tiles, int heads,
 Status PagedAttention(const PagedKv& kv, int layer, const StepRows& rows, const float* q,
                       int heads, int window, const int32_t* tile_row0, const int32_t* tile_rows,
                       int tiles, bool multi_row, const DecodeSplit& split, float* out);
+
+// What PagedAttention refuses before it launches anything.
+inline Status CheckPagedAttention(const PagedKv& kv, int heads, int tiles, bool multi_row,
+                                  const DecodeSplit& split) {
+  if (kv.head_dim > kMaxHeadDim || kv.head_dim % 2 != 0)
+    return InvalidArgument("the GPU attention kernel takes an even head_dim of at most " +
+                           std::to_string(kMaxHeadDim) + ", the model has " +
+                           std::to_string(kv.head_dim));
+  if (heads % kv.kv_heads != 0) return InvalidArgument("heads must be a multiple of kv heads");
+  if (tiles > 0 && !multi_row && split.splits > 1) {
+    if (split.workspace == nullptr || split.arrivals == nullptr)
+      return InvalidArgument("split decode attention needs its workspace and arrival counts");
+    if (int64_t{tiles} * heads >= kSplitBlocks)
+      return InvalidArgument("split decode attention over " +
+                             std::to_string(int64_t{tiles} * heads) +
+                             " (row, head) pairs: it counts arrivals for fewer than " +
+                             std::to_string(kSplitBlocks) + " (SplitDecode)");
+  }
+  return Status::Ok();
+}
 
 }  // namespace moe::gpu

@@ -170,12 +170,15 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-// Queues PagedAttention's kernel through `launch(grid, block, kernel, args...)`.
+// Queues PagedAttention's kernel through `launch(grid, block, kernel, args...)`, after its
+// checks (CheckPagedAttention).
 template <typename Launch>
-void EnqueuePagedAttention(Launch&& launch, const PagedKv& kv, int layer, const StepRows& rows,
-                           const float* q, int heads, int window, const int32_t* tile_row0,
-                           const int32_t* tile_rows, int tiles, bool multi_row,
-                           const DecodeSplit& split, float* out) {
+Status EnqueuePagedAttention(Launch&& launch, const PagedKv& kv, int layer, const StepRows& rows,
+                             const float* q, int heads, int window, const int32_t* tile_row0,
+                             const int32_t* tile_rows, int tiles, bool multi_row,
+                             const DecodeSplit& split, float* out) {
+  MOE_RETURN_IF_ERROR(CheckPagedAttention(kv, heads, tiles, multi_row, split));
+  if (tiles == 0) return Status::Ok();
   float* no_partial = nullptr;
   int* no_arrivals = nullptr;
   if (multi_row) {
@@ -190,6 +193,7 @@ void EnqueuePagedAttention(Launch&& launch, const PagedKv& kv, int layer, const 
            layer, rows, q, heads, window, tile_row0, tile_rows, split.keys, split.workspace,
            split.arrivals, out);
   }
+  return Status::Ok();
 }
 
 }  // namespace kernels

@@ -4,9 +4,13 @@
 # layouts).
 source "$(dirname "${BASH_SOURCE[0]}")/../mpi/common.sh"
 unset CUDA_VISIBLE_DEVICES
+# A python3 with numpy: Debian's (scripts/install-deps.sh installs python3-numpy), else the first
+# on PATH.
+PYTHON=/usr/bin/python3
+"$PYTHON" -c "import numpy" 2> /dev/null || PYTHON=python3
 
 compare_logits() {  # reference, candidate
-  /usr/bin/env python3 - "$1" "$2" <<'PY' || fail "$2 differs from $1"
+  "$PYTHON" - "$1" "$2" <<'PY' || fail "$2 differs from $1"
 import json, sys
 import numpy as np
 a, b = sys.argv[1], sys.argv[2]

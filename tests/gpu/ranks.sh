@@ -4,8 +4,10 @@
 # experts), and against the CPU. The workers exchange rows through host memory inside the MPI
 # messages (host), and as the NCCL path does but with MPI as the carrier (mpi-link). Greedy
 # tokens must be identical and logits within 2e-2 of the largest (tests/gpu/common.sh). Skips
-# (77) where no GPU is visible.
+# (77) where no GPU is visible. RANKS (default "2 3 10") picks the rank counts; with
+# MOE_GPU_LIBRARY set, every rank loads that GPU path (tests/gpu/emulated.sh).
 source "$(dirname "$0")/common.sh"
+[ -z "${MOE_GPU_LIBRARY:-}" ] || MPIRUN+=(-x MOE_GPU_LIBRARY)
 if ! "$MOE" generate --device cuda --model "$DATA/models/mistral-bf16" --prompt-ids "1" \
   --max-tokens 1 > /dev/null 2> "$SCRATCH/probe.err"; then
   # Only a missing GPU skips; any other failure of the GPU path is a failure.
@@ -25,7 +27,7 @@ for model in mixtral-bf16-sharded mixtral-window; do
   run "$model-cpu" 1 cpu
   run "$model-gpu-1" 1 cuda
   compare_logits "$SCRATCH/$model-cpu" "$SCRATCH/$model-gpu-1"
-  for n in 2 3 10; do
+  for n in ${RANKS:-2 3 10}; do
     for exchange in host mpi-link; do
       run "$model-gpu-$n-$exchange" "$n" cuda --gpu-exchange "$exchange"
       compare_logits "$SCRATCH/$model-gpu-1" "$SCRATCH/$model-gpu-$n-$exchange"

@@ -39,14 +39,16 @@ std::vector<float> RunOnHost(PagedAttentionCase& c, gpu::DecodeSplit split) {
          static_cast<const int32_t*>(c.tile_row0.data()),
          static_cast<const int32_t*>(c.tile_rows.data()));
   const int prefill = c.tiles() - c.decode_tiles;
-  if (c.decode_tiles > 0)
-    gpu::kernels::EnqueuePagedAttention(launch, kv, c.layer, rows, c.q.data(), c.H, c.window,
-                                        c.tile_row0.data(), c.tile_rows.data(), c.decode_tiles,
-                                        false, split, out.data());
-  if (prefill > 0)
-    gpu::kernels::EnqueuePagedAttention(
-        launch, kv, c.layer, rows, c.q.data(), c.H, c.window, c.tile_row0.data() + c.decode_tiles,
-        c.tile_rows.data() + c.decode_tiles, prefill, true, gpu::DecodeSplit{}, out.data());
+  EXPECT_TRUE(gpu::kernels::EnqueuePagedAttention(launch, kv, c.layer, rows, c.q.data(), c.H,
+                                                  c.window, c.tile_row0.data(),
+                                                  c.tile_rows.data(), c.decode_tiles, false,
+                                                  split, out.data())
+                  .ok());
+  EXPECT_TRUE(gpu::kernels::EnqueuePagedAttention(
+                  launch, kv, c.layer, rows, c.q.data(), c.H, c.window,
+                  c.tile_row0.data() + c.decode_tiles, c.tile_rows.data() + c.decode_tiles,
+                  prefill, true, gpu::DecodeSplit{}, out.data())
+                  .ok());
   EXPECT_EQ(std::count(arrivals.begin(), arrivals.end(), 0), gpu::kSplitBlocks);
   return out;
 }

@@ -1,0 +1,27 @@
+// common/cuda/gpu_attention.h on the emulated device (emulated_ops.cc says what that is): the
+// device's attention kernels run on the host, launched as gpu_attention.cu launches them.
+#include "tests/simt/simt_host.h"
+// (the stand-ins first)
+#include "common/cuda/gpu_attention_kernels.cuh"
+
+namespace moe::gpu {
+
+Status KvWrite(const PagedKv& kv, int layer, const StepRows& rows, const float* k,
+               const float* v, const int32_t* tile_row0, const int32_t* tile_rows, int tiles) {
+  if (tiles == 0) return Status::Ok();
+  simt::Launch(dim3(tiles), dim3(128), kernels::KvWriteKernel, kv, layer, rows, k, v, tile_row0,
+               tile_rows);
+  return Status::Ok();
+}
+
+Status PagedAttention(const PagedKv& kv, int layer, const StepRows& rows, const float* q,
+                      int heads, int window, const int32_t* tile_row0, const int32_t* tile_rows,
+                      int tiles, bool multi_row, const DecodeSplit& split, float* out) {
+  auto launch = [](dim3 grid, dim3 block, auto kernel, auto... args) {
+    simt::Launch(grid, block, kernel, args...);
+  };
+  return kernels::EnqueuePagedAttention(launch, kv, layer, rows, q, heads, window, tile_row0,
+                                        tile_rows, tiles, multi_row, split, out);
+}
+
+}  // namespace moe::gpu

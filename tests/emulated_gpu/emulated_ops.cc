@@ -1,0 +1,171 @@
+// common/cuda/gpu_ops.h and side_lanes.h on an emulated device: "device memory" is host memory,
+// every copy and wait is immediate, the kernels are the device's own (gpu_ops_kernels.cuh,
+// sum_plan_kernel.cuh) run by tests/simt/simt_host.h with the launches gpu_ops.cu makes, and
+// the cuBLAS GEMMs are loops with f32 sums. With the rest of the GPU path compiled as it is,
+// this makes libmoe_gpu_emulated.so, which a test loads in place of libmoe_gpu.so
+// (MOE_GPU_LIBRARY) so that the GPU path's host logic runs where no GPU is.
+#include "tests/simt/simt_host.h"
+// (the stand-ins first)
+#include "common/cuda/gpu_ops_kernels.cuh"
+#include "common/cuda/sum_plan_kernel.cuh"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "common/cuda/gpu_ops.h"
+#include "common/cuda/side_lanes.h"
+#include "common/dtype.h"
+
+namespace moe::gpu {
+namespace {
+
+using kernels::kThreads;
+
+// As gpu_ops.cu sizes its grid-stride launches.
+int Blocks(int64_t n) {
+  return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, 4096));
+}
+
+__nv_bfloat16* AsBf16(uint16_t* p) { return reinterpret_cast<__nv_bfloat16*>(p); }
+const __nv_bfloat16* AsBf16(const uint16_t* p) {
+  return reinterpret_cast<const __nv_bfloat16*>(p);
+}
+
+}  // namespace
+
+int DeviceCount() { return 1; }
+Status SetDevice(int) { return Status::Ok(); }
+std::string DeviceName(int) { return "emulated GPU (its kernels run on the host)"; }
+std::string DeviceBusId(int) { return "emulated:0"; }
+std::string NoDeviceReason() { return ""; }
+
+StatusOr<void*> Alloc(size_t bytes) {
+  void* p = std::aligned_alloc(256, (std::max<size_t>(bytes, 1) + 255) / 256 * 256);
+  if (p == nullptr) return ResourceExhausted("the emulated device is out of memory");
+  return p;
+}
+void Free(void* p) { std::free(p); }
+Status CopyToDevice(void* dst, const void* src, size_t bytes) {
+  if (bytes > 0) std::memcpy(dst, src, bytes);
+  return Status::Ok();
+}
+Status CopyToHost(void* dst, const void* src, size_t bytes) {
+  return CopyToDevice(dst, src, bytes);
+}
+Status Synchronize() { return Status::Ok(); }
+Status CopyToDeviceAsync(void* dst, const void* src, size_t bytes) {
+  return CopyToDevice(dst, src, bytes);
+}
+Status CopyToHostAsync(void* dst, const void* src, size_t bytes) {
+  return CopyToDevice(dst, src, bytes);
+}
+StatusOr<void*> AllocHost(size_t bytes) { return Alloc(bytes); }
+void FreeHost(void* p) { std::free(p); }
+Status Memset(void* p, int value, size_t bytes) {
+  std::memset(p, value, bytes);
+  return Status::Ok();
+}
+
+Status RmsNorm(const float* x, const uint16_t* w, float eps, int T, int D, float* y) {
+  simt::Launch(dim3(T), dim3(kThreads), kernels::RmsNormKernel, x, w, eps, D, y);
+  return Status::Ok();
+}
+Status Rope(float* x, const int32_t* positions, const float* inv_freq, int T, int heads, int hd) {
+  simt::Launch(dim3(T), dim3(kThreads), kernels::RopeKernel, x, positions, inv_freq, heads, hd);
+  return Status::Ok();
+}
+Status SiluMulToBf16(const float* gate_up, int64_t n, int F, uint16_t* act, const Lane&) {
+  if (n == 0) return Status::Ok();
+  simt::Launch(dim3(Blocks(n * F)), dim3(kThreads), kernels::SiluMulToBf16Kernel, gate_up, n, F,
+               AsBf16(act));
+  return Status::Ok();
+}
+Status Embed(const int32_t* ids, const uint16_t* table, int T, int D, float* x) {
+  simt::Launch(dim3(T), dim3(kThreads), kernels::EmbedKernel, ids, table, D, x);
+  return Status::Ok();
+}
+Status AddInPlace(float* x, const float* y, int64_t n) {
+  if (n == 0) return Status::Ok();
+  simt::Launch(dim3(Blocks(n)), dim3(kThreads), kernels::AddKernel, x, y, n);
+  return Status::Ok();
+}
+Status GatherRows(const float* x, const int32_t* rows, int R, int D, float* out) {
+  if (R == 0) return Status::Ok();
+  simt::Launch(dim3(R), dim3(kThreads), kernels::GatherRowsKernel<float, float>, x, rows, D, out);
+  return Status::Ok();
+}
+Status GatherRowsBf16(const float* x, const int32_t* rows, int n, int D, uint16_t* out) {
+  if (n == 0) return Status::Ok();
+  simt::Launch(dim3(n), dim3(kThreads), kernels::GatherRowsKernel<float, __nv_bfloat16>, x, rows,
+               D, AsBf16(out));
+  return Status::Ok();
+}
+Status GatherRowsBf16(const uint16_t* x, const int32_t* rows, int n, int D, uint16_t* out) {
+  if (n == 0) return Status::Ok();
+  simt::Launch(dim3(n), dim3(kThreads), kernels::GatherRowsKernel<__nv_bfloat16, __nv_bfloat16>,
+               AsBf16(x), rows, D, AsBf16(out));
+  return Status::Ok();
+}
+Status ApplySumPlan(const DeviceSumPlan& plan, const float* base, int D, bool accumulate,
+                    float* out) {
+  if (plan.outputs == 0) return Status::Ok();
+  simt::Launch(dim3(plan.outputs), dim3(kThreads), kernels::ApplySumPlanKernel, plan.term_begin,
+               plan.source_begin, plan.source, plan.weight, base, D, accumulate, out);
+  return Status::Ok();
+}
+Status RouterLogits(const float* h, const uint16_t* w, int T, int E, int D, float* logits) {
+  if (T == 0) return Status::Ok();
+  const int64_t threads = int64_t{T} * E * 32;
+  simt::Launch(dim3(static_cast<unsigned>((threads + kThreads - 1) / kThreads)), dim3(kThreads),
+               kernels::RouterLogitsKernel, h, w, T, E, D, logits);
+  return Status::Ok();
+}
+Status RouteTopK(const float* logits, int T, int E, int K, int32_t* ids, float* weights) {
+  if (E > 64 || K > E) return InvalidArgument("the GPU router supports at most 64 experts");
+  simt::Launch(dim3((T + 127) / 128), dim3(128), kernels::RouteKernel, logits, T, E, K, ids,
+               weights);
+  return Status::Ok();
+}
+Status Argmax(const float* logits, int R, int V, int32_t* ids) {
+  simt::Launch(dim3(R), dim3(kThreads), kernels::ArgmaxKernel, logits, V, ids);
+  return Status::Ok();
+}
+Status ToBf16(const float* x, int64_t n, uint16_t* y) {
+  if (n == 0) return Status::Ok();
+  simt::Launch(dim3(Blocks(n)), dim3(kThreads), kernels::ToBf16Kernel, x, n, AsBf16(y));
+  return Status::Ok();
+}
+
+// y [T, N] (+)= x [T, K] . W [N, K]^T, each product of bf16 values summed in f32 in k order.
+Status GemmBf16(const uint16_t* x, int T, int ldx, const uint16_t* w, int N, int K, int ldw,
+                bool accumulate, float* y, const Lane&) {
+  for (int t = 0; t < T; ++t)
+    for (int n = 0; n < N; ++n) {
+      float s = 0;
+      for (int k = 0; k < K; ++k)
+        s += Bf16ToF32(x[int64_t{t} * ldx + k]) * Bf16ToF32(w[int64_t{n} * ldw + k]);
+      float& out = y[int64_t{t} * N + n];
+      out = accumulate ? out + s : s;
+    }
+  return Status::Ok();
+}
+Status GemmBf16Blocks(const uint16_t* x, int T, int ldx, const uint16_t* w, int N, int Kb,
+                      int ldw, int blocks, float* y, const Lane& lane) {
+  for (int b = 0; b < blocks; ++b)
+    MOE_RETURN_IF_ERROR(GemmBf16(x + int64_t{b} * Kb, T, ldx, w + int64_t{b} * Kb, N, Kb, ldw,
+                                 false, y + int64_t{b} * T * N, lane));
+  return Status::Ok();
+}
+
+// Lanes of their own, but one host thread runs everything in order: forks and joins are moot.
+StatusOr<std::unique_ptr<SideLanes>> SideLanes::Create(int lanes) {
+  auto s = std::unique_ptr<SideLanes>(new SideLanes());
+  s->lanes_.resize(lanes);
+  return s;
+}
+SideLanes::~SideLanes() = default;
+Status SideLanes::Fork(int) { return Status::Ok(); }
+Status SideLanes::Join(int) { return Status::Ok(); }
+
+}  // namespace moe::gpu

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The GPU path's host code where no GPU is: moe loads the emulated device
+# (tests/emulated_gpu/: the device's own kernels run on the host, the GEMMs as loops) in place
+# of libmoe_gpu.so. tests/gpu/ranks.sh on it (one process, and the coordinator plus 1, 2 and 9
+# workers host-staged and over mpi-link, against the CPU), then a context past 128 keys, so
+# decode attention splits its keys: identical greedy tokens, logits within 2e-2.
+export MOE_GPU_LIBRARY=${GPU_EMULATED:?path to libmoe_gpu_emulated.so}
+bash "$(dirname "$0")/ranks.sh" || exit 1
+source "$(dirname "$0")/common.sh"
+prompt=$(seq 3 202 | tr '\n' ' ')
+for device in cpu cuda; do
+  "$MOE" generate --device "$device" --model "$DATA/models/mixtral-bf16-sharded" --prompt-ids "$prompt" \
+    --max-tokens 3 --ignore-eos --dump-logits "$SCRATCH/long-$device" --json \
+    > "$SCRATCH/long-$device.json" 2> "$SCRATCH/long-$device.err" ||
+    { cat "$SCRATCH/long-$device.err"; fail "long context on $device"; }
+done
+compare_logits "$SCRATCH/long-cpu" "$SCRATCH/long-cuda"
+echo "ok: a 200-token context on the emulated GPU (split decode attention) == the CPU"
