@@ -30,6 +30,8 @@ import traceback
 import urllib.request
 
 MOE = os.path.abspath(os.environ.get("MOE", "build/moe"))
+# The emulated device (tests/emulated_gpu/), for a server on the GPU path; unset: that test skips.
+GPU_EMULATED = os.environ.get("GPU_EMULATED", "")
 DATA = os.path.abspath(os.environ.get("DATA", "tests/data"))
 ROOT = os.path.abspath(os.environ.get("ROOT", "."))
 SCRATCH = tempfile.mkdtemp(prefix="moe-serve-test-")
@@ -174,8 +176,9 @@ class Server:
 
     all = []
 
-    def __init__(self, name, model, extra=(), np=3, tls=None):
+    def __init__(self, name, model, extra=(), np=3, tls=None, gpu_library=None):
         self.name, self.model, self.extra, self.np, self.tls = name, model, list(extra), np, tls
+        self.gpu_library = gpu_library  # every rank loads this GPU path (MOE_GPU_LIBRARY)
         self.port, self.metrics_port = free_ports(2)
         self.address = f"127.0.0.1:{self.port}"
         self.log_path = os.path.join(SCRATCH, f"{name}.log")
@@ -186,9 +189,12 @@ class Server:
     def start(self):
         env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                    OMPI_MCA_rmaps_base_oversubscribe="1")
-        cmd = ["mpirun", "--oversubscribe", "--mca", "btl", "self,vader,tcp", "-np", str(self.np),
-               MOE, "serve", "--model", self.model, "--listen", self.address,
-               "--metrics", f"127.0.0.1:{self.metrics_port}"] + self.extra
+        cmd = ["mpirun", "--oversubscribe", "--mca", "btl", "self,vader,tcp", "-np", str(self.np)]
+        if self.gpu_library:
+            env["MOE_GPU_LIBRARY"] = self.gpu_library
+            cmd += ["-x", "MOE_GPU_LIBRARY"]
+        cmd += [MOE, "serve", "--model", self.model, "--listen", self.address,
+                "--metrics", f"127.0.0.1:{self.metrics_port}"] + self.extra
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env, start_new_session=True,
@@ -479,6 +485,10 @@ def start_servers():
     S.window = Server("window", os.path.join(DATA, "models", "mixtral-window"),
                       small + ["--kv-block-size", "4"])
     S.dense = Server("dense", os.path.join(DATA, "models", "mistral-window"), small)
+    S.gpu = None
+    if GPU_EMULATED:
+        S.gpu = Server("gpu", MODEL, small + ["--device", "cuda", "--gpu-exchange", "mpi-link"],
+                       gpu_library=GPU_EMULATED)
     cert = make_cert()
     S.tls = None
     if cert:
@@ -1198,6 +1208,34 @@ def test_15_dense():
     return f"{len(info.placement)} placement entries; {len(reqs)} concurrent, peak running {peak}"
 
 
+def emulated_requests(rng):
+    """4 short requests (the emulated device runs its kernels on the host, slowly): greedy and
+    sampled, one with logprobs."""
+    reqs = []
+    for i in range(4):
+        kw = dict(max_tokens=rng.randint(4, 8), request_id=f"gpu-{i}", ignore_eos=True)
+        if i % 2:
+            kw.update(temperature=0.8, seed=31 + i, top_k=rng.choice([0, 20]))
+        if i == 3:
+            kw["logprobs"] = 3
+        reqs.append(ids_req([1] + [rng.randrange(3, VOCAB) for _ in range(rng.randint(1, 20))],
+                            **kw))
+    return reqs
+
+
+def test_16_emulated_gpu():
+    """The GPU path on the emulated device (tests/emulated_gpu/), 3 ranks over mpi-link: the
+    engine's batched steps on it (prefill chunks beside decode rows, sequences joining and
+    leaving) give 4 concurrent requests their solo results bit for bit. (Its tokens against the
+    CPU's: the gpu_emulated test, on bf16 checkpoints.)"""
+    if S.gpu is None:
+        return "skipped: GPU_EMULATED is not set"
+    reqs = emulated_requests(random.Random(16))
+    conc, peak, _ = concurrent_equals_solo(S.gpu, reqs, timeout=300)
+    S.gpu.stop()
+    return f"{len(reqs)} concurrent on the emulated GPU, peak running {peak}"
+
+
 TESTS = [
     # The servers that one test stops go first, so that fewer idle ranks share the CPUs later.
     test_09_api_key,
@@ -1214,6 +1252,7 @@ TESTS = [
     test_08_reflection,
     test_04_invalid_arguments,
     test_11_stops,
+    test_16_emulated_gpu,
     test_01_concurrent_equals_solo,
     test_12_load,
 ]
