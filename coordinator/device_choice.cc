@@ -25,7 +25,7 @@ const GpuApi* Gpu(std::string* why) {
     void* lib = nullptr;
     if (name != "libmoe_gpu.so") {
       lib = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
-      if (lib == nullptr) error = dlerror();
+      if (lib == nullptr) error = std::string("MOE_GPU_LIBRARY=") + name + ": " + dlerror();
     } else {
 #if MOE_WITH_CUDA
       lib = OpenPrivateLibrary(name, MOE_GPU_LIB_DIR, 0, &error);

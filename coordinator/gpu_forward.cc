@@ -395,16 +395,18 @@ Status GpuForward::Forward(const std::vector<int>& tokens, const std::vector<Seq
     for (const SequenceChunk& chunk : chunks)
       chunk.cache->ReleaseBefore(chunk.start_pos + chunk.length - c.sliding_window + 1);
 
-  // logits = lm_head(rmsnorm(x)) for the wanted rows                   [R, V]
-  MOE_ASSIGN_OR_RETURN(float* rows, h_.Get<float>(int64_t{std::max(T, R)} * D));
-  MOE_ASSIGN_OR_RETURN(float* normed, attn_.Get<float>(int64_t{R} * D));
-  MOE_ASSIGN_OR_RETURN(uint16_t* nb, hb_.Get<uint16_t>(int64_t{R} * D));
-  MOE_ASSIGN_OR_RETURN(float* out, logits_.Get<float>(int64_t{R} * V));
-  MOE_RETURN_IF_ERROR(gpu::GatherRows(x, logit_rows_, R, D, rows));
-  MOE_RETURN_IF_ERROR(gpu::RmsNorm(rows, final_norm_, c.rms_norm_eps, R, D, normed));
-  MOE_RETURN_IF_ERROR(gpu::ToBf16(normed, int64_t{R} * D, nb));
-  MOE_RETURN_IF_ERROR(gpu::GemmBf16(nb, R, D, lm_head_, V, D, D, false, out));
-  if (logits) MOE_RETURN_IF_ERROR(gpu::CopyToHost(logits, out, int64_t{R} * V * sizeof(float)));
+  // logits = lm_head(rmsnorm(x)) for the wanted rows (none for a prompt's early chunks) [R, V]
+  if (R > 0) {
+    MOE_ASSIGN_OR_RETURN(float* rows, h_.Get<float>(int64_t{std::max(T, R)} * D));
+    MOE_ASSIGN_OR_RETURN(float* normed, attn_.Get<float>(int64_t{R} * D));
+    MOE_ASSIGN_OR_RETURN(uint16_t* nb, hb_.Get<uint16_t>(int64_t{R} * D));
+    MOE_ASSIGN_OR_RETURN(float* out, logits_.Get<float>(int64_t{R} * V));
+    MOE_RETURN_IF_ERROR(gpu::GatherRows(x, logit_rows_, R, D, rows));
+    MOE_RETURN_IF_ERROR(gpu::RmsNorm(rows, final_norm_, c.rms_norm_eps, R, D, normed));
+    MOE_RETURN_IF_ERROR(gpu::ToBf16(normed, int64_t{R} * D, nb));
+    MOE_RETURN_IF_ERROR(gpu::GemmBf16(nb, R, D, lm_head_, V, D, D, false, out));
+    if (logits) MOE_RETURN_IF_ERROR(gpu::CopyToHost(logits, out, int64_t{R} * V * sizeof(float)));
+  }
   MOE_RETURN_IF_ERROR(gpu::Synchronize());
   if (stats_) {
     Lap(t, &stats_->seconds.lm_head);

@@ -131,6 +131,9 @@ Status DeviceSampler::Reserve(int R, int V) {
 
 Status DeviceSampler::Sample(const float* logits, int R, int V,
                              const std::vector<SampleSpec>& specs, std::vector<int>* ids) {
+  if (static_cast<int>(specs.size()) != R)
+    return InvalidArgument("one sampling spec per row: " + std::to_string(specs.size()) +
+                           " for " + std::to_string(R) + " rows");
   ids->assign(R, 0);
   if (R == 0) return Status::Ok();
   MOE_RETURN_IF_ERROR(Reserve(R, V));

@@ -1,7 +1,9 @@
-// common/cuda/gpu_ops.h and side_lanes.h on an emulated device: "device memory" is host memory,
-// every copy and wait is immediate, the kernels are the device's own (gpu_ops_kernels.cuh,
-// sum_plan_kernel.cuh) run by tests/simt/simt_host.h with the launches gpu_ops.cu makes, and
-// the cuBLAS GEMMs are loops with f32 sums. With the rest of the GPU path compiled as it is,
+// common/cuda/gpu_ops.h and side_lanes.h on an emulated device: "device memory" is host memory
+// (new memory filled with 0xff bytes, NaN as floats, as a forgotten Memset would leave it on
+// a device: unpredictable), every copy and wait is immediate, the kernels are the device's own
+// (gpu_ops_kernels.cuh, sum_plan_kernel.cuh) run by tests/simt/simt_host.h with the launches
+// gpu_ops.cu makes (an empty grid is an error, as on a device), and the cuBLAS GEMMs are loops
+// with f32 sums. With the rest of the GPU path compiled as it is,
 // this makes libmoe_gpu_emulated.so, which a test loads in place of libmoe_gpu.so
 // (MOE_GPU_LIBRARY) so that the GPU path's host logic runs where no GPU is.
 #include "tests/simt/simt_host.h"
@@ -27,6 +29,15 @@ int Blocks(int64_t n) {
   return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, 4096));
 }
 
+// kernel<<<grid, block>>>(args...) on the host; CUDA refuses a grid or block with no threads.
+template <typename Kernel, typename... Args>
+Status Run(const char* what, dim3 grid, dim3 block, Kernel kernel, Args... args) {
+  if (grid.x * grid.y * grid.z == 0 || block.x * block.y * block.z == 0)
+    return Internal(std::string("CUDA ") + what + ": invalid configuration argument");
+  simt::Launch(grid, block, kernel, args...);
+  return Status::Ok();
+}
+
 __nv_bfloat16* AsBf16(uint16_t* p) { return reinterpret_cast<__nv_bfloat16*>(p); }
 const __nv_bfloat16* AsBf16(const uint16_t* p) {
   return reinterpret_cast<const __nv_bfloat16*>(p);
@@ -41,8 +52,10 @@ std::string DeviceBusId(int) { return "emulated:0"; }
 std::string NoDeviceReason() { return ""; }
 
 StatusOr<void*> Alloc(size_t bytes) {
-  void* p = std::aligned_alloc(256, (std::max<size_t>(bytes, 1) + 255) / 256 * 256);
+  const size_t rounded = (std::max<size_t>(bytes, 1) + 255) / 256 * 256;
+  void* p = std::aligned_alloc(256, rounded);
   if (p == nullptr) return ResourceExhausted("the emulated device is out of memory");
+  std::memset(p, 0xff, rounded);
   return p;
 }
 void Free(void* p) { std::free(p); }
@@ -68,73 +81,68 @@ Status Memset(void* p, int value, size_t bytes) {
 }
 
 Status RmsNorm(const float* x, const uint16_t* w, float eps, int T, int D, float* y) {
-  simt::Launch(dim3(T), dim3(kThreads), kernels::RmsNormKernel, x, w, eps, D, y);
-  return Status::Ok();
+  if (T == 0) return Status::Ok();
+  return Run("RmsNorm", dim3(T), dim3(kThreads), kernels::RmsNormKernel, x, w, eps, D, y);
 }
 Status Rope(float* x, const int32_t* positions, const float* inv_freq, int T, int heads, int hd) {
-  simt::Launch(dim3(T), dim3(kThreads), kernels::RopeKernel, x, positions, inv_freq, heads, hd);
-  return Status::Ok();
+  if (T == 0) return Status::Ok();
+  return Run("Rope", dim3(T), dim3(kThreads), kernels::RopeKernel, x, positions, inv_freq, heads,
+             hd);
 }
 Status SiluMulToBf16(const float* gate_up, int64_t n, int F, uint16_t* act, const Lane&) {
   if (n == 0) return Status::Ok();
-  simt::Launch(dim3(Blocks(n * F)), dim3(kThreads), kernels::SiluMulToBf16Kernel, gate_up, n, F,
-               AsBf16(act));
-  return Status::Ok();
+  return Run("SiluMulToBf16", dim3(Blocks(n * F)), dim3(kThreads), kernels::SiluMulToBf16Kernel,
+             gate_up, n, F, AsBf16(act));
 }
 Status Embed(const int32_t* ids, const uint16_t* table, int T, int D, float* x) {
-  simt::Launch(dim3(T), dim3(kThreads), kernels::EmbedKernel, ids, table, D, x);
-  return Status::Ok();
+  if (T == 0) return Status::Ok();
+  return Run("Embed", dim3(T), dim3(kThreads), kernels::EmbedKernel, ids, table, D, x);
 }
 Status AddInPlace(float* x, const float* y, int64_t n) {
   if (n == 0) return Status::Ok();
-  simt::Launch(dim3(Blocks(n)), dim3(kThreads), kernels::AddKernel, x, y, n);
-  return Status::Ok();
+  return Run("AddInPlace", dim3(Blocks(n)), dim3(kThreads), kernels::AddKernel, x, y, n);
 }
 Status GatherRows(const float* x, const int32_t* rows, int R, int D, float* out) {
   if (R == 0) return Status::Ok();
-  simt::Launch(dim3(R), dim3(kThreads), kernels::GatherRowsKernel<float, float>, x, rows, D, out);
-  return Status::Ok();
+  return Run("GatherRows", dim3(R), dim3(kThreads), kernels::GatherRowsKernel<float, float>, x,
+             rows, D, out);
 }
 Status GatherRowsBf16(const float* x, const int32_t* rows, int n, int D, uint16_t* out) {
   if (n == 0) return Status::Ok();
-  simt::Launch(dim3(n), dim3(kThreads), kernels::GatherRowsKernel<float, __nv_bfloat16>, x, rows,
-               D, AsBf16(out));
-  return Status::Ok();
+  return Run("GatherRowsBf16", dim3(n), dim3(kThreads),
+             kernels::GatherRowsKernel<float, __nv_bfloat16>, x, rows, D, AsBf16(out));
 }
 Status GatherRowsBf16(const uint16_t* x, const int32_t* rows, int n, int D, uint16_t* out) {
   if (n == 0) return Status::Ok();
-  simt::Launch(dim3(n), dim3(kThreads), kernels::GatherRowsKernel<__nv_bfloat16, __nv_bfloat16>,
-               AsBf16(x), rows, D, AsBf16(out));
-  return Status::Ok();
+  return Run("GatherRowsBf16", dim3(n), dim3(kThreads),
+             kernels::GatherRowsKernel<__nv_bfloat16, __nv_bfloat16>, AsBf16(x), rows, D,
+             AsBf16(out));
 }
 Status ApplySumPlan(const DeviceSumPlan& plan, const float* base, int D, bool accumulate,
                     float* out) {
   if (plan.outputs == 0) return Status::Ok();
-  simt::Launch(dim3(plan.outputs), dim3(kThreads), kernels::ApplySumPlanKernel, plan.term_begin,
-               plan.source_begin, plan.source, plan.weight, base, D, accumulate, out);
-  return Status::Ok();
+  return Run("ApplySumPlan", dim3(plan.outputs), dim3(kThreads), kernels::ApplySumPlanKernel,
+             plan.term_begin, plan.source_begin, plan.source, plan.weight, base, D, accumulate,
+             out);
 }
 Status RouterLogits(const float* h, const uint16_t* w, int T, int E, int D, float* logits) {
   if (T == 0) return Status::Ok();
   const int64_t threads = int64_t{T} * E * 32;
-  simt::Launch(dim3(static_cast<unsigned>((threads + kThreads - 1) / kThreads)), dim3(kThreads),
-               kernels::RouterLogitsKernel, h, w, T, E, D, logits);
-  return Status::Ok();
+  return Run("RouterLogits", dim3(static_cast<unsigned>((threads + kThreads - 1) / kThreads)),
+             dim3(kThreads), kernels::RouterLogitsKernel, h, w, T, E, D, logits);
 }
 Status RouteTopK(const float* logits, int T, int E, int K, int32_t* ids, float* weights) {
   if (E > 64 || K > E) return InvalidArgument("the GPU router supports at most 64 experts");
-  simt::Launch(dim3((T + 127) / 128), dim3(128), kernels::RouteKernel, logits, T, E, K, ids,
-               weights);
-  return Status::Ok();
+  return Run("RouteTopK", dim3((T + 127) / 128), dim3(128), kernels::RouteKernel, logits, T, E,
+             K, ids, weights);
 }
 Status Argmax(const float* logits, int R, int V, int32_t* ids) {
-  simt::Launch(dim3(R), dim3(kThreads), kernels::ArgmaxKernel, logits, V, ids);
-  return Status::Ok();
+  if (R == 0) return Status::Ok();
+  return Run("Argmax", dim3(R), dim3(kThreads), kernels::ArgmaxKernel, logits, V, ids);
 }
 Status ToBf16(const float* x, int64_t n, uint16_t* y) {
   if (n == 0) return Status::Ok();
-  simt::Launch(dim3(Blocks(n)), dim3(kThreads), kernels::ToBf16Kernel, x, n, AsBf16(y));
-  return Status::Ok();
+  return Run("ToBf16", dim3(Blocks(n)), dim3(kThreads), kernels::ToBf16Kernel, x, n, AsBf16(y));
 }
 
 // y [T, N] (+)= x [T, K] . W [N, K]^T, each product of bf16 values summed in f32 in k order.

@@ -3,16 +3,32 @@
 # (tests/emulated_gpu/: the device's own kernels run on the host, the GEMMs as loops) in place
 # of libmoe_gpu.so. tests/gpu/ranks.sh on it (one process, and the coordinator plus 1, 2 and 9
 # workers host-staged and over mpi-link, against the CPU), then a context past 128 keys, so
-# decode attention splits its keys: identical greedy tokens, logits within 2e-2.
+# decode attention splits its keys: identical greedy tokens, logits within 2e-2. Last, a
+# prompt prefilled 5 tokens a step with no logits wanted before its last chunk (steps with no
+# logit rows, which once made a launch of no blocks): the same tokens as the CPU.
 export MOE_GPU_LIBRARY=${GPU_EMULATED:?path to libmoe_gpu_emulated.so}
 bash "$(dirname "$0")/ranks.sh" || exit 1
 source "$(dirname "$0")/common.sh"
 prompt=$(seq 3 202 | tr '\n' ' ')
 for device in cpu cuda; do
-  "$MOE" generate --device "$device" --model "$DATA/models/mixtral-bf16-sharded" --prompt-ids "$prompt" \
-    --max-tokens 3 --ignore-eos --dump-logits "$SCRATCH/long-$device" --json \
+  "$MOE" generate --device "$device" --model "$DATA/models/mixtral-bf16-sharded" \
+    --prompt-ids "$prompt" --max-tokens 3 --ignore-eos --dump-logits "$SCRATCH/long-$device" \
+    --json \
     > "$SCRATCH/long-$device.json" 2> "$SCRATCH/long-$device.err" ||
     { cat "$SCRATCH/long-$device.err"; fail "long context on $device"; }
 done
 compare_logits "$SCRATCH/long-cpu" "$SCRATCH/long-cuda"
 echo "ok: a 200-token context on the emulated GPU (split decode attention) == the CPU"
+for device in cpu cuda; do
+  "$MOE" generate --device "$device" --model "$DATA/models/mixtral-bf16-sharded" \
+    --prompt-ids "$(seq 3 20 | tr '\n' ' ')" --max-tokens 4 --prefill-chunk 5 --json \
+    > "$SCRATCH/chunked-$device.json" 2> "$SCRATCH/chunked-$device.err" ||
+    { cat "$SCRATCH/chunked-$device.err"; fail "chunked prefill on $device"; }
+done
+"$PYTHON" - "$SCRATCH/chunked-cpu.json" "$SCRATCH/chunked-cuda.json" <<'PY' ||
+import json, sys
+a, b = (json.load(open(p))["generated_ids"] for p in sys.argv[1:])
+assert a == b, (a, b)
+PY
+  fail "chunked prefill: the emulated GPU's tokens differ from the CPU's"
+echo "ok: a prompt prefilled 5 tokens a step on the emulated GPU == the CPU"
