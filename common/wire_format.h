@@ -24,9 +24,10 @@
 // answer vectors ([vectors, D] f32) travel between the GPUs over the link, queued after the
 // messages that describe them.
 //
-// With two micro-batches every rank exchanges, per layer: dispatch A, dispatch B, combine A,
-// combine B. A worker computes A between the two dispatches and B after combine A, so its
-// experts run while the coordinator does attention for the other micro-batch.
+// With two micro-batches every rank exchanges, per layer: dispatch A, combine A, dispatch B,
+// combine B, as with one. The coordinator runs B's attention between A's dispatch and combine
+// and the next layer's A's between B's, so the workers' experts run beside it
+// (coordinator/micro_batches.h).
 #pragma once
 
 #include <cstdint>

@@ -172,8 +172,7 @@ Status ExpertParallel::ReceiveAnswers(const DispatchHandle& handle, double* slow
     const uint8_t* msg = handle.received.at(0);
     wire::DispatchHeader header;
     std::memcpy(&header, msg, sizeof(header));
-    MOE_RETURN_IF_ERROR(local_->Process(header.layer, header.step, header.rows, false,
-                                        msg + sizeof(header),
+    MOE_RETURN_IF_ERROR(local_->Process(header, msg + sizeof(header),
                                         handle.received.counts[0] - sizeof(header), &send_.data));
     send_.counts[0] = static_cast<int64_t>(send_.data.size());
     wire::ResultHeader result;

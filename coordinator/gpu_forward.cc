@@ -92,17 +92,11 @@ Status GpuForward::Describe(const std::vector<int>& tokens,
                             const std::vector<SequenceChunk>& chunks,
                             const std::vector<int>& logit_rows) {
   const int T = T_;
-  // Per pool: its decode tiles (one row) and prefill tiles (up to kTileRows rows), as
-  // (first row, rows); and every chunk's block table.
-  struct Tiles {
-    KvBlockPool* pool;
-    std::vector<int32_t> decode_row0, prefill_row0, prefill_rows;
-    int max_decode_keys = 0;
-  };
-  std::vector<Tiles> tiles;
-  std::map<KvBlockPool*, int> index;
+  if (experts_ == nullptr) return Internal("the GPU forward pass has no expert backend");
+  // Every chunk's keys get room first, then its sequence's block table is taken (a chunk cut
+  // between the micro-batches keeps one).
   std::vector<int32_t> pos(T), table_at(T), tables;
-  int row = 0;
+  std::map<const KvCache*, int> table_of;
   for (const SequenceChunk& chunk : chunks) {
     PagedKvCache* cache = chunk.cache->AsPaged();
     if (cache == nullptr)
@@ -110,45 +104,66 @@ Status GpuForward::Describe(const std::vector<int>& tokens,
     if (!cache->Reserve(chunk.start_pos + chunk.length))
       return ResourceExhausted("the KV cache has no free block left for position " +
                                std::to_string(chunk.start_pos + chunk.length - 1));
-    auto [it, added] = index.emplace(cache->pool(), static_cast<int>(tiles.size()));
-    if (added) tiles.push_back({cache->pool(), {}, {}, {}, 0});
-    Tiles& t = tiles[it->second];
-    const int at = static_cast<int>(tables.size());
+    table_of[chunk.cache] = static_cast<int>(tables.size());
     tables.insert(tables.end(), cache->table().begin(), cache->table().end());
-    for (int i = 0; i < chunk.length; ++i) {
-      pos[row + i] = chunk.start_pos + i;
-      table_at[row + i] = at;
-    }
-    if (chunk.length == 1) {
-      t.decode_row0.push_back(row);
-      const int keys = chunk.start_pos + 1, window = c_.sliding_window;
-      t.max_decode_keys = std::max(t.max_decode_keys, window > 0 ? std::min(keys, window) : keys);
-    } else {
-      for (int i = 0; i < chunk.length; i += gpu::kTileRows) {
-        t.prefill_row0.push_back(row + i);
-        t.prefill_rows.push_back(std::min(gpu::kTileRows, chunk.length - i));
-      }
-    }
-    row += chunk.length;
   }
-  if (experts_ == nullptr) return Internal("the GPU forward pass has no expert backend");
-  if (row != T) return Internal("the chunks do not cover the step's tokens");
+  // With every expert on this GPU there is nothing to overlap: one micro-batch.
+  const std::vector<MicroBatchRows> parts =
+      SplitMicroBatches(chunks, T, local() ? 1 : micro_batches_);
+  parts_ = static_cast<int>(parts.size());
+  // Per micro-batch and pool: its decode tiles (one row) and prefill tiles (up to kTileRows
+  // rows), as (first row of the step, rows).
+  struct Tiles {
+    KvBlockPool* pool;
+    std::vector<int32_t> decode_row0, prefill_row0, prefill_rows;
+    int max_decode_keys = 0;
+  };
+  std::vector<std::vector<Tiles>> tiles(parts_);
+  for (int i = 0; i < parts_; ++i) {
+    std::map<KvBlockPool*, int> index;
+    int row = parts[i].row0;
+    for (const SequenceChunk& chunk : parts[i].chunks) {
+      KvBlockPool* pool = chunk.cache->AsPaged()->pool();
+      auto [it, added] = index.emplace(pool, static_cast<int>(tiles[i].size()));
+      if (added) tiles[i].push_back({pool, {}, {}, {}, 0});
+      Tiles& t = tiles[i][it->second];
+      for (int k = 0; k < chunk.length; ++k) {
+        pos[row + k] = chunk.start_pos + k;
+        table_at[row + k] = table_of[chunk.cache];
+      }
+      if (chunk.length == 1) {
+        t.decode_row0.push_back(row);
+        const int keys = chunk.start_pos + 1, window = c_.sliding_window;
+        t.max_decode_keys =
+            std::max(t.max_decode_keys, window > 0 ? std::min(keys, window) : keys);
+      } else {
+        for (int k = 0; k < chunk.length; k += gpu::kTileRows) {
+          t.prefill_row0.push_back(row + k);
+          t.prefill_rows.push_back(std::min(gpu::kTileRows, chunk.length - k));
+        }
+      }
+      row += chunk.length;
+    }
+    if (row != parts[i].row0 + parts[i].rows)
+      return Internal("the chunks do not cover the step's tokens");
+  }
 
-  // One upload: pos [T], table_at [T], ids [T], logit rows [R], per pool its tiles' first rows
-  // [n] and row counts [n] (decode tiles first), then the block tables.
+  // One upload: pos [T], table_at [T], ids [T], logit rows [R], per micro-batch and pool its
+  // tiles' first rows [n] and row counts [n] (decode tiles first), then the block tables.
   std::vector<int32_t>& m = meta_host_;
   m.assign(pos.begin(), pos.end());
   m.insert(m.end(), table_at.begin(), table_at.end());
   m.insert(m.end(), tokens.begin(), tokens.end());
   m.insert(m.end(), logit_rows.begin(), logit_rows.end());
-  std::vector<size_t> tile_at;
-  for (const Tiles& t : tiles) {
-    tile_at.push_back(m.size());
-    m.insert(m.end(), t.decode_row0.begin(), t.decode_row0.end());
-    m.insert(m.end(), t.prefill_row0.begin(), t.prefill_row0.end());
-    m.insert(m.end(), t.decode_row0.size(), 1);
-    m.insert(m.end(), t.prefill_rows.begin(), t.prefill_rows.end());
-  }
+  std::vector<std::vector<size_t>> tile_at(parts_);
+  for (int i = 0; i < parts_; ++i)
+    for (const Tiles& t : tiles[i]) {
+      tile_at[i].push_back(m.size());
+      m.insert(m.end(), t.decode_row0.begin(), t.decode_row0.end());
+      m.insert(m.end(), t.prefill_row0.begin(), t.prefill_row0.end());
+      m.insert(m.end(), t.decode_row0.size(), 1);
+      m.insert(m.end(), t.prefill_rows.begin(), t.prefill_rows.end());
+    }
   const size_t tables_at = m.size();
   m.insert(m.end(), tables.begin(), tables.end());
   MOE_ASSIGN_OR_RETURN(int32_t * d, meta_.Get<int32_t>(static_cast<int64_t>(m.size())));
@@ -156,43 +171,66 @@ Status GpuForward::Describe(const std::vector<int>& tokens,
   rows_ = {d, d + T, d + tables_at};
   ids_ = d + 2 * T;
   logit_rows_ = d + 3 * T;
-  pools_.clear();
-  for (size_t i = 0; i < tiles.size(); ++i) {
-    PoolRows p;
-    MOE_ASSIGN_OR_RETURN(p.kv, Storage(*tiles[i].pool));
-    p.decode_tiles = static_cast<int>(tiles[i].decode_row0.size());
-    p.max_decode_keys = tiles[i].max_decode_keys;
-    p.prefill_tiles = static_cast<int>(tiles[i].prefill_row0.size());
-    p.tile_row0 = d + tile_at[i];
-    p.tile_rows = d + tile_at[i] + p.decode_tiles + p.prefill_tiles;
-    pools_.push_back(p);
+  for (int i = 0; i < parts_; ++i) {
+    MicroBatch& mb = micro_[i];
+    mb.row0 = parts[i].row0;
+    mb.rows = parts[i].rows;
+    mb.pools.clear();
+    for (size_t j = 0; j < tiles[i].size(); ++j) {
+      const Tiles& t = tiles[i][j];
+      PoolRows p;
+      MOE_ASSIGN_OR_RETURN(p.kv, Storage(*t.pool));
+      p.decode_tiles = static_cast<int>(t.decode_row0.size());
+      p.max_decode_keys = t.max_decode_keys;
+      p.prefill_tiles = static_cast<int>(t.prefill_row0.size());
+      p.tile_row0 = d + tile_at[i][j];
+      p.tile_rows = d + tile_at[i][j] + p.decode_tiles + p.prefill_tiles;
+      mb.pools.push_back(p);
+    }
   }
   return Status::Ok();
 }
 
-Status GpuForward::Attention(int l) {
+Status GpuForward::AttendAndRoute(int l, MicroBatch& mb) {
+  PhaseSeconds* times = stats_ ? &stats_->seconds : nullptr;
+  auto t = Clock::now();
+  MOE_RETURN_IF_ERROR(Attention(l, mb));  // x += attention; h = rmsnorm(x)
+  Lap(t, times ? &times->attention : nullptr);
+  MOE_RETURN_IF_ERROR(Route(l, mb));
+  Lap(t, times ? &times->routing : nullptr);
+  return Status::Ok();
+}
+
+Status GpuForward::Attention(int l, const MicroBatch& mb) {
   const ModelConfig& c = c_;
   const LayerWeights& w = layers_[l];
   const int T = T_, D = c.hidden, H = c.heads, KV = c.kv_heads, hd = c.head_dim;
-  MOE_ASSIGN_OR_RETURN(float* x, x_.Get<float>(int64_t{T} * D));
-  MOE_ASSIGN_OR_RETURN(float* h, h_.Get<float>(int64_t{T} * D));
+  // The step's buffers [T, ...]; this micro-batch's n rows start at row r0. The attention
+  // tiles name rows of the step.
+  MOE_ASSIGN_OR_RETURN(float* x_step, x_.Get<float>(int64_t{T} * D));
+  MOE_ASSIGN_OR_RETURN(float* h_step, h_.Get<float>(int64_t{T} * D));
   MOE_ASSIGN_OR_RETURN(uint16_t* hb, hb_.Get<uint16_t>(int64_t{T} * std::max(D, H * hd)));
-  MOE_ASSIGN_OR_RETURN(float* q, q_.Get<float>(int64_t{T} * H * hd));
-  MOE_ASSIGN_OR_RETURN(float* k, k_.Get<float>(int64_t{T} * KV * hd));
-  MOE_ASSIGN_OR_RETURN(float* v, v_.Get<float>(int64_t{T} * KV * hd));
-  MOE_ASSIGN_OR_RETURN(float* attn, attn_.Get<float>(int64_t{T} * H * hd));
-  // h = rmsnorm(x); q, k, v = h Wq, h Wk, h Wv                        [T, H*hd], [T, KV*hd]
-  MOE_RETURN_IF_ERROR(gpu::RmsNorm(x, w.attn_norm, c.rms_norm_eps, T, D, h));
-  MOE_RETURN_IF_ERROR(gpu::ToBf16(h, int64_t{T} * D, hb));
-  MOE_RETURN_IF_ERROR(gpu::GemmBf16(hb, T, D, w.wq, H * hd, D, D, false, q));
-  MOE_RETURN_IF_ERROR(gpu::GemmBf16(hb, T, D, w.wk, KV * hd, D, D, false, k));
-  MOE_RETURN_IF_ERROR(gpu::GemmBf16(hb, T, D, w.wv, KV * hd, D, D, false, v));
-  MOE_RETURN_IF_ERROR(gpu::Rope(q, rows_.pos, inv_freq_, T, H, hd));
-  MOE_RETURN_IF_ERROR(gpu::Rope(k, rows_.pos, inv_freq_, T, KV, hd));
-  // The step's keys into the cache, then every row's attention over the cache.
-  for (const PoolRows& p : pools_) {
+  MOE_ASSIGN_OR_RETURN(float* q_step, q_.Get<float>(int64_t{T} * H * hd));
+  MOE_ASSIGN_OR_RETURN(float* k_step, k_.Get<float>(int64_t{T} * KV * hd));
+  MOE_ASSIGN_OR_RETURN(float* v_step, v_.Get<float>(int64_t{T} * KV * hd));
+  MOE_ASSIGN_OR_RETURN(float* attn_step, attn_.Get<float>(int64_t{T} * H * hd));
+  const int n = mb.rows;
+  const int64_t r0 = mb.row0;
+  float *x = x_step + r0 * D, *h = h_step + r0 * D, *q = q_step + r0 * H * hd,
+        *k = k_step + r0 * KV * hd, *v = v_step + r0 * KV * hd, *attn = attn_step + r0 * H * hd;
+  // h = rmsnorm(x); q, k, v = h Wq, h Wk, h Wv                        [n, H*hd], [n, KV*hd]
+  MOE_RETURN_IF_ERROR(gpu::RmsNorm(x, w.attn_norm, c.rms_norm_eps, n, D, h));
+  MOE_RETURN_IF_ERROR(gpu::ToBf16(h, int64_t{n} * D, hb));
+  MOE_RETURN_IF_ERROR(gpu::GemmBf16(hb, n, D, w.wq, H * hd, D, D, false, q));
+  MOE_RETURN_IF_ERROR(gpu::GemmBf16(hb, n, D, w.wk, KV * hd, D, D, false, k));
+  MOE_RETURN_IF_ERROR(gpu::GemmBf16(hb, n, D, w.wv, KV * hd, D, D, false, v));
+  MOE_RETURN_IF_ERROR(gpu::Rope(q, rows_.pos + r0, inv_freq_, n, H, hd));
+  MOE_RETURN_IF_ERROR(gpu::Rope(k, rows_.pos + r0, inv_freq_, n, KV, hd));
+  // The micro-batch's keys into the cache, then each of its rows' attention over the cache.
+  for (const PoolRows& p : mb.pools) {
     const int tiles = p.decode_tiles + p.prefill_tiles;
-    MOE_RETURN_IF_ERROR(gpu::KvWrite(p.kv, l, rows_, k, v, p.tile_row0, p.tile_rows, tiles));
+    MOE_RETURN_IF_ERROR(
+        gpu::KvWrite(p.kv, l, rows_, k_step, v_step, p.tile_row0, p.tile_rows, tiles));
     // Decode rows with long contexts split their keys over more thread blocks.
     gpu::DecodeSplit split = gpu::SplitDecode(p.max_decode_keys, p.decode_tiles * H);
     if (split.splits > 1) {
@@ -200,116 +238,135 @@ Status GpuForward::Attention(int l) {
                                                 split, p.decode_tiles, H, hd)));
       split.arrivals = split_arrivals_;
     }
-    MOE_RETURN_IF_ERROR(gpu::PagedAttention(p.kv, l, rows_, q, H, c.sliding_window, p.tile_row0,
-                                            p.tile_rows, p.decode_tiles, false, split, attn));
+    MOE_RETURN_IF_ERROR(gpu::PagedAttention(p.kv, l, rows_, q_step, H, c.sliding_window,
+                                            p.tile_row0, p.tile_rows, p.decode_tiles, false,
+                                            split, attn_step));
     MOE_RETURN_IF_ERROR(gpu::PagedAttention(
-        p.kv, l, rows_, q, H, c.sliding_window, p.tile_row0 + p.decode_tiles,
-        p.tile_rows + p.decode_tiles, p.prefill_tiles, true, gpu::DecodeSplit{}, attn));
+        p.kv, l, rows_, q_step, H, c.sliding_window, p.tile_row0 + p.decode_tiles,
+        p.tile_rows + p.decode_tiles, p.prefill_tiles, true, gpu::DecodeSplit{}, attn_step));
   }
-  // x = x + attn Wo                                                    [T, D]
-  MOE_RETURN_IF_ERROR(gpu::ToBf16(attn, int64_t{T} * H * hd, hb));
-  MOE_RETURN_IF_ERROR(gpu::GemmBf16(hb, T, H * hd, w.wo, D, H * hd, H * hd, true, x));
+  // x = x + attn Wo                                                    [n, D]
+  MOE_RETURN_IF_ERROR(gpu::ToBf16(attn, int64_t{n} * H * hd, hb));
+  MOE_RETURN_IF_ERROR(gpu::GemmBf16(hb, n, H * hd, w.wo, D, H * hd, H * hd, true, x));
   // h = rmsnorm(x)
-  return gpu::RmsNorm(x, w.ffn_norm, c.rms_norm_eps, T, D, h);
+  return gpu::RmsNorm(x, w.ffn_norm, c.rms_norm_eps, n, D, h);
 }
 
-Status GpuForward::Experts(int l) {
+Status GpuForward::Route(int l, MicroBatch& mb) {
   const ModelConfig& c = c_;
-  const int T = T_, D = c.hidden;
-  PhaseSeconds* times = stats_ ? &stats_->seconds : nullptr;
-  auto t = Clock::now();
-  // This rank's own GPU holds every expert and no other rank computes: the rows stay here.
-  // Other ranks' GPUs over the link: the rows go there from the device.
-  const bool local = local_ != nullptr && !experts_->remote();
-  const bool linked = link_ != nullptr && experts_->remote();
-  // routes = router(h) on the device, then to the host (and h with them for other ranks)
-  float* h = h_.Get<float>(int64_t{T} * D).value();  // reserved by Attention
+  const int T = mb.rows, D = c.hidden;
+  // routes = router(h) on the device, then to the host (and h with them, host-staged)
+  const float* h = h_.Get<float>(int64_t{T_} * D).value() + int64_t{mb.row0} * D;  // Attention's
   const int K = c.is_moe() ? c.experts_per_token : 1;
-  MOE_ASSIGN_OR_RETURN(int32_t * ids_host, route_host_.Get<int32_t>(int64_t{T} * K * 2));
+  // Scratch sized for the whole step, so that it does not grow (a free waits for the whole
+  // device) while the other micro-batch is in the exchange.
+  MOE_ASSIGN_OR_RETURN(int32_t * ids_host, route_host_.Get<int32_t>(int64_t{T_} * K * 2));
   float* weights_host = reinterpret_cast<float*>(ids_host + int64_t{T} * K);
   if (c.is_moe()) {
     const int E = c.num_experts;
-    MOE_ASSIGN_OR_RETURN(float* logits, router_logits_.Get<float>(int64_t{T} * E));
-    MOE_ASSIGN_OR_RETURN(int32_t * ids, route_ids_.Get<int32_t>(int64_t{T} * K));
-    MOE_ASSIGN_OR_RETURN(float* weights, route_weights_.Get<float>(int64_t{T} * K));
+    MOE_ASSIGN_OR_RETURN(float* logits, router_logits_.Get<float>(int64_t{T_} * E));
+    MOE_ASSIGN_OR_RETURN(int32_t * ids, route_ids_.Get<int32_t>(int64_t{T_} * K));
+    MOE_ASSIGN_OR_RETURN(float* weights, route_weights_.Get<float>(int64_t{T_} * K));
     MOE_RETURN_IF_ERROR(gpu::RouterLogits(h, layers_[l].router, T, E, D, logits));
     MOE_RETURN_IF_ERROR(gpu::RouteTopK(logits, T, E, K, ids, weights));
     MOE_RETURN_IF_ERROR(gpu::CopyToHostAsync(ids_host, ids, int64_t{T} * K * 4));
     MOE_RETURN_IF_ERROR(gpu::CopyToHostAsync(weights_host, weights, int64_t{T} * K * 4));
   }
-  float* h_host = nullptr;
-  if (!local && !linked) {
-    MOE_ASSIGN_OR_RETURN(h_host, h_host_.Get<float>(int64_t{T} * D));
+  if (!local() && !linked()) {
+    MOE_ASSIGN_OR_RETURN(float* h_host, mb.h_host.Get<float>(int64_t{T} * D));
     MOE_RETURN_IF_ERROR(gpu::CopyToHostAsync(h_host, h, int64_t{T} * D * sizeof(float)));
   }
   MOE_RETURN_IF_ERROR(gpu::Synchronize());
+  Routes& routes = mb.routes;
   if (c.is_moe()) {
     static_assert(sizeof(int) == sizeof(int32_t));
-    routes_.k = K;
-    routes_.expert.assign(ids_host, ids_host + int64_t{T} * K);
-    routes_.weight.assign(weights_host, weights_host + int64_t{T} * K);
-    if (skew_) skew_->Apply(&routes_);
+    routes.k = K;
+    routes.expert.assign(ids_host, ids_host + int64_t{T} * K);
+    routes.weight.assign(weights_host, weights_host + int64_t{T} * K);
+    if (skew_) skew_->Apply(&routes);
   } else {
-    RouteDense(T, &routes_);
+    RouteDense(T, &routes);
   }
-  Lap(t, times ? &times->routing : nullptr);
-  if (local) {
-    MOE_RETURN_IF_ERROR(LocalExperts(l, h));
-    Lap(t, times ? &times->expert : nullptr);
-    return Status::Ok();
-  }
-  if (linked) {
-    MOE_RETURN_IF_ERROR(LinkedExperts(l, h));
-    Lap(t, times ? &times->moe_wait : nullptr);
-    return Status::Ok();
-  }
-  // x += the experts' answers, in token order                          [T, D]
-  MOE_ASSIGN_OR_RETURN(float* moe_host, moe_host_.Get<float>(int64_t{T} * D));
-  MOE_ASSIGN_OR_RETURN(DispatchHandle handle, experts_->Dispatch(l, 0, 1, h_host, T, routes_));
-  MOE_RETURN_IF_ERROR(experts_->Combine(handle, moe_host));
-  MOE_ASSIGN_OR_RETURN(float* moe, moe_.Get<float>(int64_t{T} * D));
-  MOE_RETURN_IF_ERROR(gpu::CopyToDeviceAsync(moe, moe_host, int64_t{T} * D * sizeof(float)));
-  MOE_RETURN_IF_ERROR(gpu::AddInPlace(x_.Get<float>(int64_t{T} * D).value(), moe, int64_t{T} * D));
-  Lap(t, times ? &times->moe_wait : nullptr);
   return Status::Ok();
 }
 
-Status GpuForward::LocalExperts(int l, const float* h) {
-  const int T = T_, D = c_.hidden, K = routes_.k, E = c_.is_moe() ? c_.num_experts : 1;
+Status GpuForward::Dispatch(int l, int micro, MicroBatch& mb) {
+  auto t = Clock::now();
+  if (local()) {
+    MOE_RETURN_IF_ERROR(LocalExperts(l, mb));
+    Lap(t, stats_ ? &stats_->seconds.expert : nullptr);
+    return Status::Ok();
+  }
+  const float* h_host =
+      linked() ? nullptr : mb.h_host.Get<float>(int64_t{mb.rows} * c_.hidden).value();
+  MOE_ASSIGN_OR_RETURN(mb.handle,
+                       experts_->Dispatch(l, micro, parts_, h_host, mb.rows, mb.routes));
+  in_flight_ = true;
+  if (linked()) MOE_RETURN_IF_ERROR(SendOverLink(l, mb));
+  Lap(t, stats_ ? &stats_->seconds.moe_wait : nullptr);
+  return Status::Ok();
+}
+
+Status GpuForward::Combine(int l, MicroBatch& mb) {
+  if (local()) return Status::Ok();
+  auto t = Clock::now();
+  const int n = mb.rows, D = c_.hidden;
+  float* x = x_.Get<float>(int64_t{T_} * D).value() + int64_t{mb.row0} * D;
+  if (linked()) {
+    MOE_RETURN_IF_ERROR(ReceiveOverLink(l, mb));
+  } else {
+    // x += the experts' answers, in token order                        [n, D]
+    MOE_ASSIGN_OR_RETURN(float* moe_host, mb.moe_host.Get<float>(int64_t{n} * D));
+    MOE_RETURN_IF_ERROR(experts_->Combine(mb.handle, moe_host));
+    MOE_ASSIGN_OR_RETURN(float* moe, mb.moe.Get<float>(int64_t{n} * D));
+    MOE_RETURN_IF_ERROR(gpu::CopyToDeviceAsync(moe, moe_host, int64_t{n} * D * sizeof(float)));
+    MOE_RETURN_IF_ERROR(gpu::AddInPlace(x, moe, int64_t{n} * D));
+  }
+  in_flight_ = false;
+  Lap(t, stats_ ? &stats_->seconds.moe_wait : nullptr);
+  return Status::Ok();
+}
+
+Status GpuForward::LocalExperts(int l, MicroBatch& mb) {
+  const Routes& routes = mb.routes;
+  const int T = mb.rows, D = c_.hidden, K = routes.k, E = c_.is_moe() ? c_.num_experts : 1;
   const int64_t n = int64_t{T} * K;
+  const float* h = h_.Get<float>(int64_t{T_} * D).value() + int64_t{mb.row0} * D;
+  float* x = x_.Get<float>(int64_t{T_} * D).value() + int64_t{mb.row0} * D;
   // Slots grouped by expert in id order, each expert's tokens in order: slot_rows [n] is each
   // slot's token, and the combine is a sum plan, token t's answer adding its experts' slots in
   // id order, weighted.
   std::vector<int> counts(E, 0), cursor(E, 0);
-  for (int e : routes_.expert) {
+  for (int e : routes.expert) {
     MOE_CHECK(e >= 0 && e < E, "routed expert out of range");
     ++counts[e];
   }
   for (int e = 1; e < E; ++e) cursor[e] = cursor[e - 1] + counts[e - 1];
-  MOE_ASSIGN_OR_RETURN(int32_t * slot_rows, plan_host_.Get<int32_t>(n));
-  combine_.Clear();
+  MOE_ASSIGN_OR_RETURN(int32_t * slot_rows, mb.slot_rows.Get<int32_t>(n));
+  SumPlan& combine = mb.combine;
+  combine.Clear();
   for (int t = 0; t < T; ++t) {
-    combine_.AddOutput();
+    combine.AddOutput();
     for (int j = 0; j < K; ++j) {
       const int64_t i = int64_t{t} * K + j;
-      const int slot = cursor[routes_.expert[i]]++;
+      const int slot = cursor[routes.expert[i]]++;
       slot_rows[slot] = t;
-      combine_.AddTerm(routes_.weight[i]);
-      combine_.AddSource(int64_t{slot} * D);
+      combine.AddTerm(routes.weight[i]);
+      combine.AddSource(int64_t{slot} * D);
     }
   }
-  MOE_ASSIGN_OR_RETURN(int32_t * rows, plan_.Get<int32_t>(n));
+  MOE_ASSIGN_OR_RETURN(int32_t * rows, mb.token_rows.Get<int32_t>(n));
   MOE_RETURN_IF_ERROR(gpu::CopyToDeviceAsync(rows, slot_rows, n * sizeof(int32_t)));
-  MOE_ASSIGN_OR_RETURN(gpu::DeviceSumPlan plan, gpu::UploadSumPlan(combine_, sum_plan_));
+  MOE_ASSIGN_OR_RETURN(gpu::DeviceSumPlan plan, gpu::UploadSumPlan(combine, mb.sum_plan));
   // xb [n, D] = h of each slot's token in bf16; y [n, D] = its expert's FFN
-  MOE_ASSIGN_OR_RETURN(uint16_t * xb, expert_x_.Get<uint16_t>(n * D));
+  MOE_ASSIGN_OR_RETURN(uint16_t * xb, mb.xb.Get<uint16_t>(n * D));
   MOE_ASSIGN_OR_RETURN(float* y, expert_y_.Get<float>(n * D));
   MOE_RETURN_IF_ERROR(gpu::GatherRowsBf16(h, rows, static_cast<int>(n), D, xb));
   MOE_RETURN_IF_ERROR(local_->RunGrouped(l, xb, counts, y));
   // x[t] += its experts' weighted answers, in id order                  [T, D]
-  MOE_RETURN_IF_ERROR(gpu::ApplySumPlan(plan, y, D, true, x_.Get<float>(int64_t{T} * D).value()));
+  MOE_RETURN_IF_ERROR(gpu::ApplySumPlan(plan, y, D, true, x));
   if (stats_) {
-    stats_->CountRoutes(l, routes_.expert);
+    stats_->CountRoutes(l, routes.expert);
     // What the exchange would have counted: one row and one summed vector per token.
     stats_->rank_rows[0] += T;
     stats_->rows_sent[l][0] += T;
@@ -320,21 +377,10 @@ Status GpuForward::LocalExperts(int l, const float* h) {
   return Status::Ok();
 }
 
-Status GpuForward::LinkedExperts(int l, const float* h) {
-  MOE_ASSIGN_OR_RETURN(DispatchHandle handle, experts_->Dispatch(l, 0, 1, nullptr, T_, routes_));
-  // The workers now wait on the link: a failure from here on leaves them mid-exchange, so it
-  // ends the link (moves left queued would hold the device) and the exchange (Runtime ends the
-  // job).
-  if (Status s = ExchangeOverLink(l, h, handle); !s.ok()) {
-    link_->Abort();
-    return experts_->Fail(s);
-  }
-  return Status::Ok();
-}
-
-Status GpuForward::ExchangeOverLink(int l, const float* h, const DispatchHandle& handle) {
-  const int T = T_, D = c_.hidden;
-  const int R = static_cast<int>(handle.rank_tokens.size());
+Status GpuForward::SendOverLink(int l, MicroBatch& mb) {
+  const DispatchHandle& handle = mb.handle;
+  const int D = c_.hidden;
+  const float* h = h_.Get<float>(int64_t{T_} * D).value() + int64_t{mb.row0} * D;
   // send [rows, D] bf16: each rank's rows end to end, gathered from h by token.
   std::vector<int32_t> tokens;
   for (const auto& rank_tokens : handle.rank_tokens)
@@ -342,29 +388,46 @@ Status GpuForward::ExchangeOverLink(int l, const float* h, const DispatchHandle&
   const int64_t rows = static_cast<int64_t>(tokens.size());
   int64_t vectors = 0;
   for (int64_t v : handle.expected_vectors) vectors += v;
-  MOE_ASSIGN_OR_RETURN(int32_t * token_rows, plan_.Get<int32_t>(rows));
-  MOE_ASSIGN_OR_RETURN(uint16_t * send, expert_x_.Get<uint16_t>(rows * D));
-  MOE_ASSIGN_OR_RETURN(float* answers, answers_.Get<float>(vectors * D));
+  // Every buffer of the exchange before anything is queued: growing frees, and a free waits
+  // for the whole device, the link's moves included.
+  MOE_ASSIGN_OR_RETURN(int32_t * token_rows, mb.token_rows.Get<int32_t>(rows));
+  MOE_ASSIGN_OR_RETURN(uint16_t * send, mb.xb.Get<uint16_t>(rows * D));
+  MOE_RETURN_IF_ERROR(mb.answers.Get<float>(vectors * D).status());
   MOE_RETURN_IF_ERROR(gpu::CopyToDeviceAsync(token_rows, tokens.data(), rows * sizeof(int32_t)));
   MOE_RETURN_IF_ERROR(gpu::GatherRowsBf16(h, token_rows, static_cast<int>(rows), D, send));
-  // Rows out and answers in (rank after rank), queued before the answers' headers arrive.
-  std::vector<gpu::DeviceLink::Move> out, in;
-  int64_t row = 0, vector = 0;
-  for (int r = 0; r < R; ++r) {
+  std::vector<gpu::DeviceLink::Move> out;
+  int64_t row = 0;
+  for (int r = 0; r < static_cast<int>(handle.rank_tokens.size()); ++r) {
     const int64_t n = static_cast<int64_t>(handle.rank_tokens[r].size());
-    const int64_t v = handle.expected_vectors[r];
     if (n > 0) out.push_back({send + row * D, n * D * 2, r});
-    if (v > 0) in.push_back({answers + vector * D, v * D * 4, r});
     row += n;
+  }
+  return link_->Send(out, {"dispatch rows", l, handle.step},
+                     gpu::DeviceLink::Deadline::kRankTimeout);
+}
+
+Status GpuForward::ReceiveOverLink(int l, MicroBatch& mb) {
+  const DispatchHandle& handle = mb.handle;
+  const int D = c_.hidden;
+  int64_t vectors = 0;
+  for (int64_t v : handle.expected_vectors) vectors += v;
+  float* answers = mb.answers.Get<float>(vectors * D).value();  // sized by SendOverLink
+  // The answers in, rank after rank, queued before their headers arrive.
+  std::vector<gpu::DeviceLink::Move> in;
+  int64_t vector = 0;
+  for (int r = 0; r < static_cast<int>(handle.expected_vectors.size()); ++r) {
+    const int64_t v = handle.expected_vectors[r];
+    if (v > 0) in.push_back({answers + vector * D, v * D * 4, r});
     vector += v;
   }
-  MOE_RETURN_IF_ERROR(link_->Send(out, {"dispatch rows", l, handle.step}));
   MOE_RETURN_IF_ERROR(link_->Receive(in, {"combine answers", l, handle.step}));
-  // x += the answers summed per token as the plan says                 [T, D]
-  MOE_RETURN_IF_ERROR(experts_->CombineLinked(handle, &combine_));
-  MOE_RETURN_IF_ERROR(link_->Wait({"combine", l, handle.step}));
-  MOE_ASSIGN_OR_RETURN(gpu::DeviceSumPlan plan, gpu::UploadSumPlan(combine_, sum_plan_));
-  return gpu::ApplySumPlan(plan, answers, D, true, x_.Get<float>(int64_t{T} * D).value());
+  // x += the answers summed per token as the plan says                 [n, D]
+  MOE_RETURN_IF_ERROR(experts_->CombineLinked(handle, &mb.combine));
+  MOE_RETURN_IF_ERROR(
+      link_->Wait({"combine", l, handle.step}, gpu::DeviceLink::Deadline::kRankTimeout));
+  MOE_ASSIGN_OR_RETURN(gpu::DeviceSumPlan plan, gpu::UploadSumPlan(mb.combine, mb.sum_plan));
+  float* x = x_.Get<float>(int64_t{T_} * D).value() + int64_t{mb.row0} * D;
+  return gpu::ApplySumPlan(plan, answers, D, true, x);
 }
 
 Status GpuForward::Forward(const std::vector<int>& tokens, const std::vector<SequenceChunk>& chunks,
@@ -383,13 +446,20 @@ Status GpuForward::Forward(const std::vector<int>& tokens, const std::vector<Seq
   // x = embed(tokens)                                                  [T, D]
   MOE_ASSIGN_OR_RETURN(float* x, x_.Get<float>(int64_t{T} * D));
   MOE_RETURN_IF_ERROR(gpu::Embed(ids_, embed_, T, D, x));
-  auto t = Clock::now();
-  for (int l = 0; l < c.layers; ++l) {
-    MOE_RETURN_IF_ERROR(Attention(l));  // x += attention; h = rmsnorm(x)
-    Lap(t, stats_ ? &stats_->seconds.attention : nullptr);
-    MOE_RETURN_IF_ERROR(Experts(l));    // x += experts(h)
-    t = Clock::now();
+  // Each layer: x += attention; h = rmsnorm(x); x += experts(h), micro-batch by micro-batch.
+  in_flight_ = false;
+  Status layers = RunMicroBatches(
+      c.layers, parts_, [&](int l, int i) { return AttendAndRoute(l, micro_[i]); },
+      [&](int l, int i) { return Dispatch(l, i, micro_[i]); },
+      [&](int l, int i) { return Combine(l, micro_[i]); });
+  if (!layers.ok() && in_flight_) {
+    // The workers wait mid-exchange: it ends, and the link with it (moves left queued would
+    // hold the device); Runtime ends the job.
+    if (linked()) link_->Abort();
+    return experts_->Fail(layers);
   }
+  MOE_RETURN_IF_ERROR(layers);
+  auto t = Clock::now();
   // Keys that fell out of the window go back to their pools.
   if (c.sliding_window > 0)
     for (const SequenceChunk& chunk : chunks)

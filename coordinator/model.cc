@@ -65,6 +65,7 @@ void Model::set_device(std::unique_ptr<DeviceForward> device) {
   if (device_) {
     device_->set_route_skew(&skew_);
     device_->Attach(experts_, stats_);
+    device_->set_micro_batches(micro_batches_);
   }
 }
 
@@ -105,30 +106,6 @@ int64_t Model::dense_weight_bytes() const {
 
 void Model::Trace(const char* name, int layer, const float* data, int64_t rows, int64_t cols) {
   if (sink_) sink_(name, layer, data, rows, cols);
-}
-
-std::vector<Model::MicroBatch> Model::Split(const std::vector<SequenceChunk>& chunks,
-                                            int T) const {
-  std::vector<MicroBatch> mbs(micro_batches_ == 2 && T >= 2 ? 2 : 1);
-  if (mbs.size() == 1) {
-    mbs[0].rows = T;
-    mbs[0].chunks = chunks;
-    return mbs;
-  }
-  // Two halves of the rows; a chunk that straddles the middle is cut in two (the second part's
-  // attention runs after the first part's in every layer, so it finds its keys in the cache).
-  const int half = T / 2;
-  int row = 0;
-  for (const SequenceChunk& c : chunks) {
-    const int first = std::clamp(half - row, 0, c.length);
-    if (first > 0) mbs[0].chunks.push_back({c.cache, c.start_pos, first});
-    if (c.length > first) mbs[1].chunks.push_back({c.cache, c.start_pos + first, c.length - first});
-    row += c.length;
-  }
-  mbs[0].rows = half;
-  mbs[1].row0 = half;
-  mbs[1].rows = T - half;
-  return mbs;
 }
 
 void Model::AttendAndRoute(int l, MicroBatch& mb) {
@@ -205,49 +182,37 @@ Status Model::Forward(const std::vector<int>& tokens, const std::vector<Sequence
   }
   Trace("embed", -1, x_.data(), T, D);
 
-  std::vector<MicroBatch> mbs = Split(chunks, T);
-  auto dispatch = [&](int l, MicroBatch& mb) -> Status {
+  std::vector<MicroBatch> mbs;
+  for (MicroBatchRows& part : SplitMicroBatches(chunks, T, micro_batches_))
+    mbs.push_back({std::move(part), {}, {}});
+  auto dispatch = [&](int l, int i) -> Status {
+    MicroBatch& mb = mbs[i];
     const auto t = Clock::now();
     // The workers may share this host's cores: idle pool threads sleep from now on.
     if (experts_->remote()) pool_->Park();
-    auto handle = experts_->Dispatch(l, static_cast<int>(&mb - mbs.data()),
-                                     static_cast<int>(mbs.size()), &h_[mb.row0 * D], mb.rows,
-                                     mb.routes);
+    auto handle = experts_->Dispatch(l, i, static_cast<int>(mbs.size()), &h_[mb.row0 * D],
+                                     mb.rows, mb.routes);
     if (!handle.ok()) return handle.status();
     mb.handle = std::move(handle).value();
     if (stats_) stats_->seconds.moe_wait += std::chrono::duration<double>(Clock::now() - t).count();
     return Status::Ok();
   };
-  auto trace_layer = [&](int l) {
-    Trace("moe_out", l, moe_out_.data(), T, D);
-    Trace("residual", l, x_.data(), T, D);
-  };
-
-  if (mbs.size() == 1) {
-    for (int l = 0; l < c.layers; ++l) {
-      AttendAndRoute(l, mbs[0]);                      // x += attention; routes
-      MOE_RETURN_IF_ERROR(dispatch(l, mbs[0]));       // rows to the experts' ranks
-      MOE_RETURN_IF_ERROR(CombineInto(l, mbs[0]));    // x += their answers, in token order
-      trace_layer(l);
-    }
-  } else {
-    // Ping-pong: the workers run one micro-batch's experts while this rank runs the other's
-    // attention. Exchanges per layer, the same order on every rank: dispatch A, dispatch B,
-    // combine A, combine B.
-    MicroBatch& a = mbs[0];
-    MicroBatch& b = mbs[1];
-    AttendAndRoute(0, a);
-    MOE_RETURN_IF_ERROR(dispatch(0, a));
-    for (int l = 0; l < c.layers; ++l) {
-      AttendAndRoute(l, b);                           // workers: A's experts
-      MOE_RETURN_IF_ERROR(dispatch(l, b));
-      MOE_RETURN_IF_ERROR(CombineInto(l, a));
-      if (l + 1 < c.layers) AttendAndRoute(l + 1, a);  // workers: B's experts
-      MOE_RETURN_IF_ERROR(CombineInto(l, b));
-      if (l + 1 < c.layers) MOE_RETURN_IF_ERROR(dispatch(l + 1, a));
-      trace_layer(l);
-    }
-  }
+  const int parts = static_cast<int>(mbs.size());
+  MOE_RETURN_IF_ERROR(RunMicroBatches(
+      c.layers, parts,
+      [&](int l, int i) {
+        AttendAndRoute(l, mbs[i]);  // x += attention; routes
+        return Status::Ok();
+      },
+      dispatch,  // rows to the experts' ranks
+      [&](int l, int i) {
+        MOE_RETURN_IF_ERROR(CombineInto(l, mbs[i]));  // x += their answers, in token order
+        if (i + 1 == parts) {
+          Trace("moe_out", l, moe_out_.data(), T, D);
+          Trace("residual", l, x_.data(), T, D);
+        }
+        return Status::Ok();
+      }));
 
   // logits = lm_head(rmsnorm(x)) for the wanted rows                     [R, V]
   auto t = Clock::now();

@@ -14,6 +14,7 @@
 #include "common/model_config.h"
 #include "coordinator/expert_parallel.h"
 #include "coordinator/kv_cache.h"
+#include "coordinator/micro_batches.h"
 #include "coordinator/rope.h"
 #include "coordinator/route_skew.h"
 #include "coordinator/run_stats.h"
@@ -41,13 +42,6 @@ struct ModelWeights {
 // Takes every non-expert tensor; the experts are left to the expert backend's loader.
 StatusOr<ModelWeights> LoadCoordinatorWeights(const ModelConfig& config, Checkpoint& ckpt);
 
-// A contiguous run of one sequence's tokens inside a step.
-struct SequenceChunk {
-  KvCache* cache = nullptr;
-  int start_pos = 0;  // position of the chunk's first token
-  int length = 0;
-};
-
 // Named intermediate values, for finding where a mismatch against a reference begins.
 // Called with (name, layer or -1, data [rows, cols]).
 using ActivationSink =
@@ -67,6 +61,8 @@ class DeviceForward {
   virtual void set_route_skew(RouteSkew* skew) = 0;
   // Where the routed rows go, and where phase times are added (null: none).
   virtual void Attach(ExpertParallel* experts, RunStats* stats) = 0;
+  // Model::set_micro_batches's contract.
+  virtual void set_micro_batches(int n) = 0;
 };
 
 class Model {
@@ -97,7 +93,10 @@ class Model {
   }
   // 2: split each step into two micro-batches and overlap one's attention with the other's
   // experts (ping-pong); 1: one batch. The numbers are the same either way.
-  void set_micro_batches(int n) { micro_batches_ = n; }
+  void set_micro_batches(int n) {
+    micro_batches_ = n;
+    if (device_) device_->set_micro_batches(n);
+  }
   // Scaling experiments only: replace the router's choices (coordinator/route_skew.h).
   void set_route_skew(RouteSkew skew) {
     skew_ = std::move(skew);
@@ -112,13 +111,10 @@ class Model {
 
  private:
   // The rows of a step that travel together to the experts.
-  struct MicroBatch {
-    int row0 = 0, rows = 0;             // rows [row0, row0 + rows) of the step
-    std::vector<SequenceChunk> chunks;  // their sequences' chunks
+  struct MicroBatch : MicroBatchRows {
     Routes routes;
     DispatchHandle handle;
   };
-  std::vector<MicroBatch> Split(const std::vector<SequenceChunk>& chunks, int T) const;
   // x += attention(rmsnorm(x)); h = rmsnorm(x); routes = router(h), for one micro-batch.
   void AttendAndRoute(int layer, MicroBatch& mb);
   // x += the experts' answer for one micro-batch.

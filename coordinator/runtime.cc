@@ -117,9 +117,6 @@ Status LoadRank(const RuntimeOptions& o, const Transport& t, const std::string& 
                            std::to_string(o.gpu_expert_streams));
   MOE_ASSIGN_OR_RETURN(out->device, ChooseDevice(o.device, t));
   const bool gpu = out->device >= 0;
-  if (gpu && t.rank() == 0 && o.micro_batches != 1)
-    return InvalidArgument("--micro-batches 2 overlaps attention with experts on the CPU only; "
-                           "use --micro-batches 1 with --device cuda, or --device cpu");
   const auto& held = out->placement.by_rank[t.rank()];
   // Weights are read in as they are taken, with a running count on a terminal (a bar where the
   // total is known: going to a GPU).

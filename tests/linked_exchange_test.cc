@@ -132,8 +132,7 @@ class LoopbackStar : public Transport {
       wire::DispatchHeader h;
       std::memcpy(&h, dispatch_.at(r), sizeof(h));
       const size_t before = recv->data.size();
-      MOE_RETURN_IF_ERROR(workers_[r]->Process(h.layer, h.step, h.rows, h.link != 0,
-                                               dispatch_.at(r) + sizeof(h),
+      MOE_RETURN_IF_ERROR(workers_[r]->Process(h, dispatch_.at(r) + sizeof(h),
                                                dispatch_.counts[r] - sizeof(h), &recv->data));
       recv->counts[r] = static_cast<int64_t>(recv->data.size() - before);
     }
@@ -249,7 +248,9 @@ TEST(LinkedExchange, WorkerRefusesLinkedRowsWithoutALink) {
   ThreadPool pool(1);
   ExpertWorker worker(&*store, c.experts_per_token, c.hidden, &pool);
   std::vector<uint8_t> reply;
-  const Status s = worker.Process(0, 0, 0, true, nullptr, 0, &reply);
+  wire::DispatchHeader linked;
+  linked.link = 1;
+  const Status s = worker.Process(linked, nullptr, 0, &reply);
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("GPU link"), std::string::npos) << s.message();
 }

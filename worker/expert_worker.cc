@@ -7,9 +7,11 @@
 
 namespace moe {
 
-Status ExpertWorker::Process(int layer, int64_t step, int rows, bool link, const uint8_t* body,
+Status ExpertWorker::Process(const wire::DispatchHeader& dispatch, const uint8_t* body,
                              int64_t body_bytes, std::vector<uint8_t>* reply) {
   const auto t0 = std::chrono::steady_clock::now();
+  const int layer = dispatch.layer, rows = dispatch.rows;
+  const bool link = dispatch.link != 0;
   if (link && (device_ == nullptr || !device_->linked()))
     return Internal("layer " + std::to_string(layer) + "'s rows were sent over a GPU link this "
                     "rank does not have");
@@ -93,7 +95,8 @@ Status ExpertWorker::Process(int layer, int64_t step, int rows, bool link, const
   if (device_) {
     DeviceJob job;
     job.layer = layer;
-    job.step = step;
+    job.step = dispatch.step;
+    job.ping_pong = dispatch.micro_batches == 2;
     job.plan = &plan_;
     job.vectors = total_vectors;
     for (int si = 0; si < S; ++si) job.tasks.push_back({si, static_cast<int>(rows_[si].size())});
@@ -123,7 +126,7 @@ Status ExpertWorker::Process(int layer, int64_t step, int rows, bool link, const
   header.layer = layer;
   header.vectors = total_vectors;
   header.rows_received = rows;
-  header.step = step;
+  header.step = dispatch.step;
   header.compute_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::memcpy(reply->data() + header_at, &header, sizeof(header));

@@ -9,6 +9,7 @@
 #include "common/status.h"
 #include "common/sum_plan.h"
 #include "common/thread_pool.h"
+#include "common/wire_format.h"
 #include "worker/expert_store.h"
 
 namespace moe {
@@ -35,6 +36,9 @@ struct DeviceJob {
   // [sum n] (host) gives each task row's place among them; the answers go back the same way.
   int rows = 0;
   const int32_t* row_index = nullptr;
+  // Ping-pong: rank 0 takes the answers only after the other micro-batch's attention, so
+  // sending them over the link has no deadline.
+  bool ping_pong = false;
 };
 
 // Where the expert FFNs run when not on this rank's CPU (worker/gpu_experts.h).
@@ -54,11 +58,11 @@ class ExpertWorker {
                ExpertDevice* device = nullptr)
       : store_(store), K_(experts_per_token), D_(hidden), pool_(pool), device_(device) {}
 
-  // `layer`, `rows` and `link` come from the message header (already checked by the caller);
-  // `body` holds the rows (without their hidden when they travel over the GPU link). Appends
-  // the ResultHeader and the answer vectors (not when linked) to `reply`.
-  Status Process(int layer, int64_t step, int rows, bool link, const uint8_t* body,
-                 int64_t body_bytes, std::vector<uint8_t>* reply);
+  // `header` is the message's (its magic already checked by the caller); `body` holds the rows
+  // (without their hidden when they travel over the GPU link). Appends the ResultHeader and the
+  // answer vectors (not when linked) to `reply`.
+  Status Process(const wire::DispatchHeader& header, const uint8_t* body, int64_t body_bytes,
+                 std::vector<uint8_t>* reply);
 
  private:
   const ExpertStore* store_;

@@ -66,12 +66,14 @@ Status GpuExperts::RunJob(const DeviceJob& job) {
   }
   const ExchangeLabel rows_label{"dispatch rows", job.layer, job.step},
       answers_label{"combine answers", job.layer, job.step};
+  const auto deadline = job.ping_pong ? gpu::DeviceLink::Deadline::kNone
+                                      : gpu::DeviceLink::Deadline::kRankTimeout;
   // No rows here this layer: nothing travels either way (the link's calls still pair up).
   if (n_all == 0) {
     if (!linked) return Status::Ok();
     MOE_RETURN_IF_ERROR(link_->Receive({}, rows_label));
-    MOE_RETURN_IF_ERROR(link_->Send({}, answers_label));
-    return link_->Wait(answers_label);
+    MOE_RETURN_IF_ERROR(link_->Send({}, answers_label, deadline));
+    return link_->Wait(answers_label, deadline);
   }
   // Every buffer is grown before anything is queued: growing frees, and a free waits for the
   // whole device. xb [sum n, D] bf16: the tasks' rows end to end; out: each task's outputs end
@@ -97,8 +99,9 @@ Status GpuExperts::RunJob(const DeviceJob& job) {
   MOE_RETURN_IF_ERROR(Experts(slices, job.tasks, xb, out));
   MOE_RETURN_IF_ERROR(gpu::ApplySumPlan(plan, out, D, false, answers));
   if (!linked) return gpu::CopyToHost(job.out, answers, int64_t{job.vectors} * D * sizeof(float));
-  MOE_RETURN_IF_ERROR(link_->Send({{answers, int64_t{job.vectors} * D * 4, 0}}, answers_label));
-  return link_->Wait(answers_label);
+  MOE_RETURN_IF_ERROR(
+      link_->Send({{answers, int64_t{job.vectors} * D * 4, 0}}, answers_label, deadline));
+  return link_->Wait(answers_label, deadline);
 }
 
 int GpuExperts::LanesFor(const std::vector<DeviceTask>& tasks) const {

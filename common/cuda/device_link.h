@@ -20,12 +20,18 @@ class DeviceLink : public GpuLink {
     int64_t bytes = 0;
     int peer = 0;
   };
+  // How long a send may wait for its peer: the rank timeout, or none, for a worker's answers
+  // that rank 0 takes only after the other micro-batch's attention (ping-pong); rank 0's own
+  // deadlines find a dead worker.
+  enum class Deadline { kRankTimeout, kNone };
   // Queue (or carry out) the sends or receives, after the work queued so far on the device's
-  // stream; later work on the device's stream sees them done.
-  virtual Status Send(const std::vector<Move>& moves, const ExchangeLabel& label) = 0;
+  // stream; later work on the device's stream sees them done. A receive waits at most the
+  // rank timeout.
+  virtual Status Send(const std::vector<Move>& moves, const ExchangeLabel& label,
+                      Deadline deadline) = 0;
   virtual Status Receive(const std::vector<Move>& moves, const ExchangeLabel& label) = 0;
-  // Waits on the host until every queued move is done, at most the rank timeout.
-  virtual Status Wait(const ExchangeLabel& label) = 0;
+  // Waits on the host until every queued move is done.
+  virtual Status Wait(const ExchangeLabel& label, Deadline deadline) = 0;
   // Ends the link after a failure elsewhere while moves may be queued; it is dead for good.
   virtual void Abort() = 0;
 };

@@ -133,6 +133,7 @@ Status Embed(const int32_t* ids, const uint16_t* table, int T, int D, float* x) 
 
 Status RouteTopK(const float* logits, int T, int E, int K, int32_t* ids, float* weights) {
   if (E > 64 || K > E) return InvalidArgument("the GPU router supports at most 64 experts");
+  if (T == 0) return Status::Ok();
   RouteKernel<<<(T + 127) / 128, 128>>>(logits, T, E, K, ids, weights);
   return Launched("RouteTopK");
 }

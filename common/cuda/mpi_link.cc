@@ -13,7 +13,8 @@ Status Lost() {
 
 }  // namespace
 
-Status MpiLink::Send(const std::vector<Move>& moves, const ExchangeLabel& label) {
+Status MpiLink::Send(const std::vector<Move>& moves, const ExchangeLabel& label,
+                     Deadline deadline) {
   if (dead_) return Lost();
   // The rows (or answers) are ready once the device's queued work is done; then each peer's
   // bytes go into its run of the message, in rank order.
@@ -30,7 +31,8 @@ Status MpiLink::Send(const std::vector<Move>& moves, const ExchangeLabel& label)
     MOE_RETURN_IF_ERROR(CopyToHost(send_.data.data() + at, m.data, m.bytes));
     send_.counts[m.peer] = m.bytes;
   }
-  Status s = t_->Exchange(send_, &recv_, label, timeout_);
+  Status s =
+      t_->Exchange(send_, &recv_, label, deadline == Deadline::kNone ? -1 : timeout_);
   if (!s.ok()) dead_ = true;
   return s;
 }
@@ -62,6 +64,6 @@ Status MpiLink::Receive(const std::vector<Move>& moves, const ExchangeLabel& lab
   return Status::Ok();
 }
 
-Status MpiLink::Wait(const ExchangeLabel&) { return dead_ ? Lost() : Status::Ok(); }
+Status MpiLink::Wait(const ExchangeLabel&, Deadline) { return dead_ ? Lost() : Status::Ok(); }
 
 }  // namespace moe::gpu

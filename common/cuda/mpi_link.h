@@ -14,10 +14,11 @@ class MpiLink : public DeviceLink {
  public:
   MpiLink(Transport* transport, double timeout_seconds)
       : t_(transport), timeout_(timeout_seconds) {}
-  Status Send(const std::vector<Move>& moves, const ExchangeLabel& label) override;
+  Status Send(const std::vector<Move>& moves, const ExchangeLabel& label,
+              Deadline deadline) override;
   Status Receive(const std::vector<Move>& moves, const ExchangeLabel& label) override;
   // Every move is done when Send and Receive return.
-  Status Wait(const ExchangeLabel&) override;
+  Status Wait(const ExchangeLabel&, Deadline) override;
   void Abort() override { dead_ = true; }
 
  private:

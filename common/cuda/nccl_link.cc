@@ -143,9 +143,11 @@ StatusOr<std::unique_ptr<NcclLink>> NcclLink::Open(const std::string& id, int ra
       in.push_back({static_cast<char*>(probe) + ranks + peer, 1, peer});
     }
   const ExchangeLabel label{"connect"};
-  Status connected = rank == 0 ? link->Send(out, label) : link->Receive(in, label);
-  if (connected.ok()) connected = rank == 0 ? link->Receive(in, label) : link->Send(out, label);
-  if (connected.ok()) connected = link->Wait({"connect", -1, -1});
+  constexpr auto kTimed = DeviceLink::Deadline::kRankTimeout;
+  Status connected = rank == 0 ? link->Send(out, label, kTimed) : link->Receive(in, label);
+  if (connected.ok())
+    connected = rank == 0 ? link->Receive(in, label) : link->Send(out, label, kTimed);
+  if (connected.ok()) connected = link->Wait({"connect", -1, -1}, kTimed);
   if (!connected.ok()) link->Abort();
   gpu::Free(probe);
   MOE_RETURN_IF_ERROR(connected);
@@ -193,7 +195,7 @@ void NcclLink::Abort() {
   s_->dead = true;
 }
 
-Status NcclLink::Wait(const ExchangeLabel& label) {
+Status NcclLink::Wait(const ExchangeLabel& label, Deadline deadline) {
   if (s_->dead) return LinkLost();
   const NcclApi& api = *s_->api;
   const std::string what = std::string(label.phase) + " of layer " + std::to_string(label.layer) +
@@ -211,7 +213,7 @@ Status NcclLink::Wait(const ExchangeLabel& label) {
     api.comm_get_async_error(s_->comm, &async);
     const double waited =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (async != ncclSuccess || waited > s_->timeout) {
+    if (async != ncclSuccess || (deadline == Deadline::kRankTimeout && waited > s_->timeout)) {
       Abort();
       if (async != ncclSuccess) return CheckNccl(api, async, "failed in the " + what);
       return Status(StatusCode::kUnavailable,

@@ -34,15 +34,16 @@ class NcclLink : public DeviceLink {
 
   // Queues the sends (or receives) as one group on the link's stream, after the work queued so
   // far on the device's stream; later work on the device's stream waits for them.
-  Status Send(const std::vector<Move>& moves, const ExchangeLabel&) override {
+  Status Send(const std::vector<Move>& moves, const ExchangeLabel&, Deadline) override {
     return Queue(moves, true);
   }
   Status Receive(const std::vector<Move>& moves, const ExchangeLabel&) override {
     return Queue(moves, false);
   }
-  // Waits on the host until every queued move is done. After `timeout_seconds` or an NCCL
-  // error it aborts the communicator: the link is dead for good, and the status says so.
-  Status Wait(const ExchangeLabel& label) override;
+  // Waits on the host until every queued move is done. After `timeout_seconds` (unless the
+  // deadline is none) or an NCCL error it aborts the communicator: the link is dead for good,
+  // and the status says so.
+  Status Wait(const ExchangeLabel& label, Deadline deadline) override;
   // Ends the communicator after a failure elsewhere while moves are queued: they end unfinished
   // (the device's stream stops waiting for them), and the link is dead for good.
   void Abort() override;

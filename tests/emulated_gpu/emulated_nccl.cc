@@ -13,7 +13,7 @@ StatusOr<std::unique_ptr<NcclLink>> NcclLink::Open(const std::string&, int, int,
 }
 NcclLink::NcclLink(std::unique_ptr<State> state) : s_(std::move(state)) {}
 NcclLink::~NcclLink() = default;
-Status NcclLink::Wait(const ExchangeLabel&) { return FailedPrecondition(Unavailable()); }
+Status NcclLink::Wait(const ExchangeLabel&, Deadline) { return FailedPrecondition(Unavailable()); }
 void NcclLink::Abort() {}
 Status NcclLink::Queue(const std::vector<Move>&, bool) { return FailedPrecondition(Unavailable()); }
 

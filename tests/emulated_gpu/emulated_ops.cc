@@ -133,6 +133,7 @@ Status RouterLogits(const float* h, const uint16_t* w, int T, int E, int D, floa
 }
 Status RouteTopK(const float* logits, int T, int E, int K, int32_t* ids, float* weights) {
   if (E > 64 || K > E) return InvalidArgument("the GPU router supports at most 64 experts");
+  if (T == 0) return Status::Ok();
   return Run("RouteTopK", dim3((T + 127) / 128), dim3(128), kernels::RouteKernel, logits, T, E,
              K, ids, weights);
 }

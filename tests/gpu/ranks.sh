@@ -3,9 +3,13 @@
 # against the coordinator plus 1, 2 and 9 workers sharing the GPU (9 workers slice the 8
 # experts), and against the CPU. The workers exchange rows through host memory inside the MPI
 # messages (host), and as the NCCL path does but with MPI as the carrier (mpi-link). Greedy
-# tokens must be identical and logits within 2e-2 of the largest (tests/gpu/common.sh). Skips
-# (77) where no GPU is visible. RANKS (default "2 3 10") picks the rank counts; with
-# MOE_GPU_LIBRARY set, every rank loads that GPU path (tests/gpu/emulated.sh).
+# tokens must be identical and logits within 2e-2 of the largest (tests/gpu/common.sh). With
+# two micro-batches (ping-pong; 3 ranks, both exchanges) every prefill step is cut in two,
+# its middle chunk across them. Skips (77) where no GPU is visible. RANKS (default "2 3 10")
+# picks the rank counts; with MOE_GPU_LIBRARY set, every rank loads that GPU path
+# (tests/gpu/emulated.sh), and ping-pong must give the same bits as one micro-batch there
+# (its GEMMs are loops, which give a row the same sums whatever the rows beside it; cuBLAS
+# picks its kernels by shape).
 source "$(dirname "$0")/common.sh"
 [ -z "${MOE_GPU_LIBRARY:-}" ] || MPIRUN+=(-x MOE_GPU_LIBRARY)
 if ! "$MOE" generate --device cuda --model "$DATA/models/mistral-bf16" --prompt-ids "1" \
@@ -34,5 +38,17 @@ for model in mixtral-bf16-sharded mixtral-window; do
       echo "ok: $model, coordinator and $((n - 1)) worker(s) on the GPU ($exchange) == one" \
         "process on the GPU"
     done
+  done
+  for exchange in host mpi-link; do
+    run "$model-pp-$exchange" 3 cuda --gpu-exchange "$exchange" --micro-batches 2
+    compare_logits "$SCRATCH/$model-gpu-1" "$SCRATCH/$model-pp-$exchange"
+    if [ -n "${MOE_GPU_LIBRARY:-}" ]; then
+      one="$model-gpu-3-$exchange"
+      [ -e "$SCRATCH/$one.json" ] || run "$one" 3 cuda --gpu-exchange "$exchange"
+      for part in prompt gen; do
+        same_bytes "$SCRATCH/$one.$part.npy" "$SCRATCH/$model-pp-$exchange.$part.npy"
+      done
+    fi
+    echo "ok: $model, two micro-batches on the GPU ($exchange, 3 ranks) == one process"
   done
 done

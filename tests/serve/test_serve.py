@@ -487,7 +487,8 @@ def start_servers():
     S.dense = Server("dense", os.path.join(DATA, "models", "mistral-window"), small)
     S.gpu = None
     if GPU_EMULATED:
-        S.gpu = Server("gpu", MODEL, small + ["--device", "cuda", "--gpu-exchange", "mpi-link"],
+        S.gpu = Server("gpu", MODEL, small + ["--device", "cuda", "--gpu-exchange", "mpi-link",
+                                              "--micro-batches", "2"],
                        gpu_library=GPU_EMULATED)
     cert = make_cert()
     S.tls = None
@@ -1224,10 +1225,11 @@ def emulated_requests(rng):
 
 
 def test_16_emulated_gpu():
-    """The GPU path on the emulated device (tests/emulated_gpu/), 3 ranks over mpi-link: the
-    engine's batched steps on it (prefill chunks beside decode rows, sequences joining and
-    leaving) give 4 concurrent requests their solo results bit for bit. (Its tokens against the
-    CPU's: the gpu_emulated test, on bf16 checkpoints.)"""
+    """The GPU path on the emulated device (tests/emulated_gpu/), 3 ranks over mpi-link with
+    two micro-batches: the engine's batched steps on it (prefill chunks beside decode rows,
+    sequences joining and leaving, each step cut in two between its sequences or inside one)
+    give 4 concurrent requests their solo results bit for bit. (Its tokens against the CPU's:
+    the gpu_emulated test, on bf16 checkpoints.)"""
     if S.gpu is None:
         return "skipped: GPU_EMULATED is not set"
     reqs = emulated_requests(random.Random(16))
