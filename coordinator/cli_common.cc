@@ -56,7 +56,8 @@ void AddRankFlags(po::options_description& options, RuntimeOptions& runtime) {
        "JSON expert placement {\"experts\": {\"0\": [1], ...}} or {\"split\": true} "
        "(default: spread evenly)")
       ("micro-batches", po::value(&runtime.micro_batches)->default_value(1),
-       "2: overlap attention of one half of each step with the experts of the other")
+       "2: overlap attention of one half of each step with the experts of the other (on "
+       "the CPU or a GPU; one process holding every expert on its GPU keeps one)")
       ("device", po::value(&runtime.device)->default_value("auto"),
        "cpu, cuda or auto (a GPU when one is visible, else the CPU with a notice); ranks on "
        "a host take its GPUs in turn")

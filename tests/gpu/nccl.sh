@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The NCCL exchange: the coordinator and its workers each on a GPU of their own, rows and
 # answers moving GPU to GPU, against the same ranks exchanging through host memory and against
-# one process. Greedy tokens identical, logits within 2e-2 of the largest. Skips (77) where
-# fewer than two GPUs are visible (NCCL cannot put two ranks on one GPU).
+# one process, also with two micro-batches (ping-pong). Greedy tokens identical, logits within
+# 2e-2 of the largest. Skips (77) where fewer than two GPUs are visible (NCCL cannot put two
+# ranks on one GPU).
 source "$(dirname "$0")/common.sh"
 gpus=$(nvidia-smi --list-gpus 2>/dev/null | grep -c "^GPU" || true)
 if [ "${gpus:-0}" -lt 2 ]; then
@@ -30,4 +31,7 @@ for model in mixtral-bf16-sharded mixtral-window; do
   compare_logits "$SCRATCH/$model-1" "$SCRATCH/$model-nccl"
   compare_logits "$SCRATCH/$model-host" "$SCRATCH/$model-nccl"
   echo "ok: $model, $ranks ranks over NCCL == through host memory == one process"
+  run "$model-nccl-pp" "$ranks" --gpu-exchange nccl --micro-batches 2
+  compare_logits "$SCRATCH/$model-1" "$SCRATCH/$model-nccl-pp"
+  echo "ok: $model, two micro-batches over NCCL == one process"
 done
