@@ -97,6 +97,9 @@ Status GpuForward::Describe(const std::vector<int>& tokens,
   // between the micro-batches keeps one).
   std::vector<int32_t> pos(T), table_at(T), tables;
   std::map<const KvCache*, int> table_of;
+  int covered = 0;
+  for (const SequenceChunk& chunk : chunks) covered += chunk.length;
+  if (covered != T) return Internal("the chunks do not cover the step's tokens");
   for (const SequenceChunk& chunk : chunks) {
     PagedKvCache* cache = chunk.cache->AsPaged();
     if (cache == nullptr)
@@ -144,8 +147,6 @@ Status GpuForward::Describe(const std::vector<int>& tokens,
       }
       row += chunk.length;
     }
-    if (row != parts[i].row0 + parts[i].rows)
-      return Internal("the chunks do not cover the step's tokens");
   }
 
   // One upload: pos [T], table_at [T], ids [T], logit rows [R], per micro-batch and pool its
@@ -302,7 +303,14 @@ Status GpuForward::Dispatch(int l, int micro, MicroBatch& mb) {
   MOE_ASSIGN_OR_RETURN(mb.handle,
                        experts_->Dispatch(l, micro, parts_, h_host, mb.rows, mb.routes));
   in_flight_ = true;
-  if (linked()) MOE_RETURN_IF_ERROR(SendOverLink(l, mb));
+  if (linked()) {
+    MOE_RETURN_IF_ERROR(SendOverLink(l, mb));
+    // The other micro-batch's attention waits for the whole device: the rows must be gone
+    // first, or a worker that failed before taking them would hold it with no deadline.
+    if (parts_ > 1)
+      MOE_RETURN_IF_ERROR(link_->Wait({"dispatch rows", l, mb.handle.step},
+                                      gpu::DeviceLink::Deadline::kRankTimeout));
+  }
   Lap(t, stats_ ? &stats_->seconds.moe_wait : nullptr);
   return Status::Ok();
 }

@@ -89,6 +89,9 @@ Status GpuExperts::RunJob(const DeviceJob& job) {
     MOE_ASSIGN_OR_RETURN(int32_t * index, index_.Get<int32_t>(n_all));
     MOE_RETURN_IF_ERROR(gpu::CopyToDeviceAsync(index, job.row_index, n_all * sizeof(int32_t)));
     MOE_RETURN_IF_ERROR(link_->Receive({{rows, int64_t{job.rows} * D * 2, 0}}, rows_label));
+    // Rank 0 sends the rows at once, so they keep the deadline the answers lack in ping-pong.
+    if (job.ping_pong)
+      MOE_RETURN_IF_ERROR(link_->Wait(rows_label, gpu::DeviceLink::Deadline::kRankTimeout));
     MOE_RETURN_IF_ERROR(gpu::GatherRowsBf16(rows, index, static_cast<int>(n_all), D, xb));
   } else {
     MOE_ASSIGN_OR_RETURN(float* x, x_.Get<float>(n_all * D));
