@@ -1,6 +1,7 @@
 // common/cuda/gpu_ops.h and side_lanes.h on an emulated device: "device memory" is host memory
 // (new memory filled with 0xff bytes, NaN as floats, as a forgotten Memset would leave it on
-// a device: unpredictable), every copy and wait is immediate, the kernels are the device's own
+// a device: unpredictable); kernels, asynchronous copies and memsets wait on the device's
+// streams until the host waits for them (device_queue.h); the kernels are the device's own
 // (gpu_ops_kernels.cuh, sum_plan_kernel.cuh) run by tests/simt/simt_host.h with the launches
 // gpu_ops.cu makes (an empty grid is an error, as on a device), and the cuBLAS GEMMs are loops
 // with f32 sums. With the rest of the GPU path compiled as it is,
@@ -12,12 +13,16 @@
 #include "common/cuda/sum_plan_kernel.cuh"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <vector>
 
 #include "common/cuda/gpu_ops.h"
 #include "common/cuda/side_lanes.h"
 #include "common/dtype.h"
+#include "tests/emulated_gpu/device_queue.h"
 
 namespace moe::gpu {
 namespace {
@@ -29,13 +34,24 @@ int Blocks(int64_t n) {
   return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, 4096));
 }
 
-// kernel<<<grid, block>>>(args...) on the host; CUDA refuses a grid or block with no threads.
+// A side lane's index (SideLanes::Create names them 1, 2, ...), or -1: the device's stream.
+int LaneOf(const Lane& lane) {
+  return lane.stream ? static_cast<int>(reinterpret_cast<uintptr_t>(lane.stream)) - 1 : -1;
+}
+
+// kernel<<<grid, block, 0, lane>>>(args...) queued; CUDA refuses a grid or block with no
+// threads when it is launched.
 template <typename Kernel, typename... Args>
-Status Run(const char* what, dim3 grid, dim3 block, Kernel kernel, Args... args) {
+Status RunOn(const Lane& lane, const char* what, dim3 grid, dim3 block, Kernel kernel,
+             Args... args) {
   if (grid.x * grid.y * grid.z == 0 || block.x * block.y * block.z == 0)
     return Internal(std::string("CUDA ") + what + ": invalid configuration argument");
-  simt::Launch(grid, block, kernel, args...);
+  emulated::Enqueue(LaneOf(lane), [=] { simt::Launch(grid, block, kernel, args...); });
   return Status::Ok();
+}
+template <typename Kernel, typename... Args>
+Status Run(const char* what, dim3 grid, dim3 block, Kernel kernel, Args... args) {
+  return RunOn(Lane{}, what, grid, block, kernel, args...);
 }
 
 __nv_bfloat16* AsBf16(uint16_t* p) { return reinterpret_cast<__nv_bfloat16*>(p); }
@@ -58,25 +74,54 @@ StatusOr<void*> Alloc(size_t bytes) {
   std::memset(p, 0xff, rounded);
   return p;
 }
-void Free(void* p) { std::free(p); }
+// Freeing waits for the whole device, as cudaFree does.
+void Free(void* p) {
+  emulated::Drain();
+  std::free(p);
+}
+// Synchronous copies wait for the device's queued work first.
 Status CopyToDevice(void* dst, const void* src, size_t bytes) {
+  emulated::Drain();
   if (bytes > 0) std::memcpy(dst, src, bytes);
   return Status::Ok();
 }
 Status CopyToHost(void* dst, const void* src, size_t bytes) {
   return CopyToDevice(dst, src, bytes);
 }
-Status Synchronize() { return Status::Ok(); }
+Status Synchronize() {
+  emulated::Drain();
+  return Status::Ok();
+}
+// From pinned memory the copy reads it when it runs; from other memory, now (CUDA stages it).
 Status CopyToDeviceAsync(void* dst, const void* src, size_t bytes) {
-  return CopyToDevice(dst, src, bytes);
+  if (bytes == 0) return Status::Ok();
+  if (emulated::IsPinned(src)) {
+    emulated::Enqueue(-1, [=] { std::memcpy(dst, src, bytes); });
+  } else {
+    auto staged = std::make_shared<std::vector<uint8_t>>(
+        static_cast<const uint8_t*>(src), static_cast<const uint8_t*>(src) + bytes);
+    emulated::Enqueue(-1, [=] { std::memcpy(dst, staged->data(), bytes); });
+  }
+  return Status::Ok();
 }
+// Into pinned memory the copy writes it when it runs; into other memory it is synchronous.
 Status CopyToHostAsync(void* dst, const void* src, size_t bytes) {
-  return CopyToDevice(dst, src, bytes);
+  if (!emulated::IsPinned(dst)) return CopyToHost(dst, src, bytes);
+  if (bytes > 0) emulated::Enqueue(-1, [=] { std::memcpy(dst, src, bytes); });
+  return Status::Ok();
 }
-StatusOr<void*> AllocHost(size_t bytes) { return Alloc(bytes); }
-void FreeHost(void* p) { std::free(p); }
+StatusOr<void*> AllocHost(size_t bytes) {
+  MOE_ASSIGN_OR_RETURN(void* p, Alloc(bytes));
+  emulated::AddPinned(p, std::max<size_t>(bytes, 1));
+  return p;
+}
+void FreeHost(void* p) {
+  emulated::Drain();
+  emulated::RemovePinned(p);
+  std::free(p);
+}
 Status Memset(void* p, int value, size_t bytes) {
-  std::memset(p, value, bytes);
+  emulated::Enqueue(-1, [=] { std::memset(p, value, bytes); });
   return Status::Ok();
 }
 
@@ -89,10 +134,10 @@ Status Rope(float* x, const int32_t* positions, const float* inv_freq, int T, in
   return Run("Rope", dim3(T), dim3(kThreads), kernels::RopeKernel, x, positions, inv_freq, heads,
              hd);
 }
-Status SiluMulToBf16(const float* gate_up, int64_t n, int F, uint16_t* act, const Lane&) {
+Status SiluMulToBf16(const float* gate_up, int64_t n, int F, uint16_t* act, const Lane& lane) {
   if (n == 0) return Status::Ok();
-  return Run("SiluMulToBf16", dim3(Blocks(n * F)), dim3(kThreads), kernels::SiluMulToBf16Kernel,
-             gate_up, n, F, AsBf16(act));
+  return RunOn(lane, "SiluMulToBf16", dim3(Blocks(n * F)), dim3(kThreads),
+               kernels::SiluMulToBf16Kernel, gate_up, n, F, AsBf16(act));
 }
 Status Embed(const int32_t* ids, const uint16_t* table, int T, int D, float* x) {
   if (T == 0) return Status::Ok();
@@ -146,17 +191,20 @@ Status ToBf16(const float* x, int64_t n, uint16_t* y) {
   return Run("ToBf16", dim3(Blocks(n)), dim3(kThreads), kernels::ToBf16Kernel, x, n, AsBf16(y));
 }
 
-// y [T, N] (+)= x [T, K] . W [N, K]^T, each product of bf16 values summed in f32 in k order.
+// y [T, N] (+)= x [T, K] . W [N, K]^T, each product of bf16 values summed in f32 in k order,
+// queued on the lane.
 Status GemmBf16(const uint16_t* x, int T, int ldx, const uint16_t* w, int N, int K, int ldw,
-                bool accumulate, float* y, const Lane&) {
-  for (int t = 0; t < T; ++t)
-    for (int n = 0; n < N; ++n) {
-      float s = 0;
-      for (int k = 0; k < K; ++k)
-        s += Bf16ToF32(x[int64_t{t} * ldx + k]) * Bf16ToF32(w[int64_t{n} * ldw + k]);
-      float& out = y[int64_t{t} * N + n];
-      out = accumulate ? out + s : s;
-    }
+                bool accumulate, float* y, const Lane& lane) {
+  emulated::Enqueue(LaneOf(lane), [=] {
+    for (int t = 0; t < T; ++t)
+      for (int n = 0; n < N; ++n) {
+        float s = 0;
+        for (int k = 0; k < K; ++k)
+          s += Bf16ToF32(x[int64_t{t} * ldx + k]) * Bf16ToF32(w[int64_t{n} * ldw + k]);
+        float& out = y[int64_t{t} * N + n];
+        out = accumulate ? out + s : s;
+      }
+  });
   return Status::Ok();
 }
 Status GemmBf16Blocks(const uint16_t* x, int T, int ldx, const uint16_t* w, int N, int Kb,
@@ -167,14 +215,21 @@ Status GemmBf16Blocks(const uint16_t* x, int T, int ldx, const uint16_t* w, int 
   return Status::Ok();
 }
 
-// Lanes of their own, but one host thread runs everything in order: forks and joins are moot.
+// Lanes of their own (named 1, 2, ... in place of streams), whose work waits apart until Join
+// (device_queue.h). A lane's work queued after Fork runs after what the device's stream held
+// then, so Fork has nothing to do.
 StatusOr<std::unique_ptr<SideLanes>> SideLanes::Create(int lanes) {
   auto s = std::unique_ptr<SideLanes>(new SideLanes());
   s->lanes_.resize(lanes);
+  for (int i = 0; i < lanes; ++i)
+    s->lanes_[i].stream = reinterpret_cast<CUstream_st*>(static_cast<uintptr_t>(i + 1));
   return s;
 }
 SideLanes::~SideLanes() = default;
 Status SideLanes::Fork(int) { return Status::Ok(); }
-Status SideLanes::Join(int) { return Status::Ok(); }
+Status SideLanes::Join(int n) {
+  emulated::Join(n);
+  return Status::Ok();
+}
 
 }  // namespace moe::gpu

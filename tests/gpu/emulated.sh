@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU path's host code where no GPU is: moe loads the emulated device
-# (tests/emulated_gpu/: the device's own kernels run on the host, the GEMMs as loops) in place
-# of libmoe_gpu.so. tests/gpu/ranks.sh on it (one process, and the coordinator plus 1, 2 and 9
+# (tests/emulated_gpu/: the device's own kernels run on the host, the GEMMs as loops, queued
+# work run only when the host waits for it) in place of libmoe_gpu.so. tests/gpu/ranks.sh on it (one process, and the coordinator plus 1, 2 and 9
 # workers host-staged and over mpi-link, against the CPU), then a context past 128 keys, so
 # decode attention splits its keys: identical greedy tokens, logits within 2e-2. Last, a
 # prompt prefilled 5 tokens a step with no logits wanted before its last chunk (steps with no

@@ -1,0 +1,59 @@
+#include "tests/emulated_gpu/device_queue.h"
+
+#include <cstdint>
+#include <map>
+#include <vector>
+
+namespace moe::gpu::emulated {
+namespace {
+
+struct Queues {
+  std::vector<std::function<void()>> device;
+  std::map<int, std::vector<std::function<void()>>> lanes;
+  std::map<uintptr_t, size_t> pinned;  // start -> bytes
+};
+
+Queues& Q() {
+  static Queues q;
+  return q;
+}
+
+}  // namespace
+
+void Enqueue(int lane, std::function<void()> work) {
+  if (lane < 0)
+    Q().device.push_back(std::move(work));
+  else
+    Q().lanes[lane].push_back(std::move(work));
+}
+
+void Join(int lanes) {
+  for (int i = 0; i < lanes; ++i) {
+    auto& queued = Q().lanes[i];
+    for (auto& work : queued) Q().device.push_back(std::move(work));
+    queued.clear();
+  }
+}
+
+void Drain() {
+  // Taken out first: the work itself queues nothing, but a queue must not change under it.
+  std::vector<std::function<void()>> order;
+  order.swap(Q().device);
+  for (auto& [lane, queued] : Q().lanes) {
+    for (auto& work : queued) order.push_back(std::move(work));
+    queued.clear();
+  }
+  for (auto& work : order) work();
+}
+
+void AddPinned(const void* p, size_t bytes) { Q().pinned[reinterpret_cast<uintptr_t>(p)] = bytes; }
+void RemovePinned(const void* p) { Q().pinned.erase(reinterpret_cast<uintptr_t>(p)); }
+bool IsPinned(const void* p) {
+  const auto at = reinterpret_cast<uintptr_t>(p);
+  auto it = Q().pinned.upper_bound(at);
+  if (it == Q().pinned.begin()) return false;
+  --it;
+  return at < it->first + it->second;
+}
+
+}  // namespace moe::gpu::emulated
