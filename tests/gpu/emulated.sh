@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The GPU path's host code where no GPU is: moe loads the emulated device
 # (tests/emulated_gpu/: the device's own kernels run on the host, the GEMMs as loops, queued
-# work run only when the host waits for it) in place of libmoe_gpu.so. tests/gpu/ranks.sh on it (one process, and the coordinator plus 1, 2 and 9
-# workers host-staged and over mpi-link, against the CPU), then a context past 128 keys, so
-# decode attention splits its keys: identical greedy tokens, logits within 2e-2. Last, a
-# prompt prefilled 5 tokens a step with no logits wanted before its last chunk (steps with no
-# logit rows, which once made a launch of no blocks): the same tokens as the CPU.
+# work run only when the host waits for it) in place of libmoe_gpu.so. tests/gpu/ranks.sh on
+# it (one process, and the coordinator plus 1, 2 and 9 workers host-staged and over mpi-link,
+# against the CPU; two micro-batches), then a context past 128 keys, so decode attention
+# splits its keys: identical greedy tokens, logits within 2e-2. Then a prompt prefilled 5
+# tokens a step with no logits wanted before its last chunk (steps with no logit rows, which
+# once made a launch of no blocks): the same tokens as the CPU. Last, workers lost mid-run.
 export MOE_GPU_LIBRARY=${GPU_EMULATED:?path to libmoe_gpu_emulated.so}
 bash "$(dirname "$0")/ranks.sh" || exit 1
 source "$(dirname "$0")/common.sh"
@@ -32,3 +33,16 @@ assert a == b, (a, b)
 PY
   fail "chunked prefill: the emulated GPU's tokens differ from the CPU's"
 echo "ok: a prompt prefilled 5 tokens a step on the emulated GPU == the CPU"
+
+# A worker lost mid-run on the GPU path with two micro-batches (its answers wait for rank 0
+# without a deadline then) still ends the job within the rank timeout, naming it
+# (tests/mpi/common.sh): stopped, host-staged and over mpi-link; killed, over mpi-link.
+MPIRUN+=(-x MOE_GPU_LIBRARY)
+for fault in "STOP host" "STOP mpi-link" "KILL mpi-link"; do
+  read -r sig exchange <<< "$fault"
+  fault_on_rank2 "$sig" "$MOE bench --device cuda --gpu-exchange $exchange" \
+    "${MPIRUN[@]}" -np 3 "$MOE" bench --device cuda --gpu-exchange "$exchange" \
+    --micro-batches 2 --model "$DATA/models/mixtral-bf16-sharded" --prompt 5 --gen 200 \
+    --batch 6 --reps 5 --rank-timeout 3 --json
+  echo "ok: SIG$sig on a worker of the emulated GPU ($exchange, two micro-batches)"
+done
