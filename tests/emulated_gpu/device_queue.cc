@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <vector>
 
 namespace moe::gpu::emulated {
@@ -10,6 +11,7 @@ namespace {
 struct Queues {
   std::vector<std::function<void()>> device;
   std::map<int, std::vector<std::function<void()>>> lanes;
+  std::set<int> forked;
   std::map<uintptr_t, size_t> pinned;  // start -> bytes
 };
 
@@ -23,8 +25,14 @@ Queues& Q() {
 void Enqueue(int lane, std::function<void()> work) {
   if (lane < 0)
     Q().device.push_back(std::move(work));
-  else
+  else if (Q().forked.count(lane))
     Q().lanes[lane].push_back(std::move(work));
+  else
+    work();  // an unforked lane waits for nothing the device's stream holds
+}
+
+void Fork(int lanes) {
+  for (int i = 0; i < lanes; ++i) Q().forked.insert(i);
 }
 
 void Join(int lanes) {
@@ -32,18 +40,26 @@ void Join(int lanes) {
     auto& queued = Q().lanes[i];
     for (auto& work : queued) Q().device.push_back(std::move(work));
     queued.clear();
+    Q().forked.erase(i);
   }
 }
 
-void Drain() {
-  // Taken out first: the work itself queues nothing, but a queue must not change under it.
+namespace {
+
+// Taken out first: the work itself queues nothing, but a queue must not change under it.
+void Run(std::vector<std::function<void()>>& queued) {
   std::vector<std::function<void()>> order;
-  order.swap(Q().device);
-  for (auto& [lane, queued] : Q().lanes) {
-    for (auto& work : queued) order.push_back(std::move(work));
-    queued.clear();
-  }
+  order.swap(queued);
   for (auto& work : order) work();
+}
+
+}  // namespace
+
+void DrainDevice() { Run(Q().device); }
+
+void Drain() {
+  DrainDevice();
+  for (auto& [lane, queued] : Q().lanes) Run(queued);
 }
 
 void AddPinned(const void* p, size_t bytes) { Q().pinned[reinterpret_cast<uintptr_t>(p)] = bytes; }

@@ -79,9 +79,9 @@ void Free(void* p) {
   emulated::Drain();
   std::free(p);
 }
-// Synchronous copies wait for the device's queued work first.
+// Synchronous copies wait for the device's stream first (not for side lanes never joined).
 Status CopyToDevice(void* dst, const void* src, size_t bytes) {
-  emulated::Drain();
+  emulated::DrainDevice();
   if (bytes > 0) std::memcpy(dst, src, bytes);
   return Status::Ok();
 }
@@ -215,9 +215,8 @@ Status GemmBf16Blocks(const uint16_t* x, int T, int ldx, const uint16_t* w, int 
   return Status::Ok();
 }
 
-// Lanes of their own (named 1, 2, ... in place of streams), whose work waits apart until Join
-// (device_queue.h). A lane's work queued after Fork runs after what the device's stream held
-// then, so Fork has nothing to do.
+// Lanes of their own (named 1, 2, ... in place of streams), whose work waits for the device's
+// stream from Fork and joins it at Join (device_queue.h).
 StatusOr<std::unique_ptr<SideLanes>> SideLanes::Create(int lanes) {
   auto s = std::unique_ptr<SideLanes>(new SideLanes());
   s->lanes_.resize(lanes);
@@ -226,7 +225,10 @@ StatusOr<std::unique_ptr<SideLanes>> SideLanes::Create(int lanes) {
   return s;
 }
 SideLanes::~SideLanes() = default;
-Status SideLanes::Fork(int) { return Status::Ok(); }
+Status SideLanes::Fork(int n) {
+  emulated::Fork(n);
+  return Status::Ok();
+}
 Status SideLanes::Join(int n) {
   emulated::Join(n);
   return Status::Ok();

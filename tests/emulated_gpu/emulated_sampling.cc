@@ -16,7 +16,7 @@ Status DeviceSampler::Sample(const float* logits, int R, int V,
   if (static_cast<int>(specs.size()) != R)
     return InvalidArgument("one sampling spec per row: " + std::to_string(specs.size()) +
                            " for " + std::to_string(R) + " rows");
-  emulated::Drain();  // the logits, and the ids back before it returns
+  emulated::DrainDevice();  // the logits, and the ids back before it returns
   ids->resize(R);
   for (int r = 0; r < R; ++r) {
     const SampleSpec& s = specs[r];
