@@ -97,9 +97,8 @@ Status GpuForward::Describe(const std::vector<int>& tokens,
   std::vector<int32_t> pos(T), table_at(T), tables;
   std::map<const KvCache*, int> table_of;
   int covered = 0;
-  for (const SequenceChunk& chunk : chunks) covered += chunk.length;
-  if (covered != T) return Internal("the chunks do not cover the step's tokens");
   for (const SequenceChunk& chunk : chunks) {
+    covered += chunk.length;
     PagedKvCache* cache = chunk.cache->AsPaged();
     if (cache == nullptr)
       return Internal("the GPU forward pass needs paged KV caches (Model::NewCache)");
@@ -109,6 +108,7 @@ Status GpuForward::Describe(const std::vector<int>& tokens,
     table_of[chunk.cache] = static_cast<int>(tables.size());
     tables.insert(tables.end(), cache->table().begin(), cache->table().end());
   }
+  if (covered != T) return Internal("the chunks do not cover the step's tokens");
   // With every expert on this GPU there is nothing to overlap: one micro-batch.
   const std::vector<MicroBatchRows> parts =
       SplitMicroBatches(chunks, T, local() ? 1 : micro_batches_);
@@ -129,9 +129,10 @@ Status GpuForward::Describe(const std::vector<int>& tokens,
       auto [it, added] = index.emplace(pool, static_cast<int>(tiles[i].size()));
       if (added) tiles[i].push_back({pool, {}, {}, {}, 0});
       Tiles& t = tiles[i][it->second];
+      const int at = table_of.at(chunk.cache);
       for (int k = 0; k < chunk.length; ++k) {
         pos[row + k] = chunk.start_pos + k;
-        table_at[row + k] = table_of[chunk.cache];
+        table_at[row + k] = at;
       }
       if (chunk.length == 1) {
         t.decode_row0.push_back(row);

@@ -1,11 +1,22 @@
 // GpuForward's experts (coordinator/gpu_forward.h): each micro-batch's rows to the experts and
 // their answers added to x, on this GPU (LocalExperts), host-staged through ExpertParallel's
 // messages, or over the GPU link.
+#include <numeric>
+
 #include "common/check.h"
 #include "common/cuda/gpu_ops.h"
 #include "coordinator/gpu_forward.h"
 
 namespace moe {
+namespace {
+
+// The answer vectors every rank sends back for the dispatch.
+int64_t AnswerVectors(const DispatchHandle& handle) {
+  return std::accumulate(handle.expected_vectors.begin(), handle.expected_vectors.end(),
+                         int64_t{0});
+}
+
+}  // namespace
 
 Status GpuForward::Dispatch(int l, int micro, MicroBatch& mb) {
   auto t = Clock::now();
@@ -110,13 +121,11 @@ Status GpuForward::SendOverLink(int l, MicroBatch& mb) {
   for (const auto& rank_tokens : handle.rank_tokens)
     tokens.insert(tokens.end(), rank_tokens.begin(), rank_tokens.end());
   const int64_t rows = static_cast<int64_t>(tokens.size());
-  int64_t vectors = 0;
-  for (int64_t v : handle.expected_vectors) vectors += v;
   // Every buffer of the exchange before anything is queued: growing frees, and a free waits
   // for the whole device, the link's moves included.
   MOE_ASSIGN_OR_RETURN(int32_t * token_rows, mb.token_rows.Get<int32_t>(rows));
   MOE_ASSIGN_OR_RETURN(uint16_t * send, mb.xb.Get<uint16_t>(rows * D));
-  MOE_RETURN_IF_ERROR(mb.answers.Get<float>(vectors * D).status());
+  MOE_RETURN_IF_ERROR(mb.answers.Get<float>(AnswerVectors(handle) * D).status());
   MOE_RETURN_IF_ERROR(gpu::CopyToDeviceAsync(token_rows, tokens.data(), rows * sizeof(int32_t)));
   MOE_RETURN_IF_ERROR(gpu::GatherRowsBf16(h, token_rows, static_cast<int>(rows), D, send));
   std::vector<gpu::DeviceLink::Move> out;
@@ -133,9 +142,7 @@ Status GpuForward::SendOverLink(int l, MicroBatch& mb) {
 Status GpuForward::ReceiveOverLink(int l, MicroBatch& mb) {
   const DispatchHandle& handle = mb.handle;
   const int D = c_.hidden;
-  int64_t vectors = 0;
-  for (int64_t v : handle.expected_vectors) vectors += v;
-  float* answers = mb.answers.Get<float>(vectors * D).value();  // sized by SendOverLink
+  float* answers = mb.answers.Get<float>(AnswerVectors(handle) * D).value();  // SendOverLink's
   // The answers in, rank after rank, queued before their headers arrive.
   std::vector<gpu::DeviceLink::Move> in;
   int64_t vector = 0;

@@ -29,8 +29,8 @@ struct MicroBatchRows {
 // attends after its first in every layer, so it finds their keys in the cache.
 inline std::vector<MicroBatchRows> SplitMicroBatches(const std::vector<SequenceChunk>& chunks,
                                                      int T, int micro_batches) {
-  std::vector<MicroBatchRows> parts(micro_batches == 2 && T >= 2 ? 2 : 1);
-  if (parts.size() == 1) return {{0, T, chunks}};
+  if (micro_batches != 2 || T < 2) return {{0, T, chunks}};
+  std::vector<MicroBatchRows> parts(2);
   const int half = T / 2;
   int row = 0;
   for (const SequenceChunk& c : chunks) {
