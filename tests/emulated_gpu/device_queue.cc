@@ -1,70 +1,226 @@
 #include "tests/emulated_gpu/device_queue.h"
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
 #include <map>
 #include <set>
-#include <vector>
+#include <thread>
 
 namespace moe::gpu::emulated {
 namespace {
 
+struct Stream {
+  std::deque<std::function<bool()>> work;
+  bool running = false;  // its front is being asked, further up the stack
+  bool deleted = false;  // goes once its work is done
+};
+
 struct Queues {
-  std::vector<std::function<void()>> device;
-  std::map<int, std::vector<std::function<void()>>> lanes;
+  std::recursive_mutex mutex;
+  Stream device;
+  std::map<int, Stream> lanes;  // forked lanes' work, and work on lanes never joined
   std::set<int> forked;
+  std::map<int, Stream> made;
+  int next_made = kFirstStream;
   std::map<uintptr_t, size_t> pinned;  // start -> bytes
 };
 
+// Never destroyed: the made streams' thread may outlive main's statics.
 Queues& Q() {
-  static Queues q;
-  return q;
+  static Queues* q = new Queues;
+  return *q;
+}
+
+// Runs the made streams' work while any is made, as a GPU runs a stream the host does not wait
+// for.
+class MadeStreamRunner {
+ public:
+  void Start() {
+    if (thread_.joinable()) return;
+    stop_ = false;
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        {
+          auto hold = Hold();
+          for (auto it = Q().made.begin(); it != Q().made.end();) {
+            Pull(it->first);
+            it = it->second.deleted && it->second.work.empty() ? Q().made.erase(it)
+                                                                : std::next(it);
+          }
+        }
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      }
+    });
+  }
+  // Called without the mutex held.
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  ~MadeStreamRunner() { Stop(); }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+MadeStreamRunner& Runner() {
+  static MadeStreamRunner runner;
+  return runner;
+}
+
+Stream& Find(int stream) {
+  if (stream < 0) return Q().device;
+  if (stream < kFirstStream) return Q().lanes[stream];
+  auto it = Q().made.find(stream);
+  if (it == Q().made.end()) {
+    std::fprintf(stderr, "emulated device: work queued on stream %d, which does not exist\n",
+                 stream);
+    std::abort();
+  }
+  return it->second;
+}
+
+// A device waits for nothing the host does; a host wait with no deadline for work that waits
+// for a peer that never comes would never return on a GPU. Here it ends the process, saying so.
+constexpr double kHangSeconds = 60;
+
+// Asks `done` until it is true, backing off between tries so peer processes get the cores.
+void WaitUntil(const std::function<bool()>& done, const char* what) {
+  const auto start = std::chrono::steady_clock::now();
+  auto pause = std::chrono::microseconds(20);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() - start > std::chrono::duration<double>(kHangSeconds)) {
+      std::fprintf(stderr,
+                   "emulated device: the host has waited %.0f s for %s, whose queued work waits "
+                   "for another stream's that never ends (an NCCL move whose peer never came?); "
+                   "on a GPU this wait would never return\n",
+                   kHangSeconds, what);
+      std::fflush(stderr);
+      std::_Exit(70);
+    }
+    std::this_thread::sleep_for(pause);  // the mutex is free here
+    pause = std::min(pause * 2, std::chrono::microseconds(1000));
+  }
 }
 
 }  // namespace
 
-void Enqueue(int lane, std::function<void()> work) {
-  if (lane < 0)
-    Q().device.push_back(std::move(work));
-  else if (Q().forked.count(lane))
-    Q().lanes[lane].push_back(std::move(work));
-  else
-    work();  // an unforked lane waits for nothing the device's stream holds
+std::unique_lock<std::recursive_mutex> Hold() {
+  return std::unique_lock<std::recursive_mutex>(Q().mutex);
+}
+
+void Enqueue(int stream, std::function<void()> work) {
+  EnqueuePoll(stream, [work = std::move(work)] {
+    work();
+    return true;
+  });
+}
+
+void EnqueuePoll(int stream, std::function<bool()> work) {
+  auto hold = Hold();
+  // An unforked lane waits for nothing the device's stream holds: its work runs at once.
+  if (stream >= 0 && stream < kFirstStream && !Q().forked.count(stream) && work()) return;
+  Find(stream).work.push_back(std::move(work));
+}
+
+int NewStream() {
+  int id;
+  {
+    auto hold = Hold();
+    id = Q().next_made++;
+    Q().made[id];
+  }
+  Runner().Start();
+  return id;
+}
+
+// As cudaStreamDestroy, which lets the stream's work finish first, without waiting for it.
+void DeleteStream(int stream) {
+  bool last;
+  {
+    auto hold = Hold();
+    Stream& s = Find(stream);
+    s.deleted = true;
+    if (s.work.empty()) Q().made.erase(stream);
+    last = Q().made.empty();
+  }
+  if (last) Runner().Stop();
+}
+
+bool Step(int stream) {
+  auto hold = Hold();
+  Stream& s = Find(stream);
+  if (s.running || s.work.empty()) return false;
+  s.running = true;
+  const bool done = s.work.front()();  // (a deque keeps its front in place as work is added)
+  s.running = false;
+  if (done) s.work.pop_front();
+  return done;
+}
+
+void Pull(int stream) {
+  auto hold = Hold();
+  while (Step(stream)) {
+  }
 }
 
 void Fork(int lanes) {
+  auto hold = Hold();
   for (int i = 0; i < lanes; ++i) Q().forked.insert(i);
 }
 
 void Join(int lanes) {
+  auto hold = Hold();
   for (int i = 0; i < lanes; ++i) {
-    auto& queued = Q().lanes[i];
-    for (auto& work : queued) Q().device.push_back(std::move(work));
+    auto& queued = Q().lanes[i].work;
+    for (auto& work : queued) Q().device.work.push_back(std::move(work));
     queued.clear();
     Q().forked.erase(i);
   }
 }
 
-namespace {
-
-// Taken out first: the work itself queues nothing, but a queue must not change under it.
-void Run(std::vector<std::function<void()>>& queued) {
-  std::vector<std::function<void()>> order;
-  order.swap(queued);
-  for (auto& work : order) work();
+void DrainDevice() {
+  WaitUntil(
+      [] {
+        auto hold = Hold();
+        Pull(-1);
+        return Q().device.work.empty();
+      },
+      "the device's stream");
 }
-
-}  // namespace
-
-void DrainDevice() { Run(Q().device); }
 
 void Drain() {
-  DrainDevice();
-  for (auto& [lane, queued] : Q().lanes) Run(queued);
+  WaitUntil(
+      [] {
+        auto hold = Hold();
+        Pull(-1);
+        if (!Q().device.work.empty()) return false;
+        bool empty = true;
+        for (auto* streams : {&Q().lanes, &Q().made})
+          for (auto& [id, s] : *streams) {
+            Pull(id);
+            empty = empty && s.work.empty();
+          }
+        return empty;
+      },
+      "the whole device");
 }
 
-void AddPinned(const void* p, size_t bytes) { Q().pinned[reinterpret_cast<uintptr_t>(p)] = bytes; }
-void RemovePinned(const void* p) { Q().pinned.erase(reinterpret_cast<uintptr_t>(p)); }
+void AddPinned(const void* p, size_t bytes) {
+  auto hold = Hold();
+  Q().pinned[reinterpret_cast<uintptr_t>(p)] = bytes;
+}
+void RemovePinned(const void* p) {
+  auto hold = Hold();
+  Q().pinned.erase(reinterpret_cast<uintptr_t>(p));
+}
 bool IsPinned(const void* p) {
+  auto hold = Hold();
   const auto at = reinterpret_cast<uintptr_t>(p);
   auto it = Q().pinned.upper_bound(at);
   if (it == Q().pinned.begin()) return false;

@@ -34,10 +34,8 @@ int Blocks(int64_t n) {
   return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, 4096));
 }
 
-// A side lane's index (SideLanes::Create names them 1, 2, ...), or -1: the device's stream.
-int LaneOf(const Lane& lane) {
-  return lane.stream ? static_cast<int>(reinterpret_cast<uintptr_t>(lane.stream)) - 1 : -1;
-}
+// A side lane's index, or -1: the device's stream.
+int LaneOf(const Lane& lane) { return emulated::QueueOf(lane.stream); }
 
 // kernel<<<grid, block, 0, lane>>>(args...) queued; CUDA refuses a grid or block with no
 // threads when it is launched.
@@ -61,10 +59,15 @@ const __nv_bfloat16* AsBf16(const uint16_t* p) {
 
 }  // namespace
 
-int DeviceCount() { return 1; }
+// MOE_EMULATED_GPUS of them (default 1): ranks on one host each take their own from 2 up,
+// which NCCL needs (emulated_nccl.cc). They all share this process's memory and queues.
+int DeviceCount() {
+  const char* n = std::getenv("MOE_EMULATED_GPUS");
+  return n && std::atoi(n) > 0 ? std::atoi(n) : 1;
+}
 Status SetDevice(int) { return Status::Ok(); }
 std::string DeviceName(int) { return "emulated GPU (its kernels run on the host)"; }
-std::string DeviceBusId(int) { return "emulated:0"; }
+std::string DeviceBusId(int device) { return "emulated:" + std::to_string(device); }
 std::string NoDeviceReason() { return ""; }
 
 StatusOr<void*> Alloc(size_t bytes) {
@@ -215,13 +218,13 @@ Status GemmBf16Blocks(const uint16_t* x, int T, int ldx, const uint16_t* w, int 
   return Status::Ok();
 }
 
-// Lanes of their own (named 1, 2, ... in place of streams), whose work waits for the device's
-// stream from Fork and joins it at Join (device_queue.h).
+// Lanes of their own (queues 0, 1, ... in place of streams), whose work waits for the
+// device's stream from Fork and joins it at Join (device_queue.h).
 StatusOr<std::unique_ptr<SideLanes>> SideLanes::Create(int lanes) {
   auto s = std::unique_ptr<SideLanes>(new SideLanes());
   s->lanes_.resize(lanes);
   for (int i = 0; i < lanes; ++i)
-    s->lanes_[i].stream = reinterpret_cast<CUstream_st*>(static_cast<uintptr_t>(i + 1));
+    s->lanes_[i].stream = emulated::StreamOf(i);
   return s;
 }
 SideLanes::~SideLanes() = default;
