@@ -184,7 +184,13 @@ StatusOr<std::unique_ptr<GpuLink>> ConnectGpus(const std::string& flag, Transpor
   if (decision[0] == 'E') return FailedPrecondition(decision.substr(1));
   if (decision[0] == 'H') return std::unique_ptr<GpuLink>();
   if (gpu == nullptr) return Internal("rank " + std::to_string(t.rank()) + " has no GPU to link");
-  return gpu->open_link(decision[0] == 'N', decision.substr(1), t, timeout_seconds, parts);
+  const bool nccl = decision[0] == 'N';
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<GpuLink> link,
+                       gpu->open_link(nccl, decision.substr(1), t, timeout_seconds, parts));
+  if (t.rank() == 0)
+    std::cerr << std::string("moe: the expert exchange goes ") +
+                     (nccl ? "GPU to GPU over NCCL\n" : "over the GPU link, carried by MPI\n");
+  return link;
 }
 
 }  // namespace moe

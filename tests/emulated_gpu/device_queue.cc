@@ -44,15 +44,18 @@ class MadeStreamRunner {
     stop_ = false;
     thread_ = std::thread([this] {
       while (!stop_) {
+        bool idle = true;
         {
           auto hold = Hold();
           for (auto it = Q().made.begin(); it != Q().made.end();) {
             Pull(it->first);
+            idle = idle && it->second.work.empty();
             it = it->second.deleted && it->second.work.empty() ? Q().made.erase(it)
                                                                 : std::next(it);
           }
         }
-        std::this_thread::sleep_for(std::chrono::microseconds(200));
+        // Between steps the streams are mostly empty: look less often then.
+        std::this_thread::sleep_for(std::chrono::microseconds(idle ? 2000 : 200));
       }
     });
   }

@@ -3,12 +3,15 @@
 # (tests/emulated_gpu/: the device's own kernels run on the host, the GEMMs as loops, queued
 # work run only when the host waits for it) in place of libmoe_gpu.so. tests/gpu/ranks.sh on
 # it (one process, and the coordinator plus 1, 2 and 9 workers host-staged and over mpi-link,
-# against the CPU; two micro-batches), then a context past 128 keys, so decode attention
-# splits its keys: identical greedy tokens, logits within 2e-2. Then a prompt prefilled 5
-# tokens a step with no logits wanted before its last chunk (steps with no logit rows, which
-# once made a launch of no blocks): the same tokens as the CPU. Last, workers lost mid-run.
+# against the CPU; two micro-batches); tests/gpu/nccl.sh on it (3 ranks, each on an emulated
+# GPU of its own, the rows moving over the emulated NCCL); then a context past 128 keys, so
+# decode attention splits its keys: identical greedy tokens, logits within 2e-2. Then a prompt
+# prefilled 5 tokens a step with no logits wanted before its last chunk (steps with no logit
+# rows, which once made a launch of no blocks): the same tokens as the CPU. Last, workers lost
+# mid-run.
 export MOE_GPU_LIBRARY=${GPU_EMULATED:?path to libmoe_gpu_emulated.so}
 bash "$(dirname "$0")/ranks.sh" || exit 1
+bash "$(dirname "$0")/nccl.sh" || exit 1
 source "$(dirname "$0")/common.sh"
 prompt=$(seq 3 202 | tr '\n' ' ')
 for device in cpu cuda; do
@@ -36,9 +39,11 @@ echo "ok: a prompt prefilled 5 tokens a step on the emulated GPU == the CPU"
 
 # A worker lost mid-run on the GPU path with two micro-batches (its answers wait for rank 0
 # without a deadline then) still ends the job within the rank timeout, naming it
-# (tests/mpi/common.sh): stopped, host-staged and over mpi-link; killed, over mpi-link.
-MPIRUN+=(-x MOE_GPU_LIBRARY)
-for fault in "STOP host" "STOP mpi-link" "KILL mpi-link"; do
+# (tests/mpi/common.sh): stopped, host-staged, over mpi-link and over NCCL (each rank on an
+# emulated GPU of its own); killed, over mpi-link and over NCCL.
+export MOE_EMULATED_GPUS=3 TMPDIR=$SCRATCH
+MPIRUN+=(-x MOE_GPU_LIBRARY -x MOE_EMULATED_GPUS -x TMPDIR)
+for fault in "STOP host" "STOP mpi-link" "STOP nccl" "KILL mpi-link" "KILL nccl"; do
   read -r sig exchange <<< "$fault"
   fault_on_rank2 "$sig" "$MOE bench --device cuda --gpu-exchange $exchange" \
     "${MPIRUN[@]}" -np 3 "$MOE" bench --device cuda --gpu-exchange "$exchange" \

@@ -2,10 +2,18 @@
 # The NCCL exchange: the coordinator and its workers each on a GPU of their own, rows and
 # answers moving GPU to GPU, against the same ranks exchanging through host memory and against
 # one process, also with two micro-batches (ping-pong). Greedy tokens identical, logits within
-# 2e-2 of the largest. Skips (77) where fewer than two GPUs are visible (NCCL cannot put two
-# ranks on one GPU).
+# 2e-2 of the largest. With MOE_GPU_LIBRARY set (tests/gpu/emulated.sh), every rank takes an
+# emulated GPU of its own, and NCCL is the emulated one: there the NCCL runs must give the same
+# bits as the same protocol carried by MPI (mpi-link), and --gpu-exchange auto must choose
+# NCCL. Skips (77) where fewer than two GPUs are visible (NCCL cannot put two ranks on one GPU).
 source "$(dirname "$0")/common.sh"
-gpus=$(nvidia-smi --list-gpus 2>/dev/null | grep -c "^GPU" || true)
+if [ -n "${MOE_GPU_LIBRARY:-}" ]; then
+  export MOE_EMULATED_GPUS=3 TMPDIR=$SCRATCH  # (the emulated NCCL's moves go there)
+  MPIRUN+=(-x MOE_GPU_LIBRARY -x MOE_EMULATED_GPUS)
+  gpus=3
+else
+  gpus=$(nvidia-smi --list-gpus 2>/dev/null | grep -c "^GPU" || true)
+fi
 if [ "${gpus:-0}" -lt 2 ]; then
   echo "SKIP: the NCCL exchange needs two GPUs or more; ${gpus:-0} visible"
   exit 77
@@ -27,6 +35,8 @@ for model in mixtral-bf16-sharded mixtral-window; do
   run "$model-1" 1
   run "$model-host" "$ranks" --gpu-exchange host
   run "$model-nccl" "$ranks" --gpu-exchange nccl
+  grep -q "goes GPU to GPU over NCCL" "$SCRATCH/$model-nccl.err" ||
+    fail "$model: --gpu-exchange nccl did not say it exchanges over NCCL"
   compare_logits "$SCRATCH/$model-1" "$SCRATCH/$model-host"
   compare_logits "$SCRATCH/$model-1" "$SCRATCH/$model-nccl"
   compare_logits "$SCRATCH/$model-host" "$SCRATCH/$model-nccl"
@@ -34,4 +44,17 @@ for model in mixtral-bf16-sharded mixtral-window; do
   run "$model-nccl-pp" "$ranks" --gpu-exchange nccl --micro-batches 2
   compare_logits "$SCRATCH/$model-1" "$SCRATCH/$model-nccl-pp"
   echo "ok: $model, two micro-batches over NCCL == one process"
+  if [ -n "${MOE_GPU_LIBRARY:-}" ]; then
+    run "$model-mpi-link" "$ranks" --gpu-exchange mpi-link
+    run "$model-auto" "$ranks" --gpu-exchange auto
+    grep -q "goes GPU to GPU over NCCL" "$SCRATCH/$model-auto.err" ||
+      fail "$model: --gpu-exchange auto did not choose NCCL with a GPU for every rank"
+    for other in nccl-pp mpi-link auto; do
+      for part in prompt gen; do
+        same_bytes "$SCRATCH/$model-nccl.$part.npy" "$SCRATCH/$model-$other.$part.npy"
+      done
+    done
+    echo "ok: $model, on the emulated GPUs NCCL == mpi-link == auto == two micro-batches," \
+      "bit for bit"
+  fi
 done

@@ -1,6 +1,6 @@
 // Runs CUDA kernels on the host, for tests on machines without a GPU: a kernel header
 // (common/cuda/*_kernels.cuh) compiles as C++ with these stand-ins, and Launch runs its grid one
-// thread block at a time, each CUDA thread of the block on a std::thread of its own, so
+// thread block at a time, each CUDA thread of the block on a host thread of its own, so
 // __syncthreads, warp shuffles and shared memory behave as on the device (a warp's lanes meet
 // at every shuffle; __shared__ arrays are statics, which one block at a time may share).
 // A device promises no order among a grid's blocks, so neither does Launch: it runs them in a
@@ -13,11 +13,14 @@
 #include <atomic>
 #include <barrier>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <numeric>
 #include <random>
 #include <thread>
@@ -82,6 +85,56 @@ T Exchange(T v, From from) {
   return out;
 }
 
+// The threads a block's CUDA threads run on, kept from launch to launch: a launch of
+// thousands of CUDA threads would spend its time making and ending std::threads.
+class Crew {
+ public:
+  // Runs body(0) .. body(n - 1) each on a thread of its own, all at once; returns when all
+  // have returned.
+  void Run(int n, const std::function<void(int)>& body) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (static_cast<int>(threads_.size()) < n) {
+      const int t = static_cast<int>(threads_.size());
+      threads_.emplace_back([this, t] { Serve(t); });
+    }
+    body_ = &body;
+    wanted_ = n;
+    left_ = n;
+    ++generation_;
+    start_.notify_all();
+    finished_.wait(lock, [this] { return left_ == 0; });
+    body_ = nullptr;
+  }
+
+ private:
+  void Serve(int t) {
+    unsigned seen = 0;
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      start_.wait(lock, [&] { return generation_ != seen; });
+      seen = generation_;
+      if (t >= wanted_) continue;
+      const std::function<void(int)>* body = body_;
+      lock.unlock();
+      (*body)(t);
+      lock.lock();
+      if (--left_ == 0) finished_.notify_one();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable start_, finished_;
+  std::vector<std::thread> threads_;  // never joined: the crew lives as long as the process
+  const std::function<void(int)>* body_ = nullptr;
+  int wanted_ = 0, left_ = 0;
+  unsigned generation_ = 0;
+};
+
+inline Crew& TheCrew() {
+  static Crew* crew = new Crew;
+  return *crew;
+}
+
 // Runs kernel<<<grid, threads>>>(args...) on the host.
 template <typename... Params, typename... Args>
 void Launch(dim3 grid, dim3 threads, void (*kernel)(Params...), Args... args) {
@@ -95,19 +148,15 @@ void Launch(dim3 grid, dim3 threads, void (*kernel)(Params...), Args... args) {
     const unsigned x = i % grid.x, y = i / grid.x % grid.y, z = i / (grid.x * grid.y);
     Block b(n);
     block = &b;
-    std::vector<std::thread> running;
-    for (int t = 0; t < n; ++t)
-      running.emplace_back([&, t] {
-        thread_index =
-            dim3(t % threads.x, t / threads.x % threads.y, t / (threads.x * threads.y));
-        block_index = dim3(x, y, z);
-        kernel(args...);
-        // A thread that is done no longer holds the others at their meeting points.
-        b.alive[t / 32]->fetch_sub(1);
-        b.warps[t / 32]->arrive_and_drop();
-        b.all.arrive_and_drop();
-      });
-    for (std::thread& th : running) th.join();
+    TheCrew().Run(n, [&](int t) {
+      thread_index = dim3(t % threads.x, t / threads.x % threads.y, t / (threads.x * threads.y));
+      block_index = dim3(x, y, z);
+      kernel(args...);
+      // A thread that is done no longer holds the others at their meeting points.
+      b.alive[t / 32]->fetch_sub(1);
+      b.warps[t / 32]->arrive_and_drop();
+      b.all.arrive_and_drop();
+    });
     block = nullptr;
   }
 }
