@@ -36,8 +36,7 @@ StatusOr<std::unique_ptr<GpuLink>> OpenLink(bool nccl, const std::string& id,
                                             DeviceParts* parts) {
   std::unique_ptr<gpu::DeviceLink> link;
   if (nccl) {
-    MOE_ASSIGN_OR_RETURN(link, gpu::NcclLink::Open(id, transport.rank(), transport.size(),
-                                                   timeout_seconds));
+    MOE_ASSIGN_OR_RETURN(link, gpu::NcclLink::Open(id, transport, timeout_seconds));
   } else {
     link = std::make_unique<gpu::MpiLink>(&transport, timeout_seconds);
   }

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstring>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <type_traits>
 
@@ -90,6 +91,8 @@ struct NcclLink::State {
   cudaEvent_t done = nullptr;   // the link's stream, after the last moves
   double timeout = 0;
   bool dead = false;
+  std::vector<std::string> names;  // [ranks] "rank r on host"
+  std::set<int> peers;             // of the moves queued since the last finished wait
 };
 
 std::string NcclLink::Unavailable() {
@@ -106,8 +109,9 @@ StatusOr<std::string> NcclLink::NewId() {
   return std::string(id.internal, sizeof(id.internal));
 }
 
-StatusOr<std::unique_ptr<NcclLink>> NcclLink::Open(const std::string& id, int rank, int ranks,
+StatusOr<std::unique_ptr<NcclLink>> NcclLink::Open(const std::string& id, const Transport& t,
                                                    double timeout_seconds) {
+  const int rank = t.rank(), ranks = t.size();
   std::string why;
   const NcclApi* api = Nccl(&why);
   if (api == nullptr) return FailedPrecondition(why);
@@ -119,6 +123,8 @@ StatusOr<std::unique_ptr<NcclLink>> NcclLink::Open(const std::string& id, int ra
   auto s = std::make_unique<State>();
   s->api = api;
   s->timeout = timeout_seconds;
+  for (int r = 0; r < ranks; ++r)
+    s->names.push_back("rank " + std::to_string(r) + " on " + t.host(r));
   // Every rank answered the Transport's last exchange just before this, so all of them are
   // here: the collective join does not wait on a lost rank. Nothing that can fail alone comes
   // before it, and what fails after it is reported to every rank by the Transport.
@@ -174,6 +180,7 @@ Status NcclLink::Queue(const std::vector<Move>& moves, bool send) {
   Status status = Status::Ok();
   for (const Move& m : moves) {
     if (m.bytes == 0) continue;
+    s_->peers.insert(m.peer);
     const size_t n = static_cast<size_t>(m.bytes);
     const ncclResult_t r = send ? api.send(m.data, n, ncclUint8, m.peer, s_->comm, s_->stream)
                                 : api.recv(m.data, n, ncclUint8, m.peer, s_->comm, s_->stream);
@@ -204,7 +211,10 @@ Status NcclLink::Wait(const ExchangeLabel& label, Deadline deadline) {
   auto pause = std::chrono::microseconds(20);
   for (;;) {
     const cudaError_t e = cudaEventQuery(s_->done);
-    if (e == cudaSuccess) return Status::Ok();
+    if (e == cudaSuccess) {
+      s_->peers.clear();
+      return Status::Ok();
+    }
     if (e != cudaErrorNotReady) {
       Abort();
       return Check(e, ("the NCCL " + what).c_str());
@@ -215,11 +225,16 @@ Status NcclLink::Wait(const ExchangeLabel& label, Deadline deadline) {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (async != ncclSuccess || (deadline == Deadline::kRankTimeout && waited > s_->timeout)) {
       Abort();
-      if (async != ncclSuccess) return CheckNccl(api, async, "failed in the " + what);
+      std::string with;
+      for (int peer : s_->peers) with += (with.empty() ? "" : ", ") + s_->names[peer];
+      if (async != ncclSuccess)
+        return CheckNccl(api, async, "failed in the " + what + " (moving bytes with " + with + ")");
       return Status(StatusCode::kUnavailable,
                     "the NCCL link did not finish the " + what + " within " +
-                        std::to_string(s_->timeout) + " s (--rank-timeout): a rank stopped "
-                        "answering; restart the job");
+                        std::to_string(static_cast<int>(s_->timeout)) +
+                        " s (--rank-timeout) while moving bytes with " + with +
+                        ": one of them died or hangs; restart the job, or raise --rank-timeout " +
+                        "if it is only slow");
     }
     // Test and back off, so a waiting rank leaves the cores to the others.
     std::this_thread::sleep_for(pause);

@@ -24,11 +24,11 @@ class NcclLink : public DeviceLink {
   static std::string Unavailable();
   // Rank 0: the id of a new communicator, as bytes.
   static StatusOr<std::string> NewId();
-  // Every rank at once, on its current device: joins the communicator `id` as `rank` of
-  // `ranks`, and connects rank 0 with every other rank (a byte each way). Waits on the link
-  // end after `timeout_seconds`; the join itself has no deadline, so it comes right after an
-  // exchange every rank answered.
-  static StatusOr<std::unique_ptr<NcclLink>> Open(const std::string& id, int rank, int ranks,
+  // Every rank at once, on its current device: joins the communicator `id` as the
+  // Transport's rank among its ranks, and connects rank 0 with every other rank (a byte each
+  // way). Waits on the link end after `timeout_seconds`; the join itself has no deadline, so
+  // it comes right after an exchange every rank answered.
+  static StatusOr<std::unique_ptr<NcclLink>> Open(const std::string& id, const Transport& t,
                                                   double timeout_seconds);
   ~NcclLink() override;
 
@@ -42,7 +42,8 @@ class NcclLink : public DeviceLink {
   }
   // Waits on the host until every queued move is done. After `timeout_seconds` (unless the
   // deadline is none) or an NCCL error it aborts the communicator: the link is dead for good,
-  // and the status says so.
+  // and the status says so, naming the ranks the unfinished moves were with (NCCL does not
+  // say which of them failed).
   Status Wait(const ExchangeLabel& label, Deadline deadline) override;
   // Ends the communicator after a failure elsewhere while moves are queued: they end unfinished
   // (the device's stream stops waiting for them), and the link is dead for good.
