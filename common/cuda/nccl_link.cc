@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <set>
@@ -225,16 +226,18 @@ Status NcclLink::Wait(const ExchangeLabel& label, Deadline deadline) {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (async != ncclSuccess || (deadline == Deadline::kRankTimeout && waited > s_->timeout)) {
       Abort();
+      // The ranks of the moves queued since the last finished wait (NCCL does not say which).
       std::string with;
-      for (int peer : s_->peers) with += (with.empty() ? "" : ", ") + s_->names[peer];
+      for (int peer : s_->peers) with += (with.empty() ? " with " : ", ") + s_->names[peer];
       if (async != ncclSuccess)
-        return CheckNccl(api, async, "failed in the " + what + " (moving bytes with " + with + ")");
+        return CheckNccl(api, async, "failed in the " + what + " (moving bytes" + with + ")");
+      char seconds[32];
+      std::snprintf(seconds, sizeof(seconds), "%g", s_->timeout);
       return Status(StatusCode::kUnavailable,
-                    "the NCCL link did not finish the " + what + " within " +
-                        std::to_string(static_cast<int>(s_->timeout)) +
-                        " s (--rank-timeout) while moving bytes with " + with +
-                        ": one of them died or hangs; restart the job, or raise --rank-timeout " +
-                        "if it is only slow");
+                    "the NCCL link did not finish the " + what + " within " + seconds +
+                        " s (--rank-timeout) while moving bytes" + with +
+                        ": a rank died or hangs; restart the job, or raise --rank-timeout if it " +
+                        "is only slow");
     }
     // Test and back off, so a waiting rank leaves the cores to the others.
     std::this_thread::sleep_for(pause);

@@ -39,11 +39,13 @@ Queues& Q() {
 // for.
 class MadeStreamRunner {
  public:
+  // With the mutex held, as a stream is made.
   void Start() {
-    if (thread_.joinable()) return;
-    stop_ = false;
+    if (running_) return;
+    if (thread_.joinable()) thread_.join();  // it has left its loop (running_ is false)
+    running_ = true;
     thread_ = std::thread([this] {
-      while (!stop_) {
+      for (;;) {
         bool idle = true;
         {
           auto hold = Hold();
@@ -53,21 +55,23 @@ class MadeStreamRunner {
             it = it->second.deleted && it->second.work.empty() ? Q().made.erase(it)
                                                                 : std::next(it);
           }
+          if (Q().made.empty() || stop_) {  // the last made stream is gone
+            running_ = false;
+            return;
+          }
         }
         // Between steps the streams are mostly empty: look less often then.
         std::this_thread::sleep_for(std::chrono::microseconds(idle ? 2000 : 200));
       }
     });
   }
-  // Called without the mutex held.
-  void Stop() {
+  ~MadeStreamRunner() {
     stop_ = true;
     if (thread_.joinable()) thread_.join();
   }
-  ~MadeStreamRunner() { Stop(); }
 
  private:
-  std::atomic<bool> stop_{false};
+  std::atomic<bool> stop_{false}, running_{false};
   std::thread thread_;
 };
 
@@ -89,8 +93,9 @@ Stream& Find(int stream) {
 }
 
 // A device waits for nothing the host does; a host wait with no deadline for work that waits
-// for a peer that never comes would never return on a GPU. Here it ends the process, saying so.
-constexpr double kHangSeconds = 60;
+// for a peer that never comes would never return on a GPU. Here it ends the process, saying
+// so, after longer than any rank timeout the tests give.
+constexpr double kHangSeconds = 300;
 
 // Asks `done` until it is true, backing off between tries so peer processes get the cores.
 void WaitUntil(const std::function<bool()>& done, const char* what) {
@@ -127,32 +132,25 @@ void Enqueue(int stream, std::function<void()> work) {
 void EnqueuePoll(int stream, std::function<bool()> work) {
   auto hold = Hold();
   // An unforked lane waits for nothing the device's stream holds: its work runs at once.
-  if (stream >= 0 && stream < kFirstStream && !Q().forked.count(stream) && work()) return;
+  if (stream >= 0 && stream < kFirstStream && !Q().forked.count(stream) &&
+      Find(stream).work.empty() && work())
+    return;
   Find(stream).work.push_back(std::move(work));
 }
 
 int NewStream() {
-  int id;
-  {
-    auto hold = Hold();
-    id = Q().next_made++;
-    Q().made[id];
-  }
+  auto hold = Hold();
+  const int id = Q().next_made++;
+  Q().made[id];
   Runner().Start();
   return id;
 }
 
-// As cudaStreamDestroy, which lets the stream's work finish first, without waiting for it.
+// As cudaStreamDestroy, which lets the stream's work finish first, without waiting for it
+// (the emulator's thread ends it then).
 void DeleteStream(int stream) {
-  bool last;
-  {
-    auto hold = Hold();
-    Stream& s = Find(stream);
-    s.deleted = true;
-    if (s.work.empty()) Q().made.erase(stream);
-    last = Q().made.empty();
-  }
-  if (last) Runner().Stop();
+  auto hold = Hold();
+  Find(stream).deleted = true;
 }
 
 bool Step(int stream) {

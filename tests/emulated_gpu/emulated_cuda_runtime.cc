@@ -61,6 +61,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 }
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  auto hold = moe::gpu::emulated::Hold();  // (the flags are set by the emulator's thread too)
   auto reached = std::make_shared<bool>(false);
   event->reached = reached;
   event->stream = QueueOf(stream);
@@ -69,6 +70,7 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
 }
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned) {
+  auto hold = moe::gpu::emulated::Hold();
   if (!event->reached) return cudaSuccess;
   moe::gpu::emulated::EnqueuePoll(
       QueueOf(stream), [reached = event->reached, from = event->stream] {
@@ -78,6 +80,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
 }
 
 cudaError_t cudaEventQuery(cudaEvent_t event) {
+  auto hold = moe::gpu::emulated::Hold();
   if (!event->reached) return cudaSuccess;
   return PullUntil(event->stream, event->reached) ? cudaSuccess : cudaErrorNotReady;
 }

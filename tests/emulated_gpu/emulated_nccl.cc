@@ -130,6 +130,7 @@ void Queue(Group& group) {
 ncclResult_t Add(bool send, const void* data, size_t count, ncclDataType_t type, int peer,
                  ncclComm_t comm, cudaStream_t stream) {
   if (comm == nullptr) return ncclInvalidArgument;
+  auto hold = emulated::Hold();  // (the emulator's thread moves bytes for this communicator)
   if (type != ncclUint8 && type != ncclInt8)
     return Fail(comm, ncclInvalidArgument, "only bytes move here");
   if (peer < 0 || peer >= comm->ranks)
@@ -187,31 +188,21 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int ranks, ncclUniqueId id, int 
 
 namespace {
 
-// Takes away the moves left for this rank, its mark, and the directory once it is empty.
-void Clean(const ncclComm& comm) {
-  if (DIR* d = opendir(comm.dir.c_str())) {
-    std::vector<std::string> gone{"joined." + std::to_string(comm.rank)};
-    while (dirent* e = readdir(d)) {
-      int from = -1, to = -1;
-      long n = -1;
-      if (std::sscanf(e->d_name, "%d.%d.%ld", &from, &to, &n) == 3 && to == comm.rank)
-        gone.push_back(e->d_name);
-    }
-    closedir(d);
-    for (const std::string& name : gone) std::remove((comm.dir + "/" + name).c_str());
-  }
+// Takes away this rank's mark, and the directory once it is empty: moves sent to this rank
+// and never taken stay, so their senders never finish, as on a GPU.
+void Leave(const ncclComm& comm) {
+  std::remove((comm.dir + "/joined." + std::to_string(comm.rank)).c_str());
   rmdir(comm.dir.c_str());
 }
 
 }  // namespace
 
-// Moves still queued (none, after a wait) end at their next turn. They hold the
-// communicator, so it is never deleted.
+// Moves still queued (none, after a wait) keep running; they hold the communicator, so it is
+// never deleted.
 ncclResult_t ncclCommDestroy(ncclComm_t comm) {
   if (comm == nullptr) return ncclInvalidArgument;
   auto hold = emulated::Hold();
-  comm->aborted = true;
-  Clean(*comm);
+  Leave(*comm);
   return ncclSuccess;
 }
 
@@ -221,6 +212,7 @@ ncclResult_t ncclCommAbort(ncclComm_t comm) {
   if (comm == nullptr) return ncclInvalidArgument;
   auto hold = emulated::Hold();
   comm->aborted = true;
+  Leave(*comm);
   return ncclSuccess;
 }
 
