@@ -35,6 +35,13 @@ Queues& Q() {
   return *q;
 }
 
+// Steps `stream` until it is empty or its front has to wait.
+void Pull(int stream) {
+  auto hold = Hold();
+  while (Step(stream)) {
+  }
+}
+
 // Runs the made streams' work while any is made, as a GPU runs a stream the host does not wait
 // for.
 class MadeStreamRunner {
@@ -164,11 +171,6 @@ bool Step(int stream) {
   return done;
 }
 
-void Pull(int stream) {
-  auto hold = Hold();
-  while (Step(stream)) {
-  }
-}
 
 void Fork(int lanes) {
   auto hold = Hold();

@@ -48,8 +48,6 @@ void DeleteStream(int stream);
 // Runs `stream`'s front work; true if it was done (and left the queue), false if the stream
 // is empty, its front has to wait, or it is already running further up. Never waits itself.
 bool Step(int stream);
-// Steps `stream` until it is empty or its front has to wait.
-void Pull(int stream);
 
 // Side lanes 0 .. n-1 wait for the device's stream from now on, until they are joined.
 void Fork(int lanes);

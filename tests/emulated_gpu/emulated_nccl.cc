@@ -7,10 +7,9 @@
 // As on a GPU, a group is work on its stream: it starts once the stream's work before it is
 // done (the events nccl_link.cc records), and is done once every receive has its bytes and
 // every send has been taken by its receiver; until then later work on the stream waits. The
-// link's stream runs as soon as it can after each group is queued and whenever the host waits,
-// since a GPU would not wait for the host to start it (device_queue.h). A receive whose sender moved another
-// number of bytes fails the communicator (ncclCommGetAsyncError), as a mismatch may on a GPU;
-// an aborted communicator's moves end unfinished.
+// link's stream runs by itself, as a GPU's would (device_queue.h: made streams). A receive
+// whose sender moved another number of bytes fails the communicator (ncclCommGetAsyncError),
+// as a mismatch may on a GPU; an aborted communicator's moves end unfinished.
 #include <dirent.h>
 #include <nccl.h>
 #include <sys/stat.h>
@@ -112,8 +111,7 @@ void Queue(Group& group) {
   auto moves = std::make_shared<std::vector<Move>>(std::move(group.moves));
   group.moves.clear();
   auto started = std::make_shared<bool>(false);
-  const int queue = emulated::QueueOf(group.stream);
-  emulated::EnqueuePoll(queue, [moves, started] {
+  emulated::EnqueuePoll(emulated::QueueOf(group.stream), [moves, started] {
     bool done = true;
     for (Move& m : *moves) {
       if (m.comm->aborted) m.done = true;
@@ -124,7 +122,6 @@ void Queue(Group& group) {
     *started = true;
     return done;
   });
-  emulated::Pull(queue);
 }
 
 ncclResult_t Add(bool send, const void* data, size_t count, ncclDataType_t type, int peer,
