@@ -33,6 +33,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import grpc  # noqa: E402
 
 import moe_grpc  # noqa: E402
+from mpi_job import rank_pid, session_pids  # noqa: E402
 
 pb, pb_grpc = moe_grpc.inference()
 hpb, hpb_grpc = moe_grpc.health()
@@ -85,51 +86,16 @@ class LocalServer:
             time.sleep(0.05)
         raise SystemExit(f"the server was not SERVING after {timeout} s; see {self.log.name}")
 
-    def _session(self):
-        pids = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as f:
-                        stat = f.read()
-                    if int(stat[stat.rfind(")") + 2:].split()[3]) == self.proc.pid:
-                        pids.append(int(entry))
-                except (OSError, ValueError, IndexError):
-                    pass
-        return pids
-
-    def _rank0(self):
-        """The rank that listens on our port, else the lowest-pid rank."""
-        inode = None
-        with open("/proc/net/tcp") as f:
-            next(f)
-            for line in f:
-                parts = line.split()
-                if int(parts[1].split(":")[1], 16) == self.port and parts[3] == "0A":
-                    inode = parts[9]
-        ranks = [p for p in self._session() if p != self.proc.pid]
-        for pid in ranks:
-            try:
-                for fd in os.listdir(f"/proc/{pid}/fd"):
-                    try:
-                        if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
-                            return pid
-                    except OSError:
-                        pass
-            except OSError:
-                pass
-        return min(ranks) if ranks else None
-
     def stop(self):
         if self.proc.poll() is None:
-            rank0 = self._rank0()
+            rank0 = rank_pid(self.proc.pid, 0)
             if rank0 is not None:
                 os.kill(rank0, signal.SIGTERM)
             try:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 pass
-        for pid in self._session():
+        for pid in session_pids(self.proc.pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:

@@ -30,8 +30,12 @@ for _ in $(seq 100); do
 done
 "${client[@]}" generate "My lord, I" --max-tokens 40 --temperature 0.8 --top-p 0.9 --seed 7
 "${client[@]}" generate "Once upon a time" --max-tokens 24 --json
-# A clean stop: SIGTERM to rank 0, which drains and stops the workers.
-kill -TERM "$(pgrep -f "build/moe serve --model $model --listen 127.0.0.1:$port" | head -n 1)"
+# A clean stop: SIGTERM to rank 0 (found by the rank Open MPI gave it, among mpirun's children),
+# which drains and stops the workers.
+for pid in $(pgrep -P "$server"); do
+  tr '\0' '\n' < "/proc/$pid/environ" 2> /dev/null | grep -qx OMPI_COMM_WORLD_RANK=0 &&
+    kill -TERM "$pid"
+done
 wait "$server" || true
 trap - EXIT
 

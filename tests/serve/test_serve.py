@@ -42,6 +42,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import grpc  # noqa: E402
 
 import moe_grpc  # noqa: E402
+from mpi_job import rank_pid, session_pids  # noqa: E402
 
 pb, pb_grpc = moe_grpc.inference()
 hpb, hpb_grpc = moe_grpc.health()
@@ -93,54 +94,6 @@ def wait_until(pred, timeout, what, interval=0.02):
         if time.monotonic() > end:
             raise TestFailure(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
-
-
-def session_pids(sid):
-    """Processes whose session id is `sid` (mpirun was started in a new session; its ranks
-    inherit the session, though each gets a process group of its own)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if int(fields[3]) == sid:  # state ppid pgrp session
-            pids.append(int(entry))
-    return sorted(pids)
-
-
-def listening_inode(port):
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            parts = line.split()
-            local, state, inode = parts[1], parts[3], parts[9]
-            host, p = local.split(":")
-            if int(p, 16) == port and state == "0A":
-                return inode
-    return None
-
-
-def pid_listening_on(port, candidates):
-    inode = listening_inode(port)
-    if inode is None:
-        return None
-    target = f"socket:[{inode}]"
-    for pid in candidates:
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                try:
-                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                        return pid
-                except OSError:
-                    pass
-        except OSError:
-            pass
-    return None
 
 
 def parse_metrics(text):
@@ -250,21 +203,10 @@ class Server:
         return self.metrics().get((name, frozenset(labels.items())), 0.0)
 
     def rank0(self):
-        """The rank listening on our port (rank 0), else the lowest-pid `moe serve` rank."""
-        pids = [p for p in session_pids(self.proc.pid) if p != self.proc.pid]
-        pid = pid_listening_on(self.port, pids)
-        if pid is not None:
-            return pid
-        serve = []
-        for p in pids:
-            try:
-                with open(f"/proc/{p}/cmdline", "rb") as f:
-                    if b"serve" in f.read():
-                        serve.append(p)
-            except OSError:
-                pass
-        check(serve, f"server {self.name}: no rank found")
-        return min(serve)
+        """Rank 0's pid, by the rank Open MPI gave it."""
+        pid = rank_pid(self.proc.pid, 0)
+        check(pid is not None, f"server {self.name}: rank 0 not found")
+        return pid
 
     def sigterm_rank0(self):
         os.kill(self.rank0(), signal.SIGTERM)
