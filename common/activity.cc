@@ -22,9 +22,8 @@ void OnTermination(int sig) {
 
 }  // namespace
 
-void SetActivity(const char* phase, int layer, int64_t step) {
-  std::snprintf(g_activity, sizeof(g_activity), "%s of layer %d, step %lld", phase, layer,
-                static_cast<long long>(step));
+void SetActivity(const ExchangeLabel& label) {
+  std::snprintf(g_activity, sizeof(g_activity), "%s", label.Text().c_str());
 }
 
 void ReportActivityOnTermination(int rank, const std::string& host) {

@@ -3,12 +3,13 @@
 // another rank died): the report names the layer and step the job was lost in.
 #pragma once
 
-#include <cstdint>
 #include <string>
+
+#include "common/transport.h"
 
 namespace moe {
 
-void SetActivity(const char* phase, int layer, int64_t step);
+void SetActivity(const ExchangeLabel& label);
 
 // On SIGTERM/SIGINT: print "moe: rank R on HOST ended by signal S during <activity>" and exit
 // with 128 + S. For batch commands; the server handles its signals itself.

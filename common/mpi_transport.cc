@@ -151,7 +151,7 @@ class MpiTransport : public Transport {
   Status Exchange(const ByteRuns& send, ByteRuns* recv, const ExchangeLabel& label,
                   double timeout_seconds) override {
     MOE_CHECK(static_cast<int>(send.counts.size()) == size_, "send counts per rank");
-    SetActivity(label.phase, label.layer, label.step);
+    SetActivity(label);
     for (int p = 0; p < size_; ++p) {
       if (p != rank_ && rank_ != 0 && p != 0)
         MOE_CHECK(send.counts[p] == 0, "a worker sent bytes to another worker");
@@ -288,8 +288,7 @@ class MpiTransport : public Transport {
   Status TimedOut(const std::string& who, const ExchangeLabel& label, double timeout) const {
     return Status(StatusCode::kUnavailable,
                   who + " did not answer within " + std::to_string(static_cast<int>(timeout)) +
-                      " s during " + label.phase + " of layer " + std::to_string(label.layer) +
-                      ", step " + std::to_string(label.step) + " (seen from rank " +
+                      " s during " + label.Text() + " (seen from rank " +
                       std::to_string(rank_) + " on " + host(rank_) +
                       "); the rank died or hangs. Raise --rank-timeout if it is only slow");
   }

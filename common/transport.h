@@ -14,9 +14,17 @@ namespace moe {
 
 // What an exchange is for, named when a peer fails to answer.
 struct ExchangeLabel {
-  const char* phase = "";  // "dispatch", "combine", "idle"
-  int layer = -1;
-  int64_t step = -1;
+  const char* phase = "";  // "dispatch", "combine", "GPU link setup"
+  int layer = -1;          // -1: outside the layers
+  int64_t step = -1;       // -1: outside the steps
+
+  // "dispatch of layer 3, step 17"; outside the layers "stop at step 17", or the phase alone.
+  std::string Text() const {
+    std::string s = phase;
+    if (layer >= 0) s += " of layer " + std::to_string(layer);
+    if (step >= 0) s += (layer >= 0 ? ", step " : " at step ") + std::to_string(step);
+    return s;
+  }
 };
 
 // A byte run per rank, laid end to end: rank r's bytes are data[offset(r), offset(r) + counts[r]).

@@ -144,7 +144,7 @@ StatusOr<std::unique_ptr<GpuLink>> ConnectGpus(const std::string& flag, Transpor
     send.data.assign(text.begin(), text.end());
     send.counts[0] = static_cast<int64_t>(text.size());
   }
-  MOE_RETURN_IF_ERROR(t.Exchange(send, &recv, {"gpu devices"}, timeout_seconds));
+  MOE_RETURN_IF_ERROR(t.Exchange(send, &recv, {"GPU survey"}, timeout_seconds));
   std::string decision;
   if (t.rank() == 0) {
     std::vector<RankDevice> ranks{mine};
@@ -177,7 +177,7 @@ StatusOr<std::unique_ptr<GpuLink>> ConnectGpus(const std::string& flag, Transpor
       send.counts[r] = static_cast<int64_t>(decision.size());
     }
   }
-  MOE_RETURN_IF_ERROR(t.Exchange(send, &recv, {"gpu link"}, timeout_seconds));
+  MOE_RETURN_IF_ERROR(t.Exchange(send, &recv, {"GPU link setup"}, timeout_seconds));
   if (t.rank() != 0) decision.assign(reinterpret_cast<const char*>(recv.at(0)), recv.counts[0]);
   if (decision.empty())
     return Internal("no GPU exchange decision reached rank " + std::to_string(t.rank()));

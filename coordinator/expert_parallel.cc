@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "common/activity.h"
 #include "common/check.h"
 #include "common/wire_format.h"
 
@@ -52,6 +53,8 @@ int64_t ExpertParallel::MaxTokensPerStep() const {
   return limit / std::max(dispatch, combine);
 }
 
+void ExpertParallel::Attending(int layer) const { SetActivity({"attention", layer, step_}); }
+
 StatusOr<DispatchHandle> ExpertParallel::Dispatch(int layer, int micro, int micros,
                                                   const float* h, int T, const Routes& routes) {
   if (broken_) return Status(StatusCode::kUnavailable, "a rank was lost earlier; restart the job");
@@ -59,7 +62,6 @@ StatusOr<DispatchHandle> ExpertParallel::Dispatch(int layer, int micro, int micr
     return InvalidArgument("a step of " + std::to_string(T) + " tokens is more than one exchange "
                            "can carry here (" + std::to_string(MaxTokensPerStep()) +
                            "); lower --prefill-chunk or --max-batch-tokens");
-  if (layer == 0 && micro == 0) ++step_;  // each forward pass is one step
   const auto t0 = std::chrono::steady_clock::now();
   const int R = transport_->size(), K = routes.k, D = config_.hidden, E = placement_->experts;
   DispatchHandle handle;

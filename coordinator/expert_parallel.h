@@ -49,6 +49,11 @@ class ExpertParallel {
   ExpertParallel(const ModelConfig& config, const Placement* placement, Transport* transport,
                  ExpertWorker* local, double rank_timeout_seconds, RunStats* stats);
 
+  // Starts the next step (one forward pass); its exchanges carry its number.
+  void BeginStep() { ++step_; }
+  // The coordinator now computes layer's attention: what this rank reports (common/activity.h)
+  // if the launcher ends it there, say after a worker died.
+  void Attending(int layer) const;
   // Sends each row of h [T, D] to the ranks holding its routed experts (micro-batch `micro` of
   // `micros` in this step). `routes` must outlive the handle. h null: the messages describe
   // the rows only, and the caller sends each rank r the rows of handle.rank_tokens[r] over the

@@ -309,8 +309,13 @@ Status GpuForward::Forward(const std::vector<int>& tokens, const std::vector<Seq
   MOE_RETURN_IF_ERROR(gpu::Embed(ids_, embed_, T, D, x));
   // Each layer: x += attention; h = rmsnorm(x); x += experts(h), micro-batch by micro-batch.
   in_flight_ = false;
+  experts_->BeginStep();
   Status layers = RunMicroBatches(
-      c.layers, parts_, [&](int l, int i) { return AttendAndRoute(l, micro_[i]); },
+      c.layers, parts_,
+      [&](int l, int i) {
+        experts_->Attending(l);
+        return AttendAndRoute(l, micro_[i]);
+      },
       [&](int l, int i) { return Dispatch(l, i, micro_[i]); },
       [&](int l, int i) { return Combine(l, micro_[i]); });
   if (!layers.ok() && in_flight_) {

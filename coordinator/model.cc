@@ -182,6 +182,7 @@ Status Model::Forward(const std::vector<int>& tokens, const std::vector<Sequence
   }
   Trace("embed", -1, x_.data(), T, D);
 
+  experts_->BeginStep();
   std::vector<MicroBatch> mbs;
   for (MicroBatchRows& part : SplitMicroBatches(chunks, T, micro_batches_))
     mbs.push_back({std::move(part), {}, {}});
@@ -201,6 +202,7 @@ Status Model::Forward(const std::vector<int>& tokens, const std::vector<Sequence
   MOE_RETURN_IF_ERROR(RunMicroBatches(
       c.layers, parts,
       [&](int l, int i) {
+        experts_->Attending(l);
         AttendAndRoute(l, mbs[i]);  // x += attention; routes
         return Status::Ok();
       },

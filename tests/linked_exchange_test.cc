@@ -204,6 +204,8 @@ TEST_P(LinkedExchange, AnswersBitForBitAsTheInlineExchange) {
       routes.weight.push_back(j == 0 ? w : (1.0f - w) / (K - 1));
     }
   }
+  inline_ep.BeginStep();
+  linked_ep.BeginStep();
   for (int layer = 0; layer < c.layers; ++layer) {
     auto inline_handle = inline_ep.Dispatch(layer, 0, 1, h.data(), T, routes);
     ASSERT_TRUE(inline_handle.ok()) << inline_handle.status().ToString();

@@ -55,8 +55,8 @@ Status MpiLink::Receive(const std::vector<Move>& moves, const ExchangeLabel& lab
     if (recv_.counts[r] != expected[r]) {
       dead_ = true;
       return Internal("rank " + std::to_string(r) + " sent " + std::to_string(recv_.counts[r]) +
-                      " bytes over the GPU link in the " + label.phase + " of layer " +
-                      std::to_string(label.layer) + "; " + std::to_string(expected[r]) +
+                      " bytes over the GPU link in the " + label.Text() + "; " +
+                      std::to_string(expected[r]) +
                       " were expected");
     }
   for (const Move& m : moves)

@@ -149,12 +149,12 @@ StatusOr<std::unique_ptr<NcclLink>> NcclLink::Open(const std::string& id, const 
       out.push_back({static_cast<char*>(probe) + peer, 1, peer});
       in.push_back({static_cast<char*>(probe) + ranks + peer, 1, peer});
     }
-  const ExchangeLabel label{"connect"};
+  const ExchangeLabel label{"connection"};
   constexpr auto kTimed = DeviceLink::Deadline::kRankTimeout;
   Status connected = rank == 0 ? link->Send(out, label, kTimed) : link->Receive(in, label);
   if (connected.ok())
     connected = rank == 0 ? link->Receive(in, label) : link->Send(out, label, kTimed);
-  if (connected.ok()) connected = link->Wait({"connect", -1, -1}, kTimed);
+  if (connected.ok()) connected = link->Wait(label, kTimed);
   if (!connected.ok()) link->Abort();
   gpu::Free(probe);
   MOE_RETURN_IF_ERROR(connected);
@@ -206,8 +206,7 @@ void NcclLink::Abort() {
 Status NcclLink::Wait(const ExchangeLabel& label, Deadline deadline) {
   if (s_->dead) return LinkLost();
   const NcclApi& api = *s_->api;
-  const std::string what = std::string(label.phase) + " of layer " + std::to_string(label.layer) +
-                           ", step " + std::to_string(label.step);
+  const std::string what = label.Text();
   const auto start = std::chrono::steady_clock::now();
   auto pause = std::chrono::microseconds(20);
   for (;;) {

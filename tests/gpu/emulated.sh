@@ -45,6 +45,9 @@ export MOE_EMULATED_GPUS=3 TMPDIR=$SCRATCH
 MPIRUN+=(-x MOE_GPU_LIBRARY -x MOE_EMULATED_GPUS -x TMPDIR)
 for fault in "STOP host" "STOP mpi-link" "STOP nccl" "KILL mpi-link" "KILL nccl"; do
   read -r sig exchange <<< "$fault"
+  # Over a GPU link the setup ends with its opening, which rank 0 logs.
+  FAULT_AFTER=""
+  [ "$exchange" = host ] || FAULT_AFTER="the expert exchange goes"
   fault_on_rank2 "$sig" "$MOE bench --device cuda --gpu-exchange $exchange" \
     "${MPIRUN[@]}" -np 3 "$MOE" bench --device cuda --gpu-exchange "$exchange" \
     --micro-batches 2 --model "$DATA/models/mixtral-bf16-sharded" --prompt 5 --gen 200 \

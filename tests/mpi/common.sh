@@ -27,8 +27,9 @@ rank_pids() {
 
 # fault_on_rank2 SIG PATTERN CMD...: runs CMD (3 ranks, each found by `pgrep -f PATTERN`, with a
 # --rank-timeout of a few seconds) in the background, sends SIG to rank 2 once every rank has
-# loaded and a second more has passed, and checks that the job ends by itself within 30 s, not
-# with status 0, naming rank 2, its host, and the layer and step it was lost in.
+# loaded (and rank 0 has logged FAULT_AFTER, a line that ends the job's setup, where one is set)
+# and a second more has passed, and checks that the job ends by itself within 30 s, not with
+# status 0, naming rank 2, its host, and the layer and step it was lost in.
 fault_on_rank2() {
   local - sig=$1 pattern=$2 start=$SECONDS
   FAULT_RUNS=$((${FAULT_RUNS:-0} + 1))
@@ -37,9 +38,11 @@ fault_on_rank2() {
   set +e
   "$@" > /dev/null 2> "$err" &
   local job=$!
-  # Wait until every rank has loaded (each logs its weights), then let the run go on.
-  for _ in $(seq 200); do
-    [ "$(grep -c 'holds .* bytes of weights' "$err" 2> /dev/null)" -ge 3 ] && break
+  # Wait until every rank has loaded (each logs its weights) and the setup is done, then let
+  # the run go on: a rank lost in the setup is named with the setup, not with a layer.
+  for _ in $(seq 600); do
+    [ "$(grep -c 'holds .* bytes of weights' "$err" 2> /dev/null)" -ge 3 ] &&
+      { [ -z "${FAULT_AFTER:-}" ] || grep -q "$FAULT_AFTER" "$err"; } && break
     sleep 0.1
   done
   sleep 1
