@@ -1,6 +1,7 @@
 #include "common/activity.h"
 
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -17,6 +18,10 @@ void OnTermination(int sig) {
   const int n = std::snprintf(line, sizeof(line), "moe: %s ended by signal %d during %s\n", g_who,
                               sig, g_activity);
   if (n > 0) (void)!write(STDERR_FILENO, line, static_cast<size_t>(n));
+  // mpirun, ending the job, may stop reading a rank's output as soon as the rank is gone:
+  // stay a moment so that it takes the line (it sends SIGKILL only a second after SIGTERM).
+  const timespec pause{0, 200 * 1000 * 1000};
+  nanosleep(&pause, nullptr);
   _exit(128 + sig);
 }
 

@@ -32,10 +32,12 @@ done
 "${client[@]}" generate "Once upon a time" --max-tokens 24 --json
 # A clean stop: SIGTERM to rank 0 (found by the rank Open MPI gave it, among mpirun's children),
 # which drains and stops the workers.
+rank0=""
 for pid in $(pgrep -P "$server"); do
-  tr '\0' '\n' < "/proc/$pid/environ" 2> /dev/null | grep -qx OMPI_COMM_WORLD_RANK=0 &&
-    kill -TERM "$pid"
+  grep -qxz OMPI_COMM_WORLD_RANK=0 "/proc/$pid/environ" 2> /dev/null && rank0=$pid
 done
+[ -n "$rank0" ] || { echo "demo: rank 0 of the server not found; see build/demo-serve.log" >&2; exit 1; }
+kill -TERM "$rank0"
 wait "$server" || true
 trap - EXIT
 

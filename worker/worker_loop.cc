@@ -2,7 +2,6 @@
 
 #include <cstring>
 
-#include "common/activity.h"
 #include "common/wire_format.h"
 
 namespace moe {
@@ -20,7 +19,6 @@ Status ServeExperts(Transport& transport, ExpertWorker& worker, double rank_time
     std::memcpy(&header, recv.at(0), sizeof(header));
     if (header.magic != wire::kDispatchMagic) return Internal("bad dispatch magic");
     if (header.command == wire::kStop) return Status::Ok();
-    SetActivity({"experts", header.layer, header.step});
     reply.data.clear();
     reply.counts.assign(R, 0);
     MOE_RETURN_IF_ERROR(worker.Process(header, recv.at(0) + sizeof(header),

@@ -20,7 +20,7 @@ same_bytes() { cmp -s "$1" "$2" || fail "$1 and $2 differ"; }
 rank_pids() {
   local pid
   for pid in $(pgrep -f -- "$1"); do
-    tr '\0' '\n' < "/proc/$pid/environ" 2> /dev/null | grep -q "^OMPI_COMM_WORLD_RANK=" && echo "$pid"
+    grep -qz "^OMPI_COMM_WORLD_RANK=" "/proc/$pid/environ" 2> /dev/null && echo "$pid"
   done
   return 0
 }
@@ -49,7 +49,7 @@ fault_on_rank2() {
   # Rank 2, by the rank Open MPI gave it.
   local victim="" pid
   for pid in $(rank_pids "$pattern"); do
-    tr '\0' '\n' < "/proc/$pid/environ" 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=2" && victim=$pid
+    grep -qxz OMPI_COMM_WORLD_RANK=2 "/proc/$pid/environ" 2> /dev/null && victim=$pid
   done
   if [ -z "$victim" ]; then
     kill -9 $job $(rank_pids "$pattern") 2> /dev/null
