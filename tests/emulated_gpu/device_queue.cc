@@ -171,7 +171,6 @@ bool Step(int stream) {
   return done;
 }
 
-
 void Fork(int lanes) {
   auto hold = Hold();
   for (int i = 0; i < lanes; ++i) Q().forked.insert(i);

@@ -40,11 +40,18 @@ fault_on_rank2() {
   local job=$!
   # Wait until every rank has loaded (each logs its weights) and the setup is done, then let
   # the run go on: a rank lost in the setup is named with the setup, not with a layer.
+  local ready=""
   for _ in $(seq 600); do
     [ "$(grep -c 'holds .* bytes of weights' "$err" 2> /dev/null)" -ge 3 ] &&
-      { [ -z "${FAULT_AFTER:-}" ] || grep -q "$FAULT_AFTER" "$err"; } && break
+      { [ -z "${FAULT_AFTER:-}" ] || grep -q "$FAULT_AFTER" "$err"; } && { ready=1; break; }
+    kill -0 $job 2> /dev/null || break
     sleep 0.1
   done
+  if [ -z "$ready" ]; then
+    cat "$err"
+    kill -9 $job $(rank_pids "$pattern") 2> /dev/null
+    fail "SIG$sig: the job ended or stalled before every rank loaded${FAULT_AFTER:+ and said '$FAULT_AFTER'}"
+  fi
   sleep 1
   # Rank 2, by the rank Open MPI gave it.
   local victim="" pid
