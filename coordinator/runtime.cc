@@ -194,6 +194,12 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeOptions& options,
 
   StatusOr<std::unique_ptr<GpuLink>> link = ConnectGpus(
       options.gpu_exchange, *transport, loaded.device, &loaded.on_device, options.rank_timeout);
+  if (link.status().code() == StatusCode::kUnavailable) {
+    // A rank died or hangs while the GPUs connect: agreeing on the status would wait for it
+    // for ever, so each rank that saw it says so and ends the job.
+    std::cerr << "moe: error: " + link.status().message() + "\n";
+    transport->Abort(3);
+  }
   if (Status s = transport->AgreeOnStatus(link.status()); !s.ok()) return s;
   std::unique_ptr<GpuLink> gpu_link = std::move(link).value();
 

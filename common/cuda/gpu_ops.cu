@@ -101,6 +101,11 @@ Status Memset(void* p, int value, size_t bytes) {
 }
 
 Status SetDevice(int device) { return Check(cudaSetDevice(device), "set device"); }
+int CurrentDevice() {
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) cudaGetLastError();
+  return device;
+}
 
 std::string DeviceName(int device) {
   cudaDeviceProp prop;

@@ -27,6 +27,8 @@ struct Lane {
 int DeviceCount();
 // Makes `device` this thread's (and this process's default) device.
 Status SetDevice(int device);
+// This thread's device.
+int CurrentDevice();
 // "NVIDIA H100 80GB HBM3, 79.1 GiB".
 std::string DeviceName(int device);
 // The device's PCI bus id, "0000:3b:00.0" ("" when CUDA cannot say).

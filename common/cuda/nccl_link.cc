@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -82,6 +84,53 @@ Status CheckNccl(const NcclApi& api, ncclResult_t r, const std::string& what) {
                 "NCCL " + what + ": " + api.error_string(r) + "; restart the job");
 }
 
+std::string Seconds(double seconds) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%g", seconds);
+  return text;
+}
+
+// How far an opening link has gone, shared by Open and the thread that opens it.
+class Opening {
+ public:
+  // The opening starts `what` ("NCCL's join (ncclCommInitRank)").
+  void Now(std::string what) {
+    std::lock_guard<std::mutex> lock(mu_);
+    doing_ = std::move(what);
+    ++steps_;
+    changed_.notify_all();
+  }
+  void Finish(Status status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    status_ = std::move(status);
+    finished_ = true;
+    changed_.notify_all();
+  }
+  // Waits until the opening finishes, giving each of its steps at most `timeout` seconds.
+  // False when a step did not finish in time, with `*late` naming it.
+  bool Await(double timeout, Status* status, std::string* late) {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!finished_) {
+      const int steps = steps_;
+      if (!changed_.wait_for(lock, std::chrono::duration<double>(timeout),
+                             [&] { return finished_ || steps_ != steps; })) {
+        *late = doing_;
+        return false;
+      }
+    }
+    *status = status_;
+    return true;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable changed_;
+  std::string doing_;
+  int steps_ = 0;
+  bool finished_ = false;
+  Status status_;
+};
+
 }  // namespace
 
 struct NcclLink::State {
@@ -116,32 +165,56 @@ StatusOr<std::unique_ptr<NcclLink>> NcclLink::Open(const std::string& id, const 
   std::string why;
   const NcclApi* api = Nccl(&why);
   if (api == nullptr) return FailedPrecondition(why);
-  ncclUniqueId unique;
-  if (id.size() != sizeof(unique.internal))
+  if (id.size() != sizeof(ncclUniqueId::internal))
     return Internal("an NCCL id of " + std::to_string(id.size()) + " bytes reached rank " +
                     std::to_string(rank));
-  std::memcpy(unique.internal, id.data(), sizeof(unique.internal));
   auto s = std::make_unique<State>();
   s->api = api;
   s->timeout = timeout_seconds;
   for (int r = 0; r < ranks; ++r)
     s->names.push_back("rank " + std::to_string(r) + " on " + t.host(r));
-  // Every rank answered the Transport's last exchange just before this, so all of them are
-  // here: the collective join does not wait on a lost rank. Nothing that can fail alone comes
-  // before it, and what fails after it is reported to every rank by the Transport.
-  MOE_RETURN_IF_ERROR(CheckNccl(*api, api->comm_init_rank(&s->comm, ranks, unique, rank),
+  // NCCL's join waits for every rank, and its first move between two ranks may block the
+  // host until both are there, with no deadline of their own. So both run on a thread of
+  // their own, and this one gives each step the rank timeout. A step that overruns leaves the
+  // link to its thread (a rank died or hangs, and the caller ends the job).
+  auto opening = std::make_shared<Opening>();
+  auto* link = new NcclLink(std::move(s));
+  std::thread([link, opening, id, device = gpu::CurrentDevice(), rank, ranks] {
+    Status status = gpu::SetDevice(device);
+    if (status.ok())
+      status = link->JoinAndConnect(id, rank, ranks,
+                                    [&](std::string what) { opening->Now(std::move(what)); });
+    opening->Finish(std::move(status));
+  }).detach();
+  Status opened;
+  std::string late;
+  if (!opening->Await(timeout_seconds, &opened, &late))
+    return Status(StatusCode::kUnavailable,
+                  late + " did not finish within " + Seconds(timeout_seconds) +
+                      " s (--rank-timeout), seen from rank " + std::to_string(rank) + " on " +
+                      t.host(rank) + ": a rank died or hangs; restart the job, or raise " +
+                      "--rank-timeout if it is only slow");
+  std::unique_ptr<NcclLink> owned(link);
+  MOE_RETURN_IF_ERROR(opened);
+  return owned;
+}
+
+Status NcclLink::JoinAndConnect(const std::string& id, int rank, int ranks,
+                                const std::function<void(std::string)>& now) {
+  State& s = *s_;
+  ncclUniqueId unique;
+  std::memcpy(unique.internal, id.data(), sizeof(unique.internal));
+  now("NCCL's join (ncclCommInitRank)");
+  MOE_RETURN_IF_ERROR(CheckNccl(*s.api, s.api->comm_init_rank(&s.comm, ranks, unique, rank),
                                 "ncclCommInitRank on rank " + std::to_string(rank)));
-  std::unique_ptr<NcclLink> link(new NcclLink(std::move(s)));
-  State& made = *link->s_;
-  MOE_RETURN_IF_ERROR(Check(cudaStreamCreateWithFlags(&made.stream, cudaStreamNonBlocking),
+  MOE_RETURN_IF_ERROR(Check(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking),
                             "cudaStreamCreate for the NCCL link"));
-  MOE_RETURN_IF_ERROR(Check(cudaEventCreateWithFlags(&made.ready, cudaEventDisableTiming),
+  MOE_RETURN_IF_ERROR(Check(cudaEventCreateWithFlags(&s.ready, cudaEventDisableTiming),
                             "cudaEventCreate"));
-  MOE_RETURN_IF_ERROR(Check(cudaEventCreateWithFlags(&made.done, cudaEventDisableTiming),
+  MOE_RETURN_IF_ERROR(Check(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming),
                             "cudaEventCreate"));
-  // NCCL connects two ranks at their first send and receive, blocking the host until both
-  // are there: connect rank 0 with every worker now, under the deadline, rather than inside a
-  // step where a failing rank would never come.
+  // Rank 0 connects with every worker at once (a byte each way), so that no step of a run
+  // waits on a connection.
   MOE_ASSIGN_OR_RETURN(void* probe, gpu::Alloc(2 * ranks));
   std::vector<Move> out, in;
   for (int peer = 0; peer < ranks; ++peer)
@@ -149,16 +222,17 @@ StatusOr<std::unique_ptr<NcclLink>> NcclLink::Open(const std::string& id, const 
       out.push_back({static_cast<char*>(probe) + peer, 1, peer});
       in.push_back({static_cast<char*>(probe) + ranks + peer, 1, peer});
     }
+  now(rank == 0 ? "NCCL's connection of rank 0 with the workers"
+                : "NCCL's connection with " + s.names[0]);
   const ExchangeLabel label{"connection"};
-  constexpr auto kTimed = DeviceLink::Deadline::kRankTimeout;
-  Status connected = rank == 0 ? link->Send(out, label, kTimed) : link->Receive(in, label);
-  if (connected.ok())
-    connected = rank == 0 ? link->Receive(in, label) : link->Send(out, label, kTimed);
-  if (connected.ok()) connected = link->Wait(label, kTimed);
-  if (!connected.ok()) link->Abort();
+  // (Open's deadline holds this step: the link's own would end it at the same time.)
+  constexpr auto kNone = Deadline::kNone;
+  Status connected = rank == 0 ? Send(out, label, kNone) : Receive(in, label);
+  if (connected.ok()) connected = rank == 0 ? Receive(in, label) : Send(out, label, kNone);
+  if (connected.ok()) connected = Wait(label, kNone);
+  if (!connected.ok()) Abort();
   gpu::Free(probe);
-  MOE_RETURN_IF_ERROR(connected);
-  return link;
+  return connected;
 }
 
 NcclLink::NcclLink(std::unique_ptr<State> state) : s_(std::move(state)) {}
@@ -230,10 +304,8 @@ Status NcclLink::Wait(const ExchangeLabel& label, Deadline deadline) {
       for (int peer : s_->peers) with += (with.empty() ? " with " : ", ") + s_->names[peer];
       if (async != ncclSuccess)
         return CheckNccl(api, async, "failed in the " + what + " (moving bytes" + with + ")");
-      char seconds[32];
-      std::snprintf(seconds, sizeof(seconds), "%g", s_->timeout);
       return Status(StatusCode::kUnavailable,
-                    "the NCCL link did not finish the " + what + " within " + seconds +
+                    "the NCCL link did not finish the " + what + " within " + Seconds(s_->timeout) +
                         " s (--rank-timeout) while moving bytes" + with +
                         ": a rank died or hangs; restart the job, or raise --rank-timeout if it " +
                         "is only slow");

@@ -8,6 +8,7 @@
 // rank timeout, then aborts the communicator, and the job must restart (as after any lost rank).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,8 +27,8 @@ class NcclLink : public DeviceLink {
   static StatusOr<std::string> NewId();
   // Every rank at once, on its current device: joins the communicator `id` as the
   // Transport's rank among its ranks, and connects rank 0 with every other rank (a byte each
-  // way). Waits on the link end after `timeout_seconds`; the join itself has no deadline, so
-  // it comes right after an exchange every rank answered.
+  // way). Each of the two ends after `timeout_seconds` with an error (kUnavailable: a rank
+  // died or hangs, and the caller must end the job, as nothing collective can follow).
   static StatusOr<std::unique_ptr<NcclLink>> Open(const std::string& id, const Transport& t,
                                                   double timeout_seconds);
   ~NcclLink() override;
@@ -52,6 +53,9 @@ class NcclLink : public DeviceLink {
  private:
   struct State;
   explicit NcclLink(std::unique_ptr<State> state);
+  // Open's steps, on a thread of their own; `now` names each step as it starts.
+  Status JoinAndConnect(const std::string& id, int rank, int ranks,
+                        const std::function<void(std::string)>& now);
   Status Queue(const std::vector<Move>& moves, bool send);
 
   std::unique_ptr<State> s_;

