@@ -222,7 +222,7 @@ Status NcclLink::JoinAndConnect(const std::string& id, int rank, int ranks,
       out.push_back({static_cast<char*>(probe) + peer, 1, peer});
       in.push_back({static_cast<char*>(probe) + ranks + peer, 1, peer});
     }
-  now(rank == 0 ? "NCCL's connection of rank 0 with the workers"
+  now(rank == 0 ? "NCCL's connection with the workers"
                 : "NCCL's connection with " + s.names[0]);
   const ExchangeLabel label{"connection"};
   // (Open's deadline holds this step: the link's own would end it at the same time.)
