@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <iostream>
+#include <sstream>
 
 #include "common/cpu_affinity.h"
 #include "common/identity.h"
@@ -93,8 +94,12 @@ Status LoadRank(const RuntimeOptions& o, const Transport& t, const std::string& 
                            std::to_string(o.threads));
   if (o.micro_batches != 1 && o.micro_batches != 2)
     return InvalidArgument("--micro-batches must be 1 or 2, got " + std::to_string(o.micro_batches));
-  if (!(o.rank_timeout > 0))
-    return InvalidArgument("--rank-timeout must be > 0 seconds");
+  // (At most a week: the waits count in nanoseconds, and a day is already a hang.)
+  if (!(o.rank_timeout > 0 && o.rank_timeout <= 7 * 24 * 3600)) {
+    std::ostringstream got;
+    got << o.rank_timeout;
+    return InvalidArgument("--rank-timeout must be in (0, 604800] seconds, got " + got.str());
+  }
   if (!o.synthetic.empty()) {
     MOE_ASSIGN_OR_RETURN(out->config, SyntheticPreset(o.synthetic, o.synthetic_layers));
     out->config_text = o.synthetic + " " + out->config.Summary();

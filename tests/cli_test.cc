@@ -187,6 +187,15 @@ TEST_F(Cli, GpuExpertStreamsFlag) {
                    {"--gpu-expert-streams must be 1 to 8", std::string("got ") + bad});
 }
 
+// --rank-timeout outside (0 s, a week] is refused, naming the range (the waits count in
+// nanoseconds, so an infinite one would end at once).
+TEST_F(Cli, RankTimeoutFlag) {
+  for (const char* bad : {"0", "-1", "inf", "nan", "1e12"})
+    ExpectBadInput(Generate("mixtral-f32", {"--prompt-ids", "1 2", "--device", "cpu",
+                                            "--rank-timeout", bad}),
+                   {"--rank-timeout must be in (0, 604800] seconds, got "});
+}
+
 // A model directory that does not exist is named.
 TEST_F(Cli, NonexistentModelDirectory) {
   ExpectBadInput(Run({"generate", "--model", "/nonexistent", "--prompt-ids", "1 2"}),

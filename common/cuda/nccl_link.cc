@@ -125,7 +125,7 @@ class Opening {
  private:
   std::mutex mu_;
   std::condition_variable changed_;
-  std::string doing_;
+  std::string doing_ = "the NCCL link's opening";
   int steps_ = 0;
   bool finished_ = false;
   Status status_;
@@ -195,7 +195,8 @@ StatusOr<std::unique_ptr<NcclLink>> NcclLink::Open(const std::string& id, const 
                       t.host(rank) + ": a rank died or hangs; restart the job, or raise " +
                       "--rank-timeout if it is only slow");
   std::unique_ptr<NcclLink> owned(link);
-  MOE_RETURN_IF_ERROR(opened);
+  // Any failure here leaves other ranks in a step of the opening: the caller must end the job.
+  if (!opened.ok()) return Status(StatusCode::kUnavailable, opened.message());
   return owned;
 }
 
@@ -207,6 +208,13 @@ Status NcclLink::JoinAndConnect(const std::string& id, int rank, int ranks,
   now("NCCL's join (ncclCommInitRank)");
   MOE_RETURN_IF_ERROR(CheckNccl(*s.api, s.api->comm_init_rank(&s.comm, ranks, unique, rank),
                                 "ncclCommInitRank on rank " + std::to_string(rank)));
+  Status connected = Connect(rank, ranks, now);
+  if (!connected.ok()) Abort();  // (local: the others' steps end on their deadlines)
+  return connected;
+}
+
+Status NcclLink::Connect(int rank, int ranks, const std::function<void(std::string)>& now) {
+  State& s = *s_;
   MOE_RETURN_IF_ERROR(Check(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking),
                             "cudaStreamCreate for the NCCL link"));
   MOE_RETURN_IF_ERROR(Check(cudaEventCreateWithFlags(&s.ready, cudaEventDisableTiming),
@@ -230,7 +238,6 @@ Status NcclLink::JoinAndConnect(const std::string& id, int rank, int ranks,
   Status connected = rank == 0 ? Send(out, label, kNone) : Receive(in, label);
   if (connected.ok()) connected = rank == 0 ? Receive(in, label) : Send(out, label, kNone);
   if (connected.ok()) connected = Wait(label, kNone);
-  if (!connected.ok()) Abort();
   gpu::Free(probe);
   return connected;
 }

@@ -56,6 +56,8 @@ class NcclLink : public DeviceLink {
   // Open's steps, on a thread of their own; `now` names each step as it starts.
   Status JoinAndConnect(const std::string& id, int rank, int ranks,
                         const std::function<void(std::string)>& now);
+  // After the join: the link's stream and events, then rank 0's connection with the workers.
+  Status Connect(int rank, int ranks, const std::function<void(std::string)>& now);
   Status Queue(const std::vector<Move>& moves, bool send);
 
   std::unique_ptr<State> s_;

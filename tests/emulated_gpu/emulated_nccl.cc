@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -73,10 +74,13 @@ ncclResult_t Fail(ncclComm* comm, ncclResult_t why, const std::string& what) {
 }
 
 // A rank that hangs, for the tests: MOE_EMULATED_NCCL_STOP="<rank>:join" stops that rank's
-// process (SIGSTOP) as it joins a communicator, "<rank>:move" at its first send or receive.
+// process (SIGSTOP) as it joins a communicator, "<rank>:move" at its first send or receive
+// (once: a rank continued goes on).
 void StopIfAsked(int rank, const char* where) {
+  static std::atomic<bool> stopped{false};
   const char* stop = std::getenv("MOE_EMULATED_NCCL_STOP");
-  if (stop != nullptr && std::to_string(rank) + ":" + where == stop) raise(SIGSTOP);
+  if (stop != nullptr && std::to_string(rank) + ":" + where == stop && !stopped.exchange(true))
+    raise(SIGSTOP);
 }
 
 // The bytes of a send, in its file whole at once (written aside, then renamed).

@@ -38,14 +38,14 @@ await_job_end() {
   if [ -n "$(rank_pids "$pattern")" ]; then
     cat "$err"
     ps -o pid,stat,etime,args -p "$(rank_pids "$pattern" | paste -sd,)" || true
-    kill -9 "$job" $(rank_pids "$pattern") 2> /dev/null
+    kill -9 "$job" $(rank_pids "$pattern") 2> /dev/null || true
     fail "$what: the job hung"
   fi
   # Every rank has ended, but mpirun itself lingers: a race in Open MPI's abort handling that
   # we see about once in five runs with a stopped rank. Our part (a rank ends the job, saying
   # why) is checked by the caller; mpirun is not ours to fix.
   echo "note: $what: every rank ended; mpirun lingered and was killed"
-  kill -9 "$job"
+  kill -9 "$job" 2> /dev/null || true
   wait "$job" || true
   JOB_RC=3
 }
