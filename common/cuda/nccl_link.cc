@@ -84,10 +84,14 @@ Status CheckNccl(const NcclApi& api, ncclResult_t r, const std::string& what) {
                 "NCCL " + what + ": " + api.error_string(r) + "; restart the job");
 }
 
-std::string Seconds(double seconds) {
-  char text[32];
-  std::snprintf(text, sizeof(text), "%g", seconds);
-  return text;
+// "<what> did not finish within 3 s (--rank-timeout)<where>: a rank died or hangs; ...".
+Status Overran(const std::string& what, double timeout, const std::string& where) {
+  char seconds[32];
+  std::snprintf(seconds, sizeof(seconds), "%g", timeout);
+  return Status(StatusCode::kUnavailable,
+                what + " did not finish within " + seconds + " s (--rank-timeout)" + where +
+                    ": a rank died or hangs; restart the job, or raise --rank-timeout if it is "
+                    "only slow");
 }
 
 // How far an opening link has gone, shared by Open and the thread that opens it.
@@ -189,11 +193,8 @@ StatusOr<std::unique_ptr<NcclLink>> NcclLink::Open(const std::string& id, const 
   Status opened;
   std::string late;
   if (!opening->Await(timeout_seconds, &opened, &late))
-    return Status(StatusCode::kUnavailable,
-                  late + " did not finish within " + Seconds(timeout_seconds) +
-                      " s (--rank-timeout), seen from rank " + std::to_string(rank) + " on " +
-                      t.host(rank) + ": a rank died or hangs; restart the job, or raise " +
-                      "--rank-timeout if it is only slow");
+    return Overran(late, timeout_seconds,
+                   ", seen from rank " + std::to_string(rank) + " on " + t.host(rank));
   std::unique_ptr<NcclLink> owned(link);
   // Any failure here leaves other ranks in a step of the opening: the caller must end the job.
   if (!opened.ok()) return Status(StatusCode::kUnavailable, opened.message());
@@ -311,11 +312,7 @@ Status NcclLink::Wait(const ExchangeLabel& label, Deadline deadline) {
       for (int peer : s_->peers) with += (with.empty() ? " with " : ", ") + s_->names[peer];
       if (async != ncclSuccess)
         return CheckNccl(api, async, "failed in the " + what + " (moving bytes" + with + ")");
-      return Status(StatusCode::kUnavailable,
-                    "the NCCL link did not finish the " + what + " within " + Seconds(s_->timeout) +
-                        " s (--rank-timeout) while moving bytes" + with +
-                        ": a rank died or hangs; restart the job, or raise --rank-timeout if it " +
-                        "is only slow");
+      return Overran("the NCCL link's " + what, s_->timeout, " while moving bytes" + with);
     }
     // Test and back off, so a waiting rank leaves the cores to the others.
     std::this_thread::sleep_for(pause);
