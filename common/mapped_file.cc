@@ -40,10 +40,15 @@ MappedFile::~MappedFile() {
 }
 
 StatusOr<std::string> ReadFileToString(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return NotFound(path + ": cannot open: " + std::strerror(errno));
+  // (A directory opens as a stream that reads nothing.)
+  if (S_ISDIR(st.st_mode)) return InvalidArgument(path + ": is a directory; name a file");
   std::ifstream in(path, std::ios::binary);
   if (!in) return NotFound(path + ": cannot open: " + std::strerror(errno));
   std::ostringstream ss;
   ss << in.rdbuf();
+  if (in.bad()) return DataLoss(path + ": read failed: " + std::strerror(errno));
   return ss.str();
 }
 

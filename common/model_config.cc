@@ -58,6 +58,38 @@ class KeyReader {
   std::string label_;
 };
 
+// RoPE's base: `rope_theta`, or `rope_parameters.rope_theta` as transformers 5 writes it. Only
+// plain RoPE is implemented: a scaled one (linear, dynamic, yarn, ...) is refused, not ignored.
+StatusOr<double> RopeTheta(const json& j, const std::string& label, double fallback) {
+  double theta = fallback;
+  MOE_RETURN_IF_ERROR(KeyReader(j, label).Real("rope_theta", 1.0, 1e12, &theta, fallback));
+  for (const char* key : {"rope_scaling", "rope_parameters"}) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) continue;
+    const bool parameters = std::string(key) == "rope_parameters";
+    // rope_scaling must say "default" to be plain; rope_parameters is plain unless it says
+    // otherwise.
+    const json type = it->is_object() ? it->value("rope_type", it->value("type", json()))
+                                      : json("not an object");
+    const bool plain = type == "default" || (type.is_null() && parameters);
+    if (!plain)
+      return InvalidArgument(label + ": " + key + " " + it->dump() +
+                             " is not plain RoPE, which is the only kind supported; remove the "
+                             "key, or give it \"rope_type\": \"default\"");
+    if (!parameters) continue;
+    double nested = 0;  // (no key)
+    MOE_RETURN_IF_ERROR(
+        KeyReader(*it, label + ": rope_parameters").Real("rope_theta", 1.0, 1e12, &nested, 0));
+    if (nested == 0) continue;
+    if (j.contains("rope_theta") && !j["rope_theta"].is_null() && nested != theta)
+      return InvalidArgument(label + ": rope_theta (" + j["rope_theta"].dump() +
+                             ") and rope_parameters.rope_theta (" + (*it)["rope_theta"].dump() +
+                             ") disagree; keep one");
+    theta = nested;
+  }
+  return theta;
+}
+
 }  // namespace
 
 int FfnBlocks(int ffn) {
@@ -111,13 +143,15 @@ StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text, const std::
                            std::to_string(c.head_dim) + "; give 'head_dim' or fix the sizes");
   MOE_RETURN_IF_ERROR(r.Int("vocab_size", 3, 1 << 24, &c.vocab));
   MOE_RETURN_IF_ERROR(r.Int("max_position_embeddings", 1, 1 << 24, &c.max_positions));
-  double eps = 0, theta = 0;
-  MOE_RETURN_IF_ERROR(r.Real("rms_norm_eps", 0.0, 10.0, &eps, 1e-6));
-  MOE_RETURN_IF_ERROR(r.Real("rope_theta", 1.0, 1e12, &theta, 1e4));
+  // A key left out means transformers' default for the architecture (MixtralConfig,
+  // MistralConfig); a null window means none.
+  double eps = 0;
+  MOE_RETURN_IF_ERROR(r.Real("rms_norm_eps", 0.0, 10.0, &eps, moe ? 1e-5 : 1e-6));
   c.rms_norm_eps = static_cast<float>(eps);
-  c.rope_theta = theta;
+  MOE_ASSIGN_OR_RETURN(c.rope_theta, RopeTheta(j, label, moe ? 1e6 : 1e4));
   const int no_window = 0;
-  MOE_RETURN_IF_ERROR(r.Int("sliding_window", 1, 1 << 24, &c.sliding_window, &no_window));
+  if (!moe && !j.contains("sliding_window")) c.sliding_window = 4096;
+  else MOE_RETURN_IF_ERROR(r.Int("sliding_window", 1, 1 << 24, &c.sliding_window, &no_window));
   if (c.sliding_window >= c.max_positions) c.sliding_window = 0;  // never binds
   const int bos = 1, eos = 2;
   MOE_RETURN_IF_ERROR(r.Int("bos_token_id", 0, c.vocab - 1, &c.bos_id, &bos));

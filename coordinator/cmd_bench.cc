@@ -49,6 +49,11 @@ double PrefillFlops(const ModelConfig& c, int B, int P) {
   return c.layers * (T * per_token + attention) + 2.0 * B * D * c.vocab;
 }
 
+// A prompt token past BOS, EOS and UNK (0 .. 2) where the vocabulary has more.
+int RandomToken(std::mt19937& rng, int V) {
+  return V > 3 ? 3 + static_cast<int>(rng() % (V - 3)) : static_cast<int>(rng() % V);
+}
+
 }  // namespace
 
 int Bench(int argc, char** argv, Transport& transport) {
@@ -140,7 +145,7 @@ int Bench(int argc, char** argv, Transport& transport) {
       std::vector<int> tokens, rows;
       std::vector<SequenceChunk> chunks;
       for (int b = 0; b < batch; ++b) {
-        for (int i = 0; i < len; ++i) tokens.push_back(start + i == 0 ? c.bos_id : 3 + rng() % (V - 3));
+        for (int i = 0; i < len; ++i) tokens.push_back(start + i == 0 ? c.bos_id : RandomToken(rng, V));
         chunks.push_back({caches[b].get(), start, len});
         if (start + len == prompt) rows.push_back(static_cast<int>(tokens.size()) - 1);
       }

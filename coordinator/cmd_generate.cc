@@ -1,6 +1,7 @@
 // moe generate: one prompt in, tokens out (streamed as text, or one JSON object).
 #include <sys/stat.h>
 
+#include <charconv>
 #include <chrono>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -22,6 +23,7 @@ struct GenerateFlags {
   bool stats = false;
   std::string dump_logits;       // PREFIX for PREFIX.prompt.npy and PREFIX.gen.npy
   std::string dump_activations;  // DIR for every layer's intermediate values
+  std::string seed;              // as given: a number parser would wrap "-1" around
 };
 
 // Writes DIR/<name>[.L<layer>].step<k>.npy for each traced value.
@@ -50,7 +52,8 @@ int Generate(int argc, char** argv, Transport& transport) {
        "sampling temperature (0 = greedy)")
       ("top-k", po::value(&f.gen.sampling.top_k)->default_value(0), "keep the k most likely (0 = all)")
       ("top-p", po::value(&f.gen.sampling.top_p)->default_value(1.0f), "nucleus sampling mass in (0, 1]")
-      ("seed", po::value(&f.gen.sampling.seed)->default_value(0), "random seed (same seed, same tokens)")
+      ("seed", po::value(&f.seed)->default_value("0"),
+       "random seed in [0, 2^64) (same seed, same tokens)")
       ("ignore-eos", po::bool_switch(&f.gen.ignore_eos), "keep generating after EOS")
       ("prefill-chunk", po::value(&f.gen.prefill_chunk)->default_value(0),
        "prompt tokens per forward step (0 = 512, or the sliding window if smaller)")
@@ -67,6 +70,12 @@ int Generate(int argc, char** argv, Transport& transport) {
     return rc;
   if (vm.count("prompt") == vm.count("prompt-ids"))
     return Fail("generate", InvalidArgument("give exactly one of --prompt and --prompt-ids"));
+  const char* seed_end = f.seed.data() + f.seed.size();
+  const auto [seed_stop, seed_error] =
+      std::from_chars(f.seed.data(), seed_end, f.gen.sampling.seed);
+  if (f.seed.empty() || seed_stop != seed_end || seed_error != std::errc())
+    return Fail("generate", InvalidArgument("--seed must be an integer in [0, 2^64), got '" +
+                                            f.seed + "'"));
 
   auto t0 = std::chrono::steady_clock::now();
   auto runtime = Runtime::Open(f.runtime, &transport);
@@ -89,7 +98,9 @@ int Generate(int argc, char** argv, Transport& transport) {
       return Fail("generate", NotFound(f.runtime.model_dir +
                                        " has no tokenizer.model; use --prompt-ids instead"));
     if (f.prompt.empty()) return Fail("generate", InvalidArgument("--prompt is empty"));
-    prompt = rt.tokenizer()->Encode(f.prompt);
+    auto ids = rt.tokenizer()->Encode(f.prompt);
+    if (!ids.ok()) return Fail("generate", ids.status().WithContext("--prompt"));
+    prompt = *ids;
   } else {
     auto ids = ParseIds(f.prompt_ids, "--prompt-ids");
     if (!ids.ok()) return Fail("generate", ids.status());

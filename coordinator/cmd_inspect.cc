@@ -39,6 +39,9 @@ int Inspect(int argc, char** argv, Transport& transport) {
                         "print the expert placement over this many worker ranks");
   po::variables_map vm;
   if (int rc = ParseFlags("inspect", "--model DIR", options, argc, argv, vm); rc >= 0) return rc;
+  if (vm.count("workers") && workers < 1)
+    return Fail("inspect", InvalidArgument("--workers must be at least 1, got " +
+                                           std::to_string(workers)));
   // A placement file is for --workers here, not for this one process.
   const std::string placement_file = runtime.placement_file;
   if (transport.size() == 1) runtime.placement_file.clear();

@@ -55,7 +55,9 @@ int Score(int argc, char** argv, Transport& transport) {
   if (vm.count("text-file")) {
     if (rt.tokenizer() == nullptr)
       return Fail("score", NotFound(runtime.model_dir + " has no tokenizer.model; use --ids-file"));
-    ids = rt.tokenizer()->Encode(*content);
+    auto encoded = rt.tokenizer()->Encode(*content);
+    if (!encoded.ok()) return Fail("score", encoded.status().WithContext(text_file));
+    ids = *encoded;
   } else {
     auto parsed = ParseIds(*content, ids_file);
     if (!parsed.ok()) return Fail("score", parsed.status());
@@ -64,6 +66,9 @@ int Score(int argc, char** argv, Transport& transport) {
   if (ids.size() < 2)
     return Fail("score", InvalidArgument("need at least 2 tokens to score, got " +
                                          std::to_string(ids.size())));
+  if (chunk < 0)
+    return Fail("score", InvalidArgument("--prefill-chunk must be >= 0 (0 = automatic), got " +
+                                         std::to_string(chunk)));
   GenerateOptions check;
   check.max_tokens = 0;
   check.prefill_chunk = chunk > 0 ? chunk : (c.sliding_window > 0 ? std::min(512, c.sliding_window) : 512);

@@ -11,6 +11,7 @@ namespace {
 
 constexpr int kMaxLogprobs = 20;
 constexpr int kMaxStops = 16;
+constexpr int kMaxStopTokenIds = 256;
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -91,10 +92,11 @@ struct Engine::Sequence {
 StatusOr<std::unique_ptr<Engine>> Engine::Create(Runtime* runtime, const EngineOptions& options,
                                                  Metrics* metrics) {
   MOE_ASSIGN_OR_RETURN(const int blocks, PoolBlocks(runtime->config(), options));
-  if (options.max_batch_tokens > runtime->experts().MaxTokensPerStep())
-    return InvalidArgument("--max-batch-tokens must be at most " +
-                           std::to_string(runtime->experts().MaxTokensPerStep()) +
-                           " with this model and rank count");
+  // A step holds every running sequence's decode token, even past the token budget.
+  const int most = runtime->experts().MaxTokensPerStep();
+  if (std::max(options.max_batch_tokens, options.max_running) > most)
+    return InvalidArgument("--max-batch-tokens and --max-running must be at most " +
+                           std::to_string(most) + " with this model and rank count");
   auto engine = std::unique_ptr<Engine>(new Engine(runtime, options, metrics, blocks));
   if (!engine->pool_.allocated())
     return Status(StatusCode::kResourceExhausted,
@@ -110,7 +112,8 @@ Engine::Engine(Runtime* runtime, const EngineOptions& options, Metrics* metrics,
       options_(options),
       metrics_(metrics),
       pool_(config_.layers, config_.kv_heads * config_.head_dim, options.block_size, blocks,
-            /*host_storage=*/!runtime->model().on_device()) {}
+            /*host_storage=*/!runtime->model().on_device()),
+      free_slots_(options.max_running) {}
 
 Engine::~Engine() = default;
 
@@ -134,6 +137,12 @@ Status Engine::Submit(GenerationRequest request, std::shared_ptr<GenerationSink>
     return InvalidArgument("logprobs must be at most " + std::to_string(kMaxLogprobs));
   if (static_cast<int>(r.stop.size()) > kMaxStops)
     return InvalidArgument("at most " + std::to_string(kMaxStops) + " stop strings");
+  if (rt_->tokenizer() == nullptr &&
+      std::any_of(r.stop.begin(), r.stop.end(), [](const std::string& s) { return !s.empty(); }))
+    return InvalidArgument("stop strings need the model's tokenizer.model, which this model "
+                           "lacks; use stop_token_ids");
+  if (r.stop_token_ids.size() > kMaxStopTokenIds)
+    return InvalidArgument("at most " + std::to_string(kMaxStopTokenIds) + " stop token ids");
   for (int id : r.stop_token_ids)
     if (id < 0 || id >= config_.vocab)
       return InvalidArgument("stop token id " + std::to_string(id) + " is outside the vocabulary");
@@ -150,8 +159,9 @@ Status Engine::Submit(GenerationRequest request, std::shared_ptr<GenerationSink>
     if (draining_) return Status(StatusCode::kUnavailable, "the server is shutting down");
     if (rt_->experts().broken())
       return Status(StatusCode::kUnavailable, "a rank was lost; the server is going down");
-    // The queue: not yet admitted (the inbox, and waiting_ as last seen by the engine).
-    if (static_cast<int>(inbox_.size()) + queued_ >= options_.max_queue)
+    // The queue: not yet admitted (the inbox, and waiting_ as last seen by the engine), beyond
+    // the requests that could start at once.
+    if (static_cast<int>(inbox_.size()) + queued_ >= options_.max_queue + free_slots_)
       return Status(StatusCode::kResourceExhausted,
                     "the queue is full (" + std::to_string(options_.max_queue) +
                         " requests waiting); retry later");
@@ -237,6 +247,7 @@ void Engine::UpdateGauges() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     queued_ = static_cast<int>(waiting_.size());
+    free_slots_ = std::max(0, options_.max_running - static_cast<int>(running_.size()));
   }
   if (!metrics_) return;
   metrics_->SetQueueDepth(queued_);
@@ -258,6 +269,7 @@ void Engine::CancelAll() { CancelAllWith(Status::Ok()); }
 void Engine::CancelAllWith(const Status& status) {
   {
     std::lock_guard<std::mutex> lock(mu_);
+    draining_ = true;  // nothing new may start: the server is going down
     for (auto& s : inbox_) waiting_.push_back(std::move(s));
     inbox_.clear();
     queued_ = static_cast<int>(waiting_.size());  // Submit counts inbox_ + queued_: keep it exact

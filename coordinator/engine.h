@@ -67,7 +67,8 @@ class GenerationSink {
 struct EngineOptions {
   int max_batch_tokens = 256;  // tokens per step: decodes first, then prefill chunks
   int max_running = 64;        // sequences admitted at once
-  int max_queue = 256;         // requests waiting for admission; more get RESOURCE_EXHAUSTED
+  int max_queue = 256;         // requests waiting beyond the free running slots; more get
+                               // RESOURCE_EXHAUSTED
   int block_size = 16;         // positions per KV block
   int kv_blocks = 0;           // KV pool size in blocks (0: from kv_cache_mib)
   int kv_cache_mib = 512;      // KV pool memory when kv_blocks is 0
@@ -119,7 +120,8 @@ class Engine {
   std::condition_variable work_cv_;
   std::deque<std::unique_ptr<Sequence>> inbox_;
   bool draining_ = false;
-  int queued_ = 0;  // waiting_.size() as of the last step
+  int queued_ = 0;      // waiting_.size() as of the last step
+  int free_slots_ = 0;  // running sequences that could still start, as of the last step
 
   std::deque<std::unique_ptr<Sequence>> waiting_;  // engine thread only
   std::list<std::unique_ptr<Sequence>> running_;

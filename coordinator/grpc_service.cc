@@ -175,6 +175,11 @@ Status InferenceServiceImpl::AdmitWithTokenizer(grpc::CallbackServerContext* con
 StatusOr<GenerationRequest> InferenceServiceImpl::ToEngineRequest(
     grpc::CallbackServerContext* context, const v1::GenerateRequest& r) {
   GenerationRequest g;
+  // (It rides on every message of the stream.)
+  constexpr size_t kMaxRequestId = 256;
+  if (r.request_id().size() > kMaxRequestId)
+    return InvalidArgument("request_id is " + std::to_string(r.request_id().size()) +
+                           " bytes; at most " + std::to_string(kMaxRequestId));
   g.request_id = r.request_id().empty() ? "req-" + std::to_string(next_id_++) : r.request_id();
   switch (r.input_case()) {
     case v1::GenerateRequest::kPrompt: {
@@ -182,7 +187,7 @@ StatusOr<GenerationRequest> InferenceServiceImpl::ToEngineRequest(
       if (tok == nullptr)
         return InvalidArgument("this model has no tokenizer.model; send prompt_token_ids");
       if (r.prompt().empty()) return InvalidArgument("the prompt is empty");
-      g.prompt = tok->Encode(r.prompt());
+      MOE_ASSIGN_OR_RETURN(g.prompt, tok->Encode(r.prompt()));
       break;
     }
     case v1::GenerateRequest::kPromptTokenIds:
@@ -249,8 +254,12 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::Tokenize(grpc::CallbackServerCon
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
-  for (int id : tok->Encode(request->text(), request->has_add_bos() ? request->add_bos() : true))
-    response->add_ids(id);
+  auto ids = tok->Encode(request->text(), request->has_add_bos() ? request->add_bos() : true);
+  if (!ids.ok()) {
+    reactor->Finish(ToGrpcStatus(ids.status()));
+    return reactor;
+  }
+  for (int id : *ids) response->add_ids(id);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -5,31 +5,44 @@
 #include <sentencepiece_processor.h>
 
 #include <cstring>
+#include <exception>
+#include <memory>
 #include <string>
 #include <vector>
 
 extern "C" {
 
+// Null, with the reason in `error`, when the file is not a SentencePiece model (the library
+// throws for some unreadable files; no exception may cross into moe).
 void* moe_spm_load(const char* path, char* error, int error_len) {
-  auto* sp = new sentencepiece::SentencePieceProcessor();
-  const auto status = sp->Load(path);
-  if (!status.ok()) {
-    std::strncpy(error, status.ToString().c_str(), error_len - 1);
+  auto fail = [&](const std::string& why) -> void* {
+    std::strncpy(error, why.c_str(), error_len - 1);
     error[error_len - 1] = 0;
-    delete sp;
     return nullptr;
+  };
+  try {
+    auto sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
+    const auto status = sp->Load(path);
+    if (!status.ok()) return fail(status.ToString());
+    return sp.release();
+  } catch (const std::exception& e) {
+    return fail(e.what());
   }
-  return sp;
 }
 
 void moe_spm_free(void* sp) { delete static_cast<sentencepiece::SentencePieceProcessor*>(sp); }
 
-// Writes up to `cap` ids; returns how many there are.
+// Writes up to `cap` ids; returns how many there are, or -1 when encoding failed.
 int moe_spm_encode(void* sp, const char* text, int len, int* out, int cap) {
   std::vector<int> ids;
-  static_cast<sentencepiece::SentencePieceProcessor*>(sp)
-      ->Encode(std::string(text, len), &ids)
-      .IgnoreError();
+  try {
+    if (!static_cast<sentencepiece::SentencePieceProcessor*>(sp)
+             ->Encode(std::string(text, len), &ids)
+             .ok())
+      return -1;
+  } catch (const std::exception&) {
+    return -1;
+  }
   for (int i = 0; i < static_cast<int>(ids.size()) && i < cap; ++i) out[i] = ids[i];
   return static_cast<int>(ids.size());
 }

@@ -1,13 +1,14 @@
 #include "coordinator/text_stream.h"
 
 #include <algorithm>
+#include <string_view>
 
 namespace moe {
 namespace {
 
 // Bytes of `s` up to which every UTF-8 character is complete and not a replacement character
 // left by a token that is only part of a character.
-size_t CompletePrefix(const std::string& s) {
+size_t CompletePrefix(std::string_view s) {
   size_t end = s.size();
   // Back up over a trailing U+FFFD (EF BF BD): the next token may complete the character.
   while (end >= 3 && s.compare(end - 3, 3, "\xEF\xBF\xBD") == 0) end -= 3;
@@ -28,33 +29,48 @@ size_t CompletePrefix(const std::string& s) {
 
 }  // namespace
 
+// Tokens of context before the window: enough for SentencePiece to keep the space a piece
+// starts with, and for a character's bytes to be seen together.
+constexpr size_t kContext = 4;
+// The window is committed once it holds this many generated tokens and ends in a whole
+// character.
+constexpr size_t kCommitAfter = 32;
+
 TextStream::TextStream(const Tokenizer* tokenizer, std::vector<std::string> stop,
                        const std::vector<int>& prompt)
     : tokenizer_(tokenizer), stop_(std::move(stop)) {
   stop_.erase(std::remove(stop_.begin(), stop_.end(), std::string()), stop_.end());
   for (const auto& s : stop_) longest_stop_ = std::max(longest_stop_, s.size());
-  constexpr size_t kContext = 4;
-  ids_.assign(prompt.end() - std::min(prompt.size(), kContext), prompt.end());
-  context_ = ids_.size();
-  if (tokenizer_ != nullptr) context_text_ = tokenizer_->Decode(ids_);
+  window_.assign(prompt.end() - std::min(prompt.size(), kContext), prompt.end());
+  context_ = window_.size();
+  if (tokenizer_ != nullptr) context_text_ = tokenizer_->Decode(window_);
+}
+
+void TextStream::DecodeWindow() {
+  std::string tail = tokenizer_->Decode(window_);
+  if (tail.compare(0, context_text_.size(), context_text_) == 0) {
+    tail.erase(0, context_text_.size());
+  } else {  // the context decodes differently next to the new tokens: decode alone
+    tail = tokenizer_->Decode(std::vector<int>(window_.begin() + context_, window_.end()));
+  }
+  text_.resize(committed_);
+  text_ += tail;
 }
 
 std::string TextStream::Add(int token, bool* stopped) {
   *stopped = false;
   if (tokenizer_ == nullptr) return "";
-  ids_.push_back(token);
-  text_ = tokenizer_->Decode(ids_);
-  if (text_.compare(0, context_text_.size(), context_text_) == 0) {
-    text_.erase(0, context_text_.size());
-  } else {  // the context decodes differently next to the new tokens: decode alone
-    text_ = tokenizer_->Decode(std::vector<int>(ids_.begin() + context_, ids_.end()));
-  }
-  // A stop string that ends in the new text: cut there.
+  window_.push_back(token);
+  DecodeWindow();
+  // The text that is final: whole characters only. While a character's byte tokens arrive it
+  // ends in replacement characters that the next token may turn into that character.
+  const size_t complete = CompletePrefix(text_);
+  // A stop string that ends in the final text: cut there.
   const size_t search_from = emitted_ > longest_stop_ ? emitted_ - longest_stop_ : 0;
   size_t cut = std::string::npos;
   for (const auto& s : stop_) {
     const size_t at = text_.find(s, search_from);
-    if (at != std::string::npos) cut = std::min(cut, at);
+    if (at != std::string::npos && at + s.size() <= complete) cut = std::min(cut, at);
   }
   if (cut != std::string::npos) {
     *stopped = true;
@@ -62,11 +78,17 @@ std::string TextStream::Add(int token, bool* stopped) {
     emitted_ = std::max(emitted_, cut);
     return out;
   }
+  if (complete == text_.size() && window_.size() - context_ >= kCommitAfter) {
+    window_.erase(window_.begin(), window_.end() - kContext);
+    context_ = kContext;
+    context_text_ = tokenizer_->Decode(window_);
+    committed_ = text_.size();
+  }
   // Hold back what could still grow into a stop string, and incomplete characters.
-  size_t ready = CompletePrefix(text_);
+  size_t ready = complete;
   if (longest_stop_ > 1) {
     const size_t hold = std::min(ready, longest_stop_ - 1);
-    ready = CompletePrefix(text_.substr(0, ready - hold));
+    ready = CompletePrefix(std::string_view(text_).substr(0, ready - hold));
   }
   if (ready <= emitted_) return "";
   std::string out = text_.substr(emitted_, ready - emitted_);

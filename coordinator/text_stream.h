@@ -24,14 +24,21 @@ class TextStream {
   std::string Flush();
 
  private:
+  // Decodes the window's tokens after its context into text_ from committed_ on.
+  void DecodeWindow();
+
   const Tokenizer* tokenizer_;
   std::vector<std::string> stop_;
   size_t longest_stop_ = 0;
-  std::vector<int> ids_;     // context, then the generated ids
-  size_t context_ = 0;       // ids_[0, context_) are prompt tokens
+  // Decoding every generated token again at each step would cost the square of the output's
+  // length. Text up to a token whose text ends in a whole character is final, so the window
+  // keeps only the tokens since such a point, after a few tokens of context.
+  std::vector<int> window_;   // context, then the generated ids not yet committed
+  size_t context_ = 0;        // window_[0, context_) are context tokens
   std::string context_text_;  // their decoded text
-  std::string text_;         // decoded text of the generated ids
-  size_t emitted_ = 0;   // bytes of text_ already returned
+  std::string text_;          // the decoded text of every generated id
+  size_t committed_ = 0;      // bytes of text_ from tokens no longer in the window
+  size_t emitted_ = 0;        // bytes of text_ already returned
 };
 
 }  // namespace moe

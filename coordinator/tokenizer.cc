@@ -50,7 +50,47 @@ StatusOr<const Tokenizer::Api*> LoadApi() {
   return &api;
 }
 
+std::string HexByte(char c) {
+  const char* digits = "0123456789abcdef";
+  const auto b = static_cast<unsigned char>(c);
+  return {digits[b >> 4], digits[b & 15]};
+}
+
 }  // namespace
+
+int64_t FirstInvalidUtf8(std::string_view text) {
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  const int64_t n = static_cast<int64_t>(text.size());
+  for (int64_t i = 0; i < n;) {
+    const unsigned char b = s[i];
+    // The continuation bytes the lead byte asks for, and the range of the first of them
+    // (narrower after e0, ed, f0 and f4: overlong forms, surrogates, past U+10FFFF).
+    int more = 0;
+    unsigned char lo = 0x80, hi = 0xbf;
+    if (b < 0x80) {
+      more = 0;
+    } else if (b >= 0xc2 && b <= 0xdf) {
+      more = 1;
+    } else if (b >= 0xe0 && b <= 0xef) {
+      more = 2;
+      if (b == 0xe0) lo = 0xa0;
+      if (b == 0xed) hi = 0x9f;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+      more = 3;
+      if (b == 0xf0) lo = 0x90;
+      if (b == 0xf4) hi = 0x8f;
+    } else {
+      return i;  // a continuation byte with no lead, c0, c1, or f5 and above
+    }
+    for (int k = 1; k <= more; ++k) {
+      if (i + k == n) return i;  // cut short at the end
+      const unsigned char c = s[i + k];
+      if (c < (k == 1 ? lo : 0x80) || c > (k == 1 ? hi : 0xbf)) return i + k;
+    }
+    i += 1 + more;
+  }
+  return -1;
+}
 
 Tokenizer::~Tokenizer() {
   if (sp_ != nullptr) api_->free(sp_);
@@ -61,8 +101,9 @@ StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& path) {
   char error[512] = {0};
   void* sp = api->load(path.c_str(), error, sizeof(error));
   if (sp == nullptr)
-    return NotFound(path + ": cannot load the SentencePiece tokenizer (" + error +
-                    "); pass --prompt-ids to run without one");
+    return FailedPrecondition(path + ": not a SentencePiece tokenizer (" + error +
+                              "); put the model's own tokenizer.model there, or remove the "
+                              "file to run on token ids alone");
   auto tok = std::unique_ptr<Tokenizer>(new Tokenizer());
   tok->api_ = api;
   tok->sp_ = sp;
@@ -74,7 +115,10 @@ StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& path) {
   return tok;
 }
 
-std::vector<int> Tokenizer::Encode(const std::string& text, bool add_bos) const {
+StatusOr<std::vector<int>> Tokenizer::Encode(const std::string& text, bool add_bos) const {
+  if (const int64_t at = FirstInvalidUtf8(text); at >= 0)
+    return InvalidArgument("the text is not valid UTF-8: byte " + std::to_string(at) + " (0x" +
+                           HexByte(text[at]) + ") breaks its encoding; send UTF-8 text");
   std::vector<int> ids(text.size() + 8);
   int n = api_->encode(sp_, text.data(), static_cast<int>(text.size()), ids.data(),
                        static_cast<int>(ids.size()));
@@ -82,6 +126,7 @@ std::vector<int> Tokenizer::Encode(const std::string& text, bool add_bos) const 
     ids.resize(n);
     n = api_->encode(sp_, text.data(), static_cast<int>(text.size()), ids.data(), n);
   }
+  if (n < 0) return Internal("the SentencePiece tokenizer failed to encode the text");
   ids.resize(n);
   if (add_bos) ids.insert(ids.begin(), bos_);
   return ids;

@@ -4,19 +4,27 @@
 #pragma once
 
 #include <memory>
+#include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
 
 namespace moe {
 
+// The offset of the first byte that breaks UTF-8 (RFC 3629: no overlong forms, surrogates or
+// code points past U+10FFFF; a character cut short at the end counts at its first byte), or
+// -1 when `text` is valid.
+int64_t FirstInvalidUtf8(std::string_view text);
+
 class Tokenizer {
  public:
   static StatusOr<std::unique_ptr<Tokenizer>> Load(const std::string& path);
   ~Tokenizer();
 
-  std::vector<int> Encode(const std::string& text, bool add_bos = true) const;
+  // Error (InvalidArgument, naming the byte) when `text` is not valid UTF-8.
+  StatusOr<std::vector<int>> Encode(const std::string& text, bool add_bos = true) const;
   std::string Decode(const std::vector<int>& ids) const;
   int vocab_size() const { return vocab_; }
   int bos_id() const { return bos_; }

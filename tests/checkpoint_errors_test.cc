@@ -904,6 +904,58 @@ TEST_F(CheckpointErrors, ConfigUnsupportedArchitecture) {
                         {dir + "/config.json", "'LlamaForCausalLM'", "not supported"}));
 }
 
+// Keys left out take transformers' defaults for the architecture; RoPE's base may sit in
+// rope_parameters (transformers 5); a scaled RoPE is refused rather than ignored.
+TEST(ModelConfigKeys, DefaultsRopeParametersAndScaling) {
+  auto text = ReadFileToString(ModelDir("mixtral-f32") + "/config.json");
+  ASSERT_TRUE(text.ok());
+  const json original = json::parse(*text);
+  auto parse = [&](const std::function<void(json&)>& edit) {
+    json c = original;
+    edit(c);
+    return ParseModelConfig(c.dump(), "config.json");
+  };
+  auto without = [](std::initializer_list<const char*> keys) {
+    return [keys](json& c) {
+      for (const char* k : keys) c.erase(k);
+    };
+  };
+  auto mixtral = parse(without({"rope_theta", "rms_norm_eps", "sliding_window"}));
+  ASSERT_TRUE(mixtral.ok()) << mixtral.status().ToString();
+  EXPECT_EQ(mixtral->rope_theta, 1e6);
+  EXPECT_EQ(mixtral->rms_norm_eps, 1e-5f);
+  EXPECT_EQ(mixtral->sliding_window, 0);
+  auto mistral = parse([&](json& c) {
+    without({"rope_theta", "rms_norm_eps", "sliding_window"})(c);
+    c["architectures"] = json::array({"MistralForCausalLM"});
+    c["max_position_embeddings"] = 32768;
+  });
+  ASSERT_TRUE(mistral.ok()) << mistral.status().ToString();
+  EXPECT_EQ(mistral->rope_theta, 1e4);
+  EXPECT_EQ(mistral->rms_norm_eps, 1e-6f);
+  EXPECT_EQ(mistral->sliding_window, 4096);  // left out; null means none
+  auto nested = parse([](json& c) {
+    c.erase("rope_theta");
+    c["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 5e5}};
+  });
+  ASSERT_TRUE(nested.ok()) << nested.status().ToString();
+  EXPECT_EQ(nested->rope_theta, 5e5);
+  EXPECT_TRUE(FailsWith(StatusOf(parse([](json& c) {
+                          c["rope_parameters"] = {{"rope_theta", 5e5}};  // beside 1e6
+                        })),
+                        StatusCode::kInvalidArgument, {"disagree"}));
+  for (const json& scaled : {json{{"type", "linear"}, {"factor", 4.0}},
+                             json{{"rope_type", "yarn"}, {"factor", 4.0}}, json{{"factor", 2.0}}})
+    EXPECT_TRUE(FailsWith(StatusOf(parse([&](json& c) { c["rope_scaling"] = scaled; })),
+                          StatusCode::kInvalidArgument, {"rope_scaling", "not plain RoPE"}))
+        << scaled.dump();
+  EXPECT_TRUE(FailsWith(StatusOf(parse([](json& c) {
+                          c["rope_parameters"] = {{"rope_type", "llama3"}, {"rope_theta", 1e6}};
+                        })),
+                        StatusCode::kInvalidArgument, {"rope_parameters", "not plain RoPE"}));
+  EXPECT_TRUE(parse([](json& c) { c["rope_scaling"] = nullptr; }).ok());
+}
+
 // config.json that disagrees with the weights: fewer layers leaves layer 1's tensors unclaimed,
 // a different width makes the first tensor's shape wrong.
 TEST_F(CheckpointErrors, ConfigDisagreesWithWeights) {

@@ -4,10 +4,12 @@
 
 #include <cmath>
 #include <map>
+#include <random>
 #include <nlohmann/json.hpp>
 
 #include "common/mapped_file.h"
 #include "coordinator/sampler.h"
+#include "coordinator/text_stream.h"
 #include "coordinator/tokenizer.h"
 #include "test_util.h"
 
@@ -24,8 +26,8 @@ TEST(Tokenizer, MatchesReferenceIdsAndDecoding) {
   for (const auto& c : golden["cases"]) {
     const std::string s = c["text"];
     const std::vector<int> ids = c["ids"];
-    EXPECT_EQ((*tok)->Encode(s), ids) << "'" << s << "'";
-    EXPECT_EQ((*tok)->Encode(s), c["hf_llama_tokenizer_ids"].get<std::vector<int>>()) << s;
+    EXPECT_EQ((*tok)->Encode(s).value(), ids) << "'" << s << "'";
+    EXPECT_EQ((*tok)->Encode(s).value(), c["hf_llama_tokenizer_ids"].get<std::vector<int>>()) << s;
     std::vector<int> body(ids.begin() + 1, ids.end());
     EXPECT_EQ((*tok)->Decode(body), c["decoded"].get<std::string>()) << "'" << s << "'";
     // Special tokens vanish from decoded text.
@@ -41,6 +43,100 @@ TEST(Tokenizer, MissingFileIsAClearError) {
   auto tok = Tokenizer::Load("/nonexistent/tokenizer.model");
   ASSERT_FALSE(tok.ok());
   EXPECT_NE(tok.status().message().find("/nonexistent/tokenizer.model"), std::string::npos);
+}
+
+// A directory in the tokenizer's place: an error naming it, not an exception out of the library.
+TEST(Tokenizer, DirectoryIsAClearError) {
+  testing::ScratchDir dir("moe-tokenizer-dir");
+  auto tok = Tokenizer::Load(dir.path());
+  ASSERT_FALSE(tok.ok());
+  EXPECT_NE(tok.status().message().find(dir.path()), std::string::npos) << tok.status().ToString();
+}
+
+// Text that is not UTF-8 is refused, naming the first bad byte, instead of being encoded as
+// replacement characters.
+TEST(Tokenizer, InvalidUtf8IsRefused) {
+  auto tok = Tokenizer::Load(testing::DataDir() + "/tokenizer.model");
+  ASSERT_TRUE(tok.ok()) << tok.status().ToString();
+  auto bad = (*tok)->Encode("ab\xff\xfe" "cd");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("byte 2 (0xff)"), std::string::npos)
+      << bad.status().ToString();
+  EXPECT_TRUE((*tok)->Encode("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80").ok());
+}
+
+// The text of a long run of random tokens (many of them single bytes of a character), streamed
+// a token at a time, is the text of all of them decoded at once after the prompt: the stream
+// decodes only a window, and what it committed before the window never changes.
+TEST(TextStream, DeltasJoinToTheWholeDecoding) {
+  auto tok = Tokenizer::Load(testing::DataDir() + "/tokenizer.model");
+  ASSERT_TRUE(tok.ok()) << tok.status().ToString();
+  std::mt19937 rng(7);
+  for (int run = 0; run < 4; ++run) {
+    const std::vector<int> prompt = {1, 300, 301, 302, 303, 304};
+    std::vector<int> generated;
+    TextStream stream(tok->get(), {}, prompt);
+    std::string joined;
+    for (int i = 0; i < 1500; ++i) {
+      // Mostly byte tokens (3 .. 258) in runs that spell whole characters, some not.
+      const int token = 3 + static_cast<int>(rng() % ((*tok)->vocab_size() - 3));
+      generated.push_back(token);
+      bool stopped = false;
+      joined += stream.Add(token, &stopped);
+      ASSERT_FALSE(stopped);
+    }
+    joined += stream.Flush();
+    std::vector<int> context(prompt.end() - 4, prompt.end()), all = context;
+    all.insert(all.end(), generated.begin(), generated.end());
+    const std::string whole = (*tok)->Decode(all), head = (*tok)->Decode(context);
+    ASSERT_EQ(whole.compare(0, head.size(), head), 0);
+    EXPECT_EQ(joined, whole.substr(head.size())) << "run " << run;
+  }
+}
+
+// A stop string is matched in final text only: while a character's byte tokens arrive, the
+// text ends in replacement characters (U+FFFD) that a stop string must not match.
+TEST(TextStream, StopStringNeverMatchesAHalfCharacter) {
+  auto tok = Tokenizer::Load(testing::DataDir() + "/tokenizer.model");
+  ASSERT_TRUE(tok.ok()) << tok.status().ToString();
+  // Byte tokens: <0xNN> is id 3 + NN. E2 82 AC is the euro sign.
+  const std::vector<int> euro = {3 + 0xE2, 3 + 0x82, 3 + 0xAC};
+  ASSERT_EQ((*tok)->Decode(euro), "\xE2\x82\xAC");
+  TextStream stream(tok->get(), {"\xEF\xBF\xBD"}, {1});
+  std::string text;
+  for (int id : euro) {
+    bool stopped = false;
+    text += stream.Add(id, &stopped);
+    EXPECT_FALSE(stopped) << "stopped at byte token " << id << " of the euro sign";
+  }
+  text += stream.Flush();
+  EXPECT_EQ(text, "\xE2\x82\xAC");
+  // A real one still stops: a lone continuation byte is U+FFFD for good once text follows.
+  TextStream lone(tok->get(), {"\xEF\xBF\xBD"}, {1});
+  bool stopped = false;
+  EXPECT_EQ(lone.Add(3 + 0x82, &stopped), "");
+  EXPECT_FALSE(stopped);
+  lone.Add(300, &stopped);
+  EXPECT_TRUE(stopped);
+}
+
+TEST(Utf8, FirstInvalidByte) {
+  const std::pair<std::string, int64_t> cases[] = {
+      {"", -1},
+      {"plain ascii", -1},
+      {"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf", -1},  // up to U+10FFFF
+      {"a\x80", 1},                 // a continuation byte with no lead
+      {"a\xc0\xaf", 1},            // overlong '/'
+      {"\xe0\x80\xaf", 1},        // overlong in three bytes
+      {"\xed\xa0\x80", 1},        // a surrogate (U+D800)
+      {"\xf4\x90\x80\x80", 1},   // past U+10FFFF
+      {"\xf5\x80\x80\x80", 0},   // no such lead
+      {"ab\xe2\x82", 2},           // cut short at the end: its first byte
+      {"\xe2\x28\xa1", 1},        // a lead followed by ASCII
+      {"\xf0\x9f\x98\x28", 3},   // the third continuation is not one
+  };
+  for (const auto& [text, want] : cases) EXPECT_EQ(FirstInvalidUtf8(text), want) << want;
 }
 
 TEST(Sampler, GreedyTakesFirstMaximum) {
