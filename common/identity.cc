@@ -27,4 +27,17 @@ uint64_t ModelFingerprint(const std::string& config_json, const Checkpoint& ckpt
   return h;
 }
 
+uint64_t PlacementFingerprint(const Placement& placement) {
+  uint64_t h = Fnv1a(nullptr, 0);
+  for (const auto& held : placement.by_rank) {
+    const int64_t n = static_cast<int64_t>(held.size());
+    h = Fnv1a(&n, sizeof(n), h);
+    for (const ExpertAssignment& a : held) {
+      const int64_t fields[] = {a.expert, a.block_begin, a.block_end};
+      h = Fnv1a(fields, sizeof(fields), h);
+    }
+  }
+  return h;
+}
+
 }  // namespace moe

@@ -186,6 +186,7 @@ Status Model::Forward(const std::vector<int>& tokens, const std::vector<Sequence
   std::vector<MicroBatch> mbs;
   for (MicroBatchRows& part : SplitMicroBatches(chunks, T, micro_batches_))
     mbs.push_back({std::move(part), {}, {}});
+  int in_flight = 0;  // micro-batches dispatched and not yet combined
   auto dispatch = [&](int l, int i) -> Status {
     MicroBatch& mb = mbs[i];
     const auto t = Clock::now();
@@ -195,11 +196,12 @@ Status Model::Forward(const std::vector<int>& tokens, const std::vector<Sequence
                                      mb.rows, mb.routes);
     if (!handle.ok()) return handle.status();
     mb.handle = std::move(handle).value();
+    ++in_flight;
     if (stats_) stats_->seconds.moe_wait += std::chrono::duration<double>(Clock::now() - t).count();
     return Status::Ok();
   };
   const int parts = static_cast<int>(mbs.size());
-  MOE_RETURN_IF_ERROR(RunMicroBatches(
+  Status layers = RunMicroBatches(
       c.layers, parts,
       [&](int l, int i) {
         experts_->Attending(l);
@@ -208,13 +210,18 @@ Status Model::Forward(const std::vector<int>& tokens, const std::vector<Sequence
       },
       dispatch,  // rows to the experts' ranks
       [&](int l, int i) {
+        --in_flight;
         MOE_RETURN_IF_ERROR(CombineInto(l, mbs[i]));  // x += their answers, in token order
         if (i + 1 == parts) {
           Trace("moe_out", l, moe_out_.data(), T, D);
           Trace("residual", l, x_.data(), T, D);
         }
         return Status::Ok();
-      }));
+      });
+  // A micro-batch's workers still wait mid-exchange (the other one failed before its
+  // dispatch, say): the exchange ends, and Runtime ends the job.
+  if (!layers.ok() && in_flight > 0) return experts_->Fail(layers);
+  MOE_RETURN_IF_ERROR(layers);
 
   // logits = lm_head(rmsnorm(x)) for the wanted rows                     [R, V]
   auto t = Clock::now();

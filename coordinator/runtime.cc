@@ -196,6 +196,8 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeOptions& options,
   MOE_RETURN_IF_ERROR(transport->CheckSameEverywhere(BinaryFingerprint(), "the moe binary"));
   MOE_RETURN_IF_ERROR(transport->CheckSameEverywhere(
       ModelFingerprint(loaded.config_text, *loaded.ckpt), "the model (config.json and tensors)"));
+  MOE_RETURN_IF_ERROR(transport->CheckSameEverywhere(PlacementFingerprint(loaded.placement),
+                                                     "the expert placement (--placement)"));
 
   StatusOr<std::unique_ptr<GpuLink>> link = ConnectGpus(
       options.gpu_exchange, *transport, loaded.device, &loaded.on_device, options.rank_timeout);
@@ -218,7 +220,13 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeOptions& options,
                                             device_experts.get());
 
   if (transport->rank() != 0) {
-    MOE_RETURN_IF_ERROR(ServeExperts(*transport, *worker, options.rank_timeout));
+    if (Status s = ServeExperts(*transport, *worker, options.rank_timeout); !s.ok()) {
+      // Rank 0 waits for this rank's answer: say why it will not come, and end the job (a
+      // worker that returned would wait in MPI_Finalize, and rank 0 would blame a hang).
+      std::cerr << ("moe: error: rank " + std::to_string(transport->rank()) + " on " +
+                    transport->host(transport->rank()) + ": " + s.message() + "\n");
+      transport->Abort(3);
+    }
     return std::unique_ptr<Runtime>();
   }
 

@@ -59,7 +59,25 @@ check_bad 'not json' "expected a JSON object"
 check_bad '{"split": false}' '"split" must be true'
 check_bad '{"experts": {"0": [1], "00": [1], "1": [1], "2": [1], "3": [2], "4": [2], "5": [2], "6": [2], "7": [2]}}' "expert '00' is not an expert id"
 check_bad '{"experts": {"0": [4294967297], "1": [1], "2": [1], "3": [1], "4": [2], "5": [2], "6": [2], "7": [2]}}' "is not a worker rank"
+check_bad '{"experts": {"0": [1], "1": [1], "2": [1], "3": [1], "4": [2], "5": [2], "6": [2], "7": [2], "0": [2]}}' 'key "0" is given twice'
 echo "ok: bad placement files are refused"
+
+# Ranks that read different placement files: refused at start, before any step (each worker
+# would otherwise be sent experts it does not hold).
+echo '{"experts": {"0": [1], "1": [1], "2": [1], "3": [1], "4": [2], "5": [2], "6": [2], "7": [2]}}' \
+  > "$SCRATCH/p0.json"
+echo '{"experts": {"0": [2], "1": [2], "2": [2], "3": [2], "4": [1], "5": [1], "6": [1], "7": [1]}}' \
+  > "$SCRATCH/p1.json"
+set +e
+"${MPIRUN[@]}" -np 3 sh -c 'exec "$0" generate --model "$1" --prompt-ids "1 2" --max-tokens 1 \
+  --rank-timeout 20 --placement "$2/p$((OMPI_COMM_WORLD_RANK > 0)).json"' "$MOE" "$M" "$SCRATCH" \
+  > /dev/null 2> "$SCRATCH/mixed.err"
+rc=$?
+set -e
+[ $rc -ne 0 ] || fail "ranks with different placements were accepted"
+grep -q "the expert placement (--placement) differs between rank 0" "$SCRATCH/mixed.err" \
+  || { cat "$SCRATCH/mixed.err"; fail "no placement mismatch named"; }
+echo "ok: ranks with different placements are refused"
 
 "$MOE" inspect --model "$M" --workers 9 > "$SCRATCH/inspect.txt"
 grep -q "rank 9:" "$SCRATCH/inspect.txt" || fail "inspect --workers 9 lists no rank 9"

@@ -634,6 +634,8 @@ def test_04_invalid_arguments():
     cases.append(("logprobs -1", ids_req([1, 5], max_tokens=4, logprobs=-1)))
     cases.append(("17 stop strings", ids_req([1, 5], max_tokens=4, stop=[f"s{i}" for i in range(17)])))
     cases.append(("stop_token_ids 512", ids_req([1, 5], max_tokens=4, stop_token_ids=[VOCAB])))
+    cases.append(("257 stop_token_ids", ids_req([1, 5], max_tokens=4, stop_token_ids=[7] * 257)))
+    cases.append(("request_id of 257 bytes", ids_req([1, 5], max_tokens=4, request_id="r" * 257)))
     messages = []
     for what, req in cases:
         messages.append(f"{what}: " + expect_generate_error(stub, req, IA, what, timeout=10))
@@ -641,7 +643,9 @@ def test_04_invalid_arguments():
     for what, req in [("prompt 10 + max_tokens 246 = 256", ids_req([1] * 10, max_tokens=CONTEXT - 10)),
                       ("logprobs 20, 16 stops, top_p 1", ids_req(
                           [1, 5], max_tokens=2, logprobs=20, stop=[f"s{i}" for i in range(16)],
-                          temperature=1.0, top_p=1.0))]:
+                          temperature=1.0, top_p=1.0)),
+                      ("256 stop_token_ids, request_id of 256 bytes", ids_req(
+                          [1, 5], max_tokens=2, stop_token_ids=[7] * 256, request_id="r" * 256))]:
         generate(stub, req, timeout=30).check_complete(what)
     for ids in ([VOCAB], [99999], [-1], [1, 2, 600]):
         messages.append(f"detokenize {ids}: " + expect_error(
@@ -743,6 +747,30 @@ def test_05b_queue_bound():
         t.join(30)
         wait_blocks_free(srv)  # what was accepted expires within 1.5 s
     return "; ".join(notes)
+
+
+def test_05c_free_slots():
+    """--max-queue counts only requests beyond the free running slots: on the idle server with
+    --max-running 1 --max-queue 2, a burst of 3 (one to run, two to wait) is taken whole, three
+    times."""
+    srv = S.limits
+    stub = srv.stub()
+    for trial in range(3):
+        wait_blocks_free(srv)
+        results = [None] * 3
+        barrier = threading.Barrier(3)
+
+        def one(i):
+            def run():
+                barrier.wait(30)
+                results[i] = generate(stub, ids_req([1, 60 + i], max_tokens=4), timeout=60)
+            return run
+
+        run_threads([one(i) for i in range(3)], 90, "free-slot burst")
+        for i, r in enumerate(results):
+            r.check_complete(f"burst {trial}, request {i} (with the running slot free)")
+    wait_blocks_free(srv)
+    return "3 bursts of 3 taken whole"
 
 
 def test_06_oversized_request():
@@ -1186,6 +1214,7 @@ TESTS = [
     test_13_tls,
     test_05_queue_full,
     test_05b_queue_bound,
+    test_05c_free_slots,
     test_06_oversized_request,
     test_02_cancel_frees_blocks,
     test_03_deadline,
