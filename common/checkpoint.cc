@@ -223,6 +223,12 @@ Status Checkpoint::Skip(const std::string& name) {
   return Status::Ok();
 }
 
+Status Checkpoint::Claim(const std::string& name, const std::vector<int64_t>& shape) {
+  MOE_RETURN_IF_ERROR(Find(name, shape).status());
+  claimed_[name] = true;
+  return Status::Ok();
+}
+
 Status Checkpoint::SkipUnclaimed(
     const std::vector<std::pair<std::string, std::vector<int64_t>>>& expected) {
   for (const auto& [name, shape] : expected) {

@@ -62,6 +62,8 @@ class Checkpoint {
               const std::function<Status(const TensorView&)>& use);
   // Marks a tensor as owned by another rank: it must exist, it is not read here.
   Status Skip(const std::string& name);
+  // Marks the named tensor with exactly this shape as used without reading it (`moe inspect`).
+  Status Claim(const std::string& name, const std::vector<int64_t>& shape);
   // Skips every tensor of `expected` that this rank did not take, checking it exists: the
   // tensors other ranks own (and check).
   Status SkipUnclaimed(const std::vector<std::pair<std::string, std::vector<int64_t>>>& expected);

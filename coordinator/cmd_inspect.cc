@@ -1,8 +1,13 @@
-// moe inspect: a checkpoint's config, its tensors with dtypes and bytes, and parameter counts.
+// moe inspect: a checkpoint's config, its tensors with dtypes and bytes, and parameter counts,
+// from its headers alone.
+#include <unistd.h>
+
 #include <iomanip>
 #include <iostream>
 
+#include "common/tensor_names.h"
 #include "coordinator/cli_common.h"
+#include "coordinator/tokenizer.h"
 
 namespace moe::cli {
 namespace {
@@ -28,6 +33,30 @@ std::string HumanCount(double n) {
   return s.str();
 }
 
+// The config and the tensor table, every tensor checked against the shape config.json implies
+// and none read: sizing Mixtral 8x22B must not need its 262 GiB in memory.
+struct Headers {
+  ModelConfig config;
+  std::unique_ptr<Checkpoint> ckpt;
+  std::unique_ptr<Tokenizer> tokenizer;  // null without tokenizer.model
+};
+
+StatusOr<Headers> ReadHeaders(const RuntimeOptions& o) {
+  Headers h;
+  MOE_ASSIGN_OR_RETURN(h.config, LoadModelConfig(o.model_dir));
+  MOE_ASSIGN_OR_RETURN(h.ckpt, Checkpoint::Open(o.model_dir));
+  const std::string tok_path = o.model_dir + "/tokenizer.model";
+  if (access(tok_path.c_str(), F_OK) == 0) {
+    MOE_ASSIGN_OR_RETURN(h.tokenizer, Tokenizer::Load(tok_path));
+  }
+  for (const auto& [name, shape] : names::AllTensors(h.config))
+    MOE_RETURN_IF_ERROR(h.ckpt->Claim(name, shape));
+  if (h.config.tie_embeddings && h.ckpt->tensors().count(names::LmHead()))
+    MOE_RETURN_IF_ERROR(h.ckpt->Skip(names::LmHead()));
+  MOE_RETURN_IF_ERROR(h.ckpt->Finish());
+  return h;
+}
+
 }  // namespace
 
 int Inspect(int argc, char** argv, Transport& transport) {
@@ -42,19 +71,16 @@ int Inspect(int argc, char** argv, Transport& transport) {
   if (vm.count("workers") && workers < 1)
     return Fail("inspect", InvalidArgument("--workers must be at least 1, got " +
                                            std::to_string(workers)));
-  // A placement file is for --workers here, not for this one process.
-  const std::string placement_file = runtime.placement_file;
-  if (transport.size() == 1) runtime.placement_file.clear();
-  // Opening the runtime checks that every tensor is accounted for and has the right shape.
-  auto rt_or = Runtime::Open(runtime, &transport);
-  if (!rt_or.ok()) return Fail("inspect", rt_or.status());
-  if (*rt_or == nullptr) return kExitOk;  // a worker rank, done serving
-  Runtime& rt = **rt_or;
-  const ModelConfig& c = rt.config();
+  if (transport.rank() != 0) return kExitOk;  // one report, from rank 0
+  auto headers = ReadHeaders(runtime);
+  if (!headers.ok()) return Fail("inspect", headers.status());
+  const ModelConfig& c = headers->config;
+  const Checkpoint& ckpt = *headers->ckpt;
+  const Tokenizer* tokenizer = headers->tokenizer.get();
 
   std::cout << "config: " << c.Summary() << "\n\ntensors:\n";
   double total = 0, expert_params = 0, bytes = 0;
-  for (const auto& [name, t] : rt.checkpoint().tensors()) {
+  for (const auto& [name, t] : ckpt.tensors()) {
     double n = 1;
     for (int64_t d : t.shape) n *= static_cast<double>(d);
     total += n;
@@ -68,14 +94,14 @@ int Inspect(int argc, char** argv, Transport& transport) {
   double active = total;
   if (c.is_moe())
     active -= expert_params * (c.num_experts - c.experts_per_token) / c.num_experts;
-  std::cout << "\ntensors: " << rt.checkpoint().tensors().size() << "  bytes: " << HumanBytes(bytes)
+  std::cout << "\ntensors: " << ckpt.tensors().size() << "  bytes: " << HumanBytes(bytes)
             << "\nparameters: total " << HumanCount(total) << "  active per token "
             << HumanCount(active) << "\n";
-  if (rt.tokenizer())
-    std::cout << "tokenizer: " << rt.tokenizer()->vocab_size() << " pieces, bos "
-              << rt.tokenizer()->bos_id() << ", eos " << rt.tokenizer()->eos_id() << "\n";
+  if (tokenizer)
+    std::cout << "tokenizer: " << tokenizer->vocab_size() << " pieces, bos "
+              << tokenizer->bos_id() << ", eos " << tokenizer->eos_id() << "\n";
   if (workers >= 0) {
-    auto placement = LoadPlacement(c, workers, placement_file);
+    auto placement = LoadPlacement(c, workers, runtime.placement_file);
     if (!placement.ok()) return Fail("inspect", placement.status());
     std::cout << "\n" << placement->Describe(c);
   }
