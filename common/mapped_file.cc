@@ -41,7 +41,8 @@ MappedFile::~MappedFile() {
 
 StatusOr<std::string> ReadFileToString(const std::string& path) {
   struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return NotFound(path + ": cannot open: " + std::strerror(errno));
+  if (::stat(path.c_str(), &st) != 0)
+    return NotFound(path + ": cannot open: " + std::strerror(errno));
   // (A directory opens as a stream that reads nothing.)
   if (S_ISDIR(st.st_mode)) return InvalidArgument(path + ": is a directory; name a file");
   std::ifstream in(path, std::ios::binary);

@@ -289,8 +289,8 @@ class MpiTransport : public Transport {
     char seconds[32];  // as given: 0.5 s is not 0 s
     std::snprintf(seconds, sizeof(seconds), "%g", timeout);
     return Status(StatusCode::kUnavailable,
-                  who + " did not answer within " + seconds + " s during " + label.Text() + " (seen from rank " +
-                      std::to_string(rank_) + " on " + host(rank_) +
+                  who + " did not answer within " + seconds + " s during " + label.Text() +
+                      " (seen from rank " + std::to_string(rank_) + " on " + host(rank_) +
                       "); the rank died or hangs. Raise --rank-timeout if it is only slow");
   }
 

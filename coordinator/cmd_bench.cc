@@ -145,7 +145,8 @@ int Bench(int argc, char** argv, Transport& transport) {
       std::vector<int> tokens, rows;
       std::vector<SequenceChunk> chunks;
       for (int b = 0; b < batch; ++b) {
-        for (int i = 0; i < len; ++i) tokens.push_back(start + i == 0 ? c.bos_id : RandomToken(rng, V));
+        for (int i = 0; i < len; ++i)
+          tokens.push_back(start + i == 0 ? c.bos_id : RandomToken(rng, V));
         chunks.push_back({caches[b].get(), start, len});
         if (start + len == prompt) rows.push_back(static_cast<int>(tokens.size()) - 1);
       }

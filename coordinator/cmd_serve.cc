@@ -93,10 +93,12 @@ int Serve(int argc, char** argv, Transport& transport) {
     return rc;
   const EngineOptions& e = f.engine;
   if (e.max_batch_tokens < 1 || e.max_running < 1 || e.max_queue < 0 || e.block_size < 1 ||
-      e.kv_cache_mib < 1 || !(f.drain_seconds >= 0 && f.drain_seconds <= 86400) || f.max_request_bytes < 1024)
+      e.kv_cache_mib < 1 || !(f.drain_seconds >= 0 && f.drain_seconds <= 86400) ||
+      f.max_request_bytes < 1024)
     return Fail("serve", InvalidArgument("--max-batch-tokens, --max-running, --kv-block-size and "
                                          "--kv-cache-mib must be >= 1, --max-queue and "
-                                         "--drain-seconds in [0, 86400], --max-request-bytes >= 1024"));
+                                         "--drain-seconds in [0, 86400], "
+                                         "--max-request-bytes >= 1024"));
 
   // Rank 0 listens before loading, answering UNAVAILABLE (and health NOT_SERVING) meanwhile.
   // The service outlives the server, and the server is shut down on every way out.

@@ -78,8 +78,9 @@ StatusOr<gpu::PagedKv> GpuForward::Storage(KvBlockPool& pool) {
     if (k.ok()) s->k = static_cast<float*>(k.value());
     if (!k.ok() || !v.ok())
       return ResourceExhausted("cannot allocate " + std::to_string(2 * (bytes >> 20)) +
-                               " MiB of KV cache on the GPU; ask for fewer positions (--kv-cache-mib "
-                               "when serving; a shorter prompt, --max-tokens or --batch)");
+                               " MiB of KV cache on the GPU; ask for fewer positions "
+                               "(--kv-cache-mib when serving; a shorter prompt, --max-tokens "
+                               "or --batch)");
     s->v = static_cast<float*>(v.value());
     slot = s;
   }
