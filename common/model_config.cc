@@ -58,36 +58,39 @@ class KeyReader {
   std::string label_;
 };
 
+// The RoPE kind a rope_scaling or rope_parameters object names, `unnamed` when it names none.
+json RopeType(const json& o, const char* unnamed) {
+  if (!o.is_object()) return "not an object";
+  return o.value("rope_type", o.value("type", json(unnamed)));
+}
+
+Status NotPlainRope(const std::string& label, const char* key, const json& value) {
+  return InvalidArgument(label + ": " + key + " " + value.dump() +
+                         " is not plain RoPE, which is the only kind supported; remove the key, "
+                         "or give it \"rope_type\": \"default\"");
+}
+
 // RoPE's base: `rope_theta`, or `rope_parameters.rope_theta` as transformers 5 writes it. Only
 // plain RoPE is implemented: a scaled one (linear, dynamic, yarn, ...) is refused, not ignored.
 StatusOr<double> RopeTheta(const json& j, const std::string& label, double fallback) {
+  auto scaling = j.find("rope_scaling");
+  if (scaling != j.end() && !scaling->is_null() && RopeType(*scaling, "") != "default")
+    return NotPlainRope(label, "rope_scaling", *scaling);
   double theta = fallback;
   MOE_RETURN_IF_ERROR(KeyReader(j, label).Real("rope_theta", 1.0, 1e12, &theta, fallback));
-  for (const char* key : {"rope_scaling", "rope_parameters"}) {
-    auto it = j.find(key);
-    if (it == j.end() || it->is_null()) continue;
-    const bool parameters = std::string(key) == "rope_parameters";
-    // rope_scaling must say "default" to be plain; rope_parameters is plain unless it says
-    // otherwise.
-    const json type = it->is_object() ? it->value("rope_type", it->value("type", json()))
-                                      : json("not an object");
-    const bool plain = type == "default" || (type.is_null() && parameters);
-    if (!plain)
-      return InvalidArgument(label + ": " + key + " " + it->dump() +
-                             " is not plain RoPE, which is the only kind supported; remove the "
-                             "key, or give it \"rope_type\": \"default\"");
-    if (!parameters) continue;
-    double nested = 0;  // (no key)
-    MOE_RETURN_IF_ERROR(
-        KeyReader(*it, label + ": rope_parameters").Real("rope_theta", 1.0, 1e12, &nested, 0));
-    if (nested == 0) continue;
-    if (j.contains("rope_theta") && !j["rope_theta"].is_null() && nested != theta)
-      return InvalidArgument(label + ": rope_theta (" + j["rope_theta"].dump() +
-                             ") and rope_parameters.rope_theta (" + (*it)["rope_theta"].dump() +
-                             ") disagree; keep one");
-    theta = nested;
-  }
-  return theta;
+  auto parameters = j.find("rope_parameters");
+  if (parameters == j.end() || parameters->is_null()) return theta;
+  if (RopeType(*parameters, "default") != "default")
+    return NotPlainRope(label, "rope_parameters", *parameters);
+  double nested = 0;  // (0: no key)
+  MOE_RETURN_IF_ERROR(KeyReader(*parameters, label + ": rope_parameters")
+                          .Real("rope_theta", 1.0, 1e12, &nested, 0));
+  if (nested == 0) return theta;
+  if (j.contains("rope_theta") && !j["rope_theta"].is_null() && nested != theta)
+    return InvalidArgument(label + ": rope_theta (" + j["rope_theta"].dump() +
+                           ") and rope_parameters.rope_theta (" +
+                           (*parameters)["rope_theta"].dump() + ") disagree; keep one");
+  return nested;
 }
 
 }  // namespace

@@ -286,11 +286,10 @@ class MpiTransport : public Transport {
   std::string Describe(int r) const { return "rank " + std::to_string(r) + " on " + host(r); }
 
   Status TimedOut(const std::string& who, const ExchangeLabel& label, double timeout) const {
-    char seconds[32];  // as given: 0.5 s is not 0 s
-    std::snprintf(seconds, sizeof(seconds), "%g", timeout);
     return Status(StatusCode::kUnavailable,
-                  who + " did not answer within " + seconds + " s during " + label.Text() +
-                      " (seen from rank " + std::to_string(rank_) + " on " + host(rank_) +
+                  who + " did not answer within " + SecondsText(timeout) + " s during " +
+                      label.Text() + " (seen from rank " + std::to_string(rank_) + " on " +
+                      host(rank_) +
                       "); the rank died or hangs. Raise --rank-timeout if it is only slow");
   }
 

@@ -27,6 +27,9 @@ struct ExchangeLabel {
   }
 };
 
+// Seconds as given, for messages: "3", "0.5" (a timeout of 0.5 s is not "0 s").
+std::string SecondsText(double seconds);
+
 // A byte run per rank, laid end to end: rank r's bytes are data[offset(r), offset(r) + counts[r]).
 struct ByteRuns {
   std::vector<uint8_t> data;

@@ -1,7 +1,5 @@
 // moe inspect: a checkpoint's config, its tensors with dtypes and bytes, and parameter counts,
 // from its headers alone.
-#include <unistd.h>
-
 #include <iomanip>
 #include <iostream>
 
@@ -45,10 +43,7 @@ StatusOr<Headers> ReadHeaders(const RuntimeOptions& o) {
   Headers h;
   MOE_ASSIGN_OR_RETURN(h.config, LoadModelConfig(o.model_dir));
   MOE_ASSIGN_OR_RETURN(h.ckpt, Checkpoint::Open(o.model_dir));
-  const std::string tok_path = o.model_dir + "/tokenizer.model";
-  if (access(tok_path.c_str(), F_OK) == 0) {
-    MOE_ASSIGN_OR_RETURN(h.tokenizer, Tokenizer::Load(tok_path));
-  }
+  MOE_ASSIGN_OR_RETURN(h.tokenizer, Tokenizer::LoadForModel(o.model_dir, h.config.vocab));
   for (const auto& [name, shape] : names::AllTensors(h.config))
     MOE_RETURN_IF_ERROR(h.ckpt->Claim(name, shape));
   if (h.config.tie_embeddings && h.ckpt->tensors().count(names::LmHead()))

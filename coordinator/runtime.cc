@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <iostream>
-#include <sstream>
 
 #include "common/cpu_affinity.h"
 #include "common/identity.h"
@@ -56,6 +55,13 @@ RankCores ChooseCores(const Transport& t, int micro_batches, bool pin, int threa
   return {size, share};
 }
 
+// Says why on this rank and ends the whole job (exit 3), where waiting for the others to agree
+// could wait for ever.
+void EndJob(Transport& t, const std::string& why) {
+  std::cerr << "moe: error: " + why + "\n";
+  t.Abort(3);
+}
+
 // What every rank loads before the ranks compare notes.
 struct Loaded {
   ModelConfig config;
@@ -95,11 +101,9 @@ Status LoadRank(const RuntimeOptions& o, const Transport& t, const std::string& 
   if (o.micro_batches != 1 && o.micro_batches != 2)
     return InvalidArgument("--micro-batches must be 1 or 2, got " + std::to_string(o.micro_batches));
   // (At most a week: the waits count in nanoseconds, and a day is already a hang.)
-  if (!(o.rank_timeout > 0 && o.rank_timeout <= 7 * 24 * 3600)) {
-    std::ostringstream got;
-    got << o.rank_timeout;
-    return InvalidArgument("--rank-timeout must be in (0, 604800] seconds, got " + got.str());
-  }
+  if (!(o.rank_timeout > 0 && o.rank_timeout <= 7 * 24 * 3600))
+    return InvalidArgument("--rank-timeout must be in (0, 604800] seconds, got " +
+                           SecondsText(o.rank_timeout));
   if (!o.synthetic.empty()) {
     MOE_ASSIGN_OR_RETURN(out->config, SyntheticPreset(o.synthetic, o.synthetic_layers));
     out->config_text = o.synthetic + " " + out->config.Summary();
@@ -204,8 +208,7 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeOptions& options,
   if (link.status().code() == StatusCode::kUnavailable) {
     // A rank died or hangs while the GPUs connect: agreeing on the status would wait for it
     // for ever, so each rank that saw it says so and ends the job.
-    std::cerr << "moe: error: " + link.status().message() + "\n";
-    transport->Abort(3);
+    EndJob(*transport, link.status().message());
   }
   if (Status s = transport->AgreeOnStatus(link.status()); !s.ok()) return s;
   std::unique_ptr<GpuLink> gpu_link = std::move(link).value();
@@ -223,9 +226,8 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeOptions& options,
     if (Status s = ServeExperts(*transport, *worker, options.rank_timeout); !s.ok()) {
       // Rank 0 waits for this rank's answer: say why it will not come, and end the job (a
       // worker that returned would wait in MPI_Finalize, and rank 0 would blame a hang).
-      std::cerr << ("moe: error: rank " + std::to_string(transport->rank()) + " on " +
-                    transport->host(transport->rank()) + ": " + s.message() + "\n");
-      transport->Abort(3);
+      EndJob(*transport, "rank " + std::to_string(transport->rank()) + " on " +
+                             transport->host(transport->rank()) + ": " + s.message());
     }
     return std::unique_ptr<Runtime>();
   }
@@ -250,15 +252,9 @@ StatusOr<std::unique_ptr<Runtime>> Runtime::Open(const RuntimeOptions& options,
   if (loaded.on_device.forward) rt->model_->set_device(std::move(loaded.on_device.forward));
   rt->model_->set_stats(&rt->stats_);
   rt->model_->set_micro_batches(options.micro_batches);
-  const std::string tok_path = options.model_dir + "/tokenizer.model";
-  if (options.synthetic.empty() && access(tok_path.c_str(), F_OK) == 0) {
-    MOE_ASSIGN_OR_RETURN(rt->tokenizer_, Tokenizer::Load(tok_path));
-    if (rt->tokenizer_->vocab_size() > rt->config_.vocab)
-      return FailedPrecondition(tok_path + ": the tokenizer has " +
-                                std::to_string(rt->tokenizer_->vocab_size()) +
-                                " pieces but config.json has vocab_size " +
-                                std::to_string(rt->config_.vocab) +
-                                "; they belong to different models");
+  if (options.synthetic.empty()) {
+    MOE_ASSIGN_OR_RETURN(rt->tokenizer_,
+                         Tokenizer::LoadForModel(options.model_dir, rt->config_.vocab));
   }
   return rt;
 }

@@ -1,6 +1,7 @@
 #include "coordinator/tokenizer.h"
 
 #include <dlfcn.h>
+#include <unistd.h>
 
 #include <mutex>
 
@@ -112,6 +113,18 @@ StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& path) {
   tok->eos_ = api->eos_id(sp);
   tok->control_.resize(tok->vocab_);
   for (int id = 0; id < tok->vocab_; ++id) tok->control_[id] = api->is_control(sp, id) != 0;
+  return tok;
+}
+
+StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::LoadForModel(const std::string& model_dir,
+                                                             int vocab) {
+  const std::string path = model_dir + "/tokenizer.model";
+  if (access(path.c_str(), F_OK) != 0) return std::unique_ptr<Tokenizer>();
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, Load(path));
+  if (tok->vocab_size() > vocab)
+    return FailedPrecondition(path + ": the tokenizer has " + std::to_string(tok->vocab_size()) +
+                              " pieces but config.json has vocab_size " + std::to_string(vocab) +
+                              "; they belong to different models");
   return tok;
 }
 

@@ -21,6 +21,10 @@ int64_t FirstInvalidUtf8(std::string_view text);
 class Tokenizer {
  public:
   static StatusOr<std::unique_ptr<Tokenizer>> Load(const std::string& path);
+  // MODEL_DIR/tokenizer.model, or null when the directory has none (the model then runs on
+  // token ids alone); an error when it has more pieces than the model's `vocab`.
+  static StatusOr<std::unique_ptr<Tokenizer>> LoadForModel(const std::string& model_dir,
+                                                           int vocab);
   ~Tokenizer();
 
   // Error (InvalidArgument, naming the byte) when `text` is not valid UTF-8.

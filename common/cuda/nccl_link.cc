@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
-#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <mutex>
@@ -86,10 +85,9 @@ Status CheckNccl(const NcclApi& api, ncclResult_t r, const std::string& what) {
 
 // "<what> did not finish within 3 s (--rank-timeout)<where>: a rank died or hangs; ...".
 Status Overran(const std::string& what, double timeout, const std::string& where) {
-  char seconds[32];
-  std::snprintf(seconds, sizeof(seconds), "%g", timeout);
   return Status(StatusCode::kUnavailable,
-                what + " did not finish within " + seconds + " s (--rank-timeout)" + where +
+                what + " did not finish within " + SecondsText(timeout) + " s (--rank-timeout)" +
+                    where +
                     ": a rank died or hangs; restart the job, or raise --rank-timeout if it is "
                     "only slow");
 }
