@@ -1,6 +1,11 @@
 #include "coordinator/cli_common.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <sstream>
 
@@ -100,6 +105,40 @@ StatusOr<std::vector<int>> ParseIds(const std::string& text, const std::string& 
     ids.push_back(static_cast<int>(v));
   }
   return ids;
+}
+
+Status CheckBeforeLoading(Transport& transport, const std::function<Status()>& check) {
+  const Status mine = transport.rank() == 0 ? check() : Status::Ok();
+  const Status agreed = transport.AgreeOnStatus(mine);
+  return transport.rank() == 0 ? mine : agreed;
+}
+
+Status NoTokenizer(const std::string& model_dir, const std::string& ids_flag) {
+  return NotFound(model_dir + " has no tokenizer.model; use " + ids_flag + " instead");
+}
+
+Status CheckTokenizerFile(const std::string& model_dir, const std::string& ids_flag) {
+  if (access((model_dir + "/config.json").c_str(), F_OK) == 0 &&
+      access((model_dir + "/tokenizer.model").c_str(), F_OK) != 0)
+    return NoTokenizer(model_dir, ids_flag);
+  return Status::Ok();
+}
+
+Status CheckDirectory(const std::string& path, const std::string& flag) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    return InvalidArgument(flag + ": '" + path + "' is not an existing directory");
+  return Status::Ok();
+}
+
+Status CheckWritablePrefix(const std::string& prefix, const std::string& flag) {
+  const size_t slash = prefix.rfind('/');
+  const std::string dir =
+      slash == std::string::npos ? "." : (slash == 0 ? "/" : prefix.substr(0, slash));
+  MOE_RETURN_IF_ERROR(CheckDirectory(dir, flag));
+  if (access(dir.c_str(), W_OK) != 0)
+    return InvalidArgument(flag + ": cannot write into '" + dir + "': " + std::strerror(errno));
+  return Status::Ok();
 }
 
 }  // namespace moe::cli

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <boost/program_options.hpp>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -40,5 +41,22 @@ void AddModelFlags(po::options_description& options, RuntimeOptions& runtime);
 // "1 2 3" or "1,2,3" -> ids.
 StatusOr<std::vector<int>> ParseIds(const std::string& text, const std::string& what);
 
+// Runs `check` on rank 0 before the model loads (minutes, for a large one), so that a bad
+// input is reported at once; every rank returns an error when it fails (rank 0: its own).
+Status CheckBeforeLoading(Transport& transport, const std::function<Status()>& check);
+
+// The error for text input to a model without tokenizer.model: use `ids_flag` instead.
+Status NoTokenizer(const std::string& model_dir, const std::string& ids_flag);
+
+// NoTokenizer when MODEL_DIR holds a model (config.json) but no tokenizer.model; a directory
+// that is no model is left for the load to report.
+Status CheckTokenizerFile(const std::string& model_dir, const std::string& ids_flag);
+
+// InvalidArgument naming `flag` unless `path` is an existing directory.
+Status CheckDirectory(const std::string& path, const std::string& flag);
+
+// InvalidArgument naming `flag` unless files PREFIX.* can be made: PREFIX's directory exists
+// and is writable.
+Status CheckWritablePrefix(const std::string& prefix, const std::string& flag);
 
 }  // namespace moe::cli

@@ -1,6 +1,4 @@
 // moe generate: one prompt in, tokens out (streamed as text, or one JSON object).
-#include <sys/stat.h>
-
 #include <charconv>
 #include <chrono>
 #include <iostream>
@@ -10,6 +8,7 @@
 #include "coordinator/cli_common.h"
 #include "coordinator/generator.h"
 #include "coordinator/text_stream.h"
+#include "coordinator/tokenizer.h"
 
 namespace moe::cli {
 namespace {
@@ -77,6 +76,25 @@ int Generate(int argc, char** argv, Transport& transport) {
     return Fail("generate", InvalidArgument("--seed must be an integer in [0, 2^64), got '" +
                                             f.seed + "'"));
 
+  // What needs no model is checked before the load: the prompt, and where the dumps go.
+  const bool text_prompt = vm.count("prompt") > 0;
+  std::vector<int> prompt;  // rank 0's
+  const Status inputs = CheckBeforeLoading(transport, [&]() -> Status {
+    if (text_prompt) {
+      if (f.prompt.empty()) return InvalidArgument("--prompt is empty");
+      MOE_RETURN_IF_ERROR(CheckUtf8(f.prompt).WithContext("--prompt"));
+      MOE_RETURN_IF_ERROR(CheckTokenizerFile(f.runtime.model_dir, "--prompt-ids"));
+    } else {
+      MOE_ASSIGN_OR_RETURN(prompt, ParseIds(f.prompt_ids, "--prompt-ids"));
+    }
+    if (!f.dump_activations.empty())
+      MOE_RETURN_IF_ERROR(CheckDirectory(f.dump_activations, "--dump-activations"));
+    if (!f.dump_logits.empty())
+      MOE_RETURN_IF_ERROR(CheckWritablePrefix(f.dump_logits, "--dump-logits"));
+    return Status::Ok();
+  });
+  if (!inputs.ok()) return Fail("generate", inputs);
+
   auto t0 = std::chrono::steady_clock::now();
   auto runtime = Runtime::Open(f.runtime, &transport);
   if (!runtime.ok()) return Fail("generate", runtime.status());
@@ -92,30 +110,16 @@ int Generate(int argc, char** argv, Transport& transport) {
                                             std::to_string(rt.experts().MaxTokensPerStep()) +
                                             " with this model and rank count"));
 
-  std::vector<int> prompt;
-  if (vm.count("prompt")) {
+  if (text_prompt) {
     if (rt.tokenizer() == nullptr)
-      return Fail("generate", NotFound(f.runtime.model_dir +
-                                       " has no tokenizer.model; use --prompt-ids instead"));
-    if (f.prompt.empty()) return Fail("generate", InvalidArgument("--prompt is empty"));
+      return Fail("generate", NoTokenizer(f.runtime.model_dir, "--prompt-ids"));
     auto ids = rt.tokenizer()->Encode(f.prompt);
     if (!ids.ok()) return Fail("generate", ids.status().WithContext("--prompt"));
     prompt = *ids;
-  } else {
-    auto ids = ParseIds(f.prompt_ids, "--prompt-ids");
-    if (!ids.ok()) return Fail("generate", ids.status());
-    prompt = *ids;
   }
   f.gen.keep_logits = !f.dump_logits.empty();
-  if (!f.dump_activations.empty()) {
-    // The writer cannot report failures mid-run: check the directory now, not silently write
-    // nothing.
-    struct stat st;
-    if (stat(f.dump_activations.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-      return Fail("generate", InvalidArgument("--dump-activations: '" + f.dump_activations +
-                                              "' is not an existing directory"));
+  if (!f.dump_activations.empty())
     rt.model().set_activation_sink(ActivationWriter(f.dump_activations));
-  }
 
   // Stream text as it comes (whole characters, with the space after the prompt).
   TextStream text_stream(rt.tokenizer(), {}, prompt);
@@ -126,7 +130,7 @@ int Generate(int argc, char** argv, Transport& transport) {
     text += delta;
     if (!f.json) std::cout << delta << std::flush;
   };
-  if (!f.json && rt.tokenizer() != nullptr && vm.count("prompt")) std::cout << f.prompt << std::flush;
+  if (!f.json && rt.tokenizer() != nullptr && text_prompt) std::cout << f.prompt << std::flush;
   auto result = moe::Generate(rt.model(), prompt, f.gen, stream);
   if (!result.ok()) return Fail("generate", result.status());
   const GenerateResult& r = *result;

@@ -6,6 +6,7 @@
 #include "common/mapped_file.h"
 #include "coordinator/cli_common.h"
 #include "coordinator/generator.h"
+#include "coordinator/tokenizer.h"
 
 namespace moe::cli {
 
@@ -22,6 +23,13 @@ double MeanLogLikelihood(const std::vector<float>& logits, const std::vector<int
   }
   return total / static_cast<double>(ids.size() - 1);
 }
+
+namespace {
+Status CheckScorable(const std::vector<int>& ids) {
+  if (ids.size() >= 2) return Status::Ok();
+  return InvalidArgument("need at least 2 tokens to score, got " + std::to_string(ids.size()));
+}
+}  // namespace
 
 int Score(int argc, char** argv, Transport& transport) {
   RuntimeOptions runtime;
@@ -43,32 +51,39 @@ int Score(int argc, char** argv, Transport& transport) {
     return rc;
   if (vm.count("text-file") == vm.count("ids-file"))
     return Fail("score", InvalidArgument("give exactly one of --text-file and --ids-file"));
+  const bool text_input = vm.count("text-file") > 0;
+  const std::string& file = text_input ? text_file : ids_file;
+  std::string content;   // rank 0's
+  std::vector<int> ids;  // rank 0's; for a text file, once the tokenizer is loaded
+  // What needs no model is checked before the load.
+  const Status inputs = CheckBeforeLoading(transport, [&]() -> Status {
+    if (chunk < 0)
+      return InvalidArgument("--prefill-chunk must be >= 0 (0 = automatic), got " +
+                             std::to_string(chunk));
+    MOE_ASSIGN_OR_RETURN(content, ReadFileToString(file));
+    if (!text_input) {
+      MOE_ASSIGN_OR_RETURN(ids, ParseIds(content, file));
+      return CheckScorable(ids);
+    }
+    MOE_RETURN_IF_ERROR(CheckUtf8(content).WithContext(file));
+    return CheckTokenizerFile(runtime.model_dir, "--ids-file");
+  });
+  if (!inputs.ok()) return Fail("score", inputs);
+
   auto rt_or = Runtime::Open(runtime, &transport);
   if (!rt_or.ok()) return Fail("score", rt_or.status());
   if (*rt_or == nullptr) return kExitOk;  // a worker rank, done serving
   Runtime& rt = **rt_or;
   const ModelConfig& c = rt.config();
 
-  auto content = ReadFileToString(vm.count("text-file") ? text_file : ids_file);
-  if (!content.ok()) return Fail("score", content.status());
-  std::vector<int> ids;
-  if (vm.count("text-file")) {
+  if (text_input) {
     if (rt.tokenizer() == nullptr)
-      return Fail("score", NotFound(runtime.model_dir + " has no tokenizer.model; use --ids-file"));
-    auto encoded = rt.tokenizer()->Encode(*content);
-    if (!encoded.ok()) return Fail("score", encoded.status().WithContext(text_file));
+      return Fail("score", NoTokenizer(runtime.model_dir, "--ids-file"));
+    auto encoded = rt.tokenizer()->Encode(content);
+    if (!encoded.ok()) return Fail("score", encoded.status().WithContext(file));
     ids = *encoded;
-  } else {
-    auto parsed = ParseIds(*content, ids_file);
-    if (!parsed.ok()) return Fail("score", parsed.status());
-    ids = *parsed;
+    if (Status s = CheckScorable(ids); !s.ok()) return Fail("score", s);
   }
-  if (ids.size() < 2)
-    return Fail("score", InvalidArgument("need at least 2 tokens to score, got " +
-                                         std::to_string(ids.size())));
-  if (chunk < 0)
-    return Fail("score", InvalidArgument("--prefill-chunk must be >= 0 (0 = automatic), got " +
-                                         std::to_string(chunk)));
   GenerateOptions check;
   check.max_tokens = 0;
   check.prefill_chunk = chunk > 0 ? chunk : (c.sliding_window > 0 ? std::min(512, c.sliding_window) : 512);

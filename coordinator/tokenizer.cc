@@ -116,6 +116,13 @@ StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& path) {
   return tok;
 }
 
+Status CheckUtf8(std::string_view text) {
+  if (const int64_t at = FirstInvalidUtf8(text); at >= 0)
+    return InvalidArgument("the text is not valid UTF-8: byte " + std::to_string(at) + " (0x" +
+                           HexByte(text[at]) + ") breaks its encoding; send UTF-8 text");
+  return Status::Ok();
+}
+
 StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::LoadForModel(const std::string& model_dir,
                                                              int vocab) {
   const std::string path = model_dir + "/tokenizer.model";
@@ -129,9 +136,7 @@ StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::LoadForModel(const std::string& 
 }
 
 StatusOr<std::vector<int>> Tokenizer::Encode(const std::string& text, bool add_bos) const {
-  if (const int64_t at = FirstInvalidUtf8(text); at >= 0)
-    return InvalidArgument("the text is not valid UTF-8: byte " + std::to_string(at) + " (0x" +
-                           HexByte(text[at]) + ") breaks its encoding; send UTF-8 text");
+  MOE_RETURN_IF_ERROR(CheckUtf8(text));
   std::vector<int> ids(text.size() + 8);
   int n = api_->encode(sp_, text.data(), static_cast<int>(text.size()), ids.data(),
                        static_cast<int>(ids.size()));

@@ -17,6 +17,8 @@ namespace moe {
 // code points past U+10FFFF; a character cut short at the end counts at its first byte), or
 // -1 when `text` is valid.
 int64_t FirstInvalidUtf8(std::string_view text);
+// InvalidArgument naming the first byte that breaks UTF-8, or Ok.
+Status CheckUtf8(std::string_view text);
 
 class Tokenizer {
  public:

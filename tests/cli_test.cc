@@ -201,8 +201,40 @@ TEST_F(Cli, NonexistentModelDirectory) {
   ExpectBadInput(Run({"generate", "--model", "/nonexistent", "--prompt-ids", "1 2"}),
                  {"/nonexistent"});
   ExpectBadInput(Run({"inspect", "--model", "/nonexistent"}), {"/nonexistent"});
-  ExpectBadInput(Run({"score", "--model", "/nonexistent", "--ids-file", "/dev/null"}),
+  ExpectBadInput(Run({"score", "--model", "/nonexistent", "--ids-file", WriteFile("ids", "1 2")}),
                  {"/nonexistent"});
+}
+
+// What needs no model is checked before the load: on a model whose weights cannot load and
+// that has no tokenizer.model, each bad input is named, not the weights.
+TEST_F(Cli, InputsAreCheckedBeforeTheModelLoads) {
+  const std::string model = tmp_ + "/broken";
+  std::filesystem::create_directory(model);
+  std::filesystem::copy_file(ModelDir("mixtral-f32") + "/config.json", model + "/config.json");
+  WriteFile("broken/model.safetensors", "not a checkpoint");
+  auto generate = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"generate", "--model", model});
+    return Run(args);
+  };
+  ExpectBadInput(generate({"--prompt-ids", "1 2"}), {"model.safetensors"});  // it cannot load
+  ExpectBadInput(generate({"--prompt", "Hi"}), {"no tokenizer.model", "--prompt-ids"});
+  ExpectBadInput(generate({"--prompt", "a\xff"}), {"--prompt", "byte 1 (0xff)"});
+  ExpectBadInput(generate({"--prompt-ids", "1 x"}), {"--prompt-ids", "'x'"});
+  ExpectBadInput(generate({"--prompt-ids", "1 2", "--dump-logits", tmp_ + "/none/p"}),
+                 {"--dump-logits", tmp_ + "/none"});
+  ExpectBadInput(generate({"--prompt-ids", "1 2", "--dump-activations", tmp_ + "/none"}),
+                 {"--dump-activations"});
+  auto score = [&](const std::string& flag, const std::string& file) {
+    return Run({"score", "--model", model, flag, file});
+  };
+  ExpectBadInput(score("--ids-file", tmp_ + "/missing"), {tmp_ + "/missing", "cannot open"});
+  ExpectBadInput(score("--ids-file", WriteFile("one", "7")), {"at least 2 tokens"});
+  ExpectBadInput(score("--text-file", WriteFile("text", "Hi there")),
+                 {"no tokenizer.model", "--ids-file"});
+  ExpectBadInput(score("--text-file", WriteFile("bad-text", "\xc3")), {"bad-text", "byte 0"});
+  ExpectBadInput(Run({"score", "--model", model, "--ids-file", WriteFile("ok", "1 2"),
+                      "--prefill-chunk=-1"}),
+                 {"--prefill-chunk"});
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A worker killed (-9) or hung (SIGSTOP) mid-generation never hangs the job: it ends non-zero
 # within a bounded time, naming the rank, host, layer and step. A worker that cannot load its
-# shard, and ranks started with different models or binaries, fail the job at start.
+# shard, and ranks started with different models or binaries, fail the job at start; a bad
+# input fails it before the load.
 source "$(dirname "$0")/common.sh"
 LONG="$SCRATCH/long"
 cp -r "$DATA/models/mixtral-f32" "$LONG"
@@ -39,6 +40,18 @@ set -e
 [ $rc -ne 0 ] || fail "a bad shard was accepted"
 grep -q "rank 2 on .*experts.7.w1.weight" "$SCRATCH/shard.err" || { cat "$SCRATCH/shard.err"; fail "bad shard: rank 2 and the tensor not named"; }
 echo "ok: a worker that cannot load its shard fails the job at start (status $rc)"
+
+# A bad input on rank 0 is refused before any rank loads (the bad shard above is never read):
+# every rank leaves with status 2, none waits.
+set +e
+timeout 60 "${MPIRUN[@]}" -np 3 "$MOE" score --model "$BAD" --ids-file "$SCRATCH/no-such-ids" \
+  > /dev/null 2> "$SCRATCH/input.err"
+rc=$?
+set -e
+[ $rc -eq 2 ] || { cat "$SCRATCH/input.err"; fail "a missing --ids-file ended with status $rc, not 2"; }
+grep -q "no-such-ids: cannot open" "$SCRATCH/input.err" || { cat "$SCRATCH/input.err"; fail "the missing file is not named"; }
+! grep -q "w1.weight" "$SCRATCH/input.err" || fail "the model was loaded before the input was checked"
+echo "ok: a bad input is refused before the ranks load"
 
 # Ranks with different model directories (a different rope_theta) are refused.
 OTHER="$SCRATCH/other"
