@@ -146,8 +146,7 @@ int Serve(int argc, char** argv, Transport& transport) {
     return Status::Ok();
   };
   // Every rank learns whether rank 0 could start, before any rank starts loading.
-  const Status started = transport.rank() == 0 ? start_server() : Status::Ok();
-  if (Status s = transport.AgreeOnStatus(started); !s.ok()) return Fail("serve", s);
+  if (Status s = CheckBeforeLoading(transport, start_server); !s.ok()) return Fail("serve", s);
 
   auto runtime = Runtime::Open(f.runtime, &transport);
   if (!runtime.ok()) return Fail("serve", runtime.status());

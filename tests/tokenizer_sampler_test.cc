@@ -2,8 +2,11 @@
 // sampler's modes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
+#include <numeric>
 #include <random>
 #include <nlohmann/json.hpp>
 
@@ -137,6 +140,37 @@ TEST(Utf8, FirstInvalidByte) {
       {"\xf0\x9f\x98\x28", 3},   // the third continuation is not one
   };
   for (const auto& [text, want] : cases) EXPECT_EQ(FirstInvalidUtf8(text), want) << want;
+}
+
+// The candidates' order is the comparison sort's (descending logit, ties by lower id), on the
+// radix path (most of the vocabulary) and the partial-sort path (a few), with ties, both zeros
+// and infinities.
+TEST(LogitOrder, MatchesAComparisonSort) {
+  std::mt19937 gen(5);
+  for (const int vocab : {1, 2, 17, 1000, 32000}) {
+    std::vector<float> logits(vocab);
+    std::uniform_int_distribution<int> level(-40, 40);
+    for (float& l : logits) l = static_cast<float>(level(gen)) * 0.25f;  // many ties
+    for (int i = 0; i < vocab; i += 7) logits[i] = (i / 7) % 2 ? 0.0f : -0.0f;
+    if (vocab > 4) {
+      logits[1] = std::numeric_limits<float>::infinity();
+      logits[3] = -std::numeric_limits<float>::infinity();
+      logits[4] = 1e-40f;  // subnormal
+      logits[vocab - 1] = -1e-40f;
+    }
+    std::vector<int> expect(vocab);
+    std::iota(expect.begin(), expect.end(), 0);
+    std::sort(expect.begin(), expect.end(), [&](int a, int b) {
+      return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
+    });
+    LogitOrder order;
+    for (const int k : {1, 3, vocab / 32, vocab / 32 + 1, vocab / 2, vocab - 1, vocab}) {
+      if (k < 1 || k > vocab) continue;
+      const std::vector<int>& got = order.Top(logits.data(), vocab, k);
+      ASSERT_EQ(got, std::vector<int>(expect.begin(), expect.begin() + k))
+          << "vocab " << vocab << ", k " << k;
+    }
+  }
 }
 
 TEST(Sampler, GreedyTakesFirstMaximum) {

@@ -10,8 +10,11 @@
 
 namespace moe::gpu {
 
+// A failed call's error is the caller's to handle, so it is also cleared from the runtime's
+// last error, which the next launch's check reads (a sticky error, a fault, shows again).
 inline Status Check(cudaError_t e, const char* what) {
   if (e == cudaSuccess) return Status::Ok();
+  cudaGetLastError();
   return Internal(std::string("CUDA ") + what + ": " + cudaGetErrorString(e));
 }
 

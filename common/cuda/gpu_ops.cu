@@ -45,7 +45,10 @@ int DeviceCount() {
 
 std::string DeviceBusId(int device) {
   char id[32] = {};
-  if (cudaDeviceGetPCIBusId(id, sizeof(id), device) != cudaSuccess) return "";
+  if (cudaDeviceGetPCIBusId(id, sizeof(id), device) != cudaSuccess) {
+    cudaGetLastError();  // clear it: without a bus id, the exchange goes through host memory
+    return "";
+  }
   return id;
 }
 

@@ -299,6 +299,9 @@ Status NcclLink::Wait(const ExchangeLabel& label, Deadline deadline) {
       Abort();
       return Check(e, ("the NCCL " + what).c_str());
     }
+    // "Not yet" is no error, but the runtime keeps it as this thread's last one, which the
+    // next kernel launch's check would read as its own failure.
+    cudaGetLastError();
     ncclResult_t async = ncclSuccess;
     api.comm_get_async_error(s_->comm, &async);
     const double waited =

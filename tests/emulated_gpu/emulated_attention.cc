@@ -4,6 +4,7 @@
 #include "tests/simt/simt_host.h"
 // (the stand-ins first)
 #include "common/cuda/gpu_attention_kernels.cuh"
+#include "common/cuda/gpu_check.h"
 #include "tests/emulated_gpu/device_queue.h"
 
 namespace moe::gpu {
@@ -15,7 +16,7 @@ Status KvWrite(const PagedKv& kv, int layer, const StepRows& rows, const float* 
     simt::Launch(dim3(tiles), dim3(128), kernels::KvWriteKernel, kv, layer, rows, k, v,
                  tile_row0, tile_rows);
   });
-  return Status::Ok();
+  return Launched("KvWrite");
 }
 
 Status PagedAttention(const PagedKv& kv, int layer, const StepRows& rows, const float* q,
@@ -24,8 +25,10 @@ Status PagedAttention(const PagedKv& kv, int layer, const StepRows& rows, const 
   auto launch = [](dim3 grid, dim3 block, auto kernel, auto... args) {
     emulated::Enqueue(-1, [=] { simt::Launch(grid, block, kernel, args...); });
   };
-  return kernels::EnqueuePagedAttention(launch, kv, layer, rows, q, heads, window, tile_row0,
-                                        tile_rows, tiles, multi_row, split, out);
+  MOE_RETURN_IF_ERROR(kernels::EnqueuePagedAttention(launch, kv, layer, rows, q, heads, window,
+                                                     tile_row0, tile_rows, tiles, multi_row,
+                                                     split, out));
+  return Launched("PagedAttention");
 }
 
 }  // namespace moe::gpu

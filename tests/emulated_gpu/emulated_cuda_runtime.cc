@@ -17,6 +17,16 @@ namespace {
 using moe::gpu::emulated::QueueOf;
 using moe::gpu::emulated::Step;
 
+// The runtime's last error, per host thread as CUDA keeps it: every call that fails sets it
+// (cudaErrorNotReady included), cudaGetLastError reads and resets it, and a kernel launch's
+// check reads it (gpu_check.h's Launched), so an error left in it fails the next launch.
+thread_local cudaError_t last_error = cudaSuccess;
+
+cudaError_t Returned(cudaError_t e) {
+  if (e != cudaSuccess) last_error = e;
+  return e;
+}
+
 // Runs `stream`'s work until `reached` is set, or the stream has to wait.
 bool PullUntil(int stream, const std::shared_ptr<bool>& reached) {
   while (!*reached && Step(stream)) {
@@ -37,7 +47,11 @@ const char* cudaGetErrorString(cudaError_t error) {
   }
 }
 
-cudaError_t cudaGetLastError() { return cudaSuccess; }
+cudaError_t cudaGetLastError() {
+  const cudaError_t e = last_error;
+  last_error = cudaSuccess;
+  return e;
+}
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) {
   *stream = moe::gpu::emulated::StreamOf(moe::gpu::emulated::NewStream());
@@ -45,7 +59,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) {
 }
 
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
-  if (stream == nullptr) return cudaErrorInvalidValue;
+  if (stream == nullptr) return Returned(cudaErrorInvalidValue);
   moe::gpu::emulated::DeleteStream(QueueOf(stream));
   return cudaSuccess;
 }
@@ -82,5 +96,5 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
 cudaError_t cudaEventQuery(cudaEvent_t event) {
   auto hold = moe::gpu::emulated::Hold();
   if (!event->reached) return cudaSuccess;
-  return PullUntil(event->stream, event->reached) ? cudaSuccess : cudaErrorNotReady;
+  return Returned(PullUntil(event->stream, event->reached) ? cudaSuccess : cudaErrorNotReady);
 }

@@ -19,6 +19,7 @@
 #include <memory>
 #include <vector>
 
+#include "common/cuda/gpu_check.h"
 #include "common/cuda/gpu_ops.h"
 #include "common/cuda/side_lanes.h"
 #include "common/dtype.h"
@@ -37,15 +38,15 @@ int Blocks(int64_t n) {
 // A side lane's index, or -1: the device's stream.
 int LaneOf(const Lane& lane) { return emulated::QueueOf(lane.stream); }
 
-// kernel<<<grid, block, 0, lane>>>(args...) queued; CUDA refuses a grid or block with no
-// threads when it is launched.
+// kernel<<<grid, block, 0, lane>>>(args...) queued, and checked as gpu_ops.cu checks its
+// launches; CUDA refuses a grid or block with no threads when it is launched.
 template <typename Kernel, typename... Args>
 Status RunOn(const Lane& lane, const char* what, dim3 grid, dim3 block, Kernel kernel,
              Args... args) {
   if (grid.x * grid.y * grid.z == 0 || block.x * block.y * block.z == 0)
     return Internal(std::string("CUDA ") + what + ": invalid configuration argument");
   emulated::Enqueue(LaneOf(lane), [=] { simt::Launch(grid, block, kernel, args...); });
-  return Status::Ok();
+  return Launched(what);
 }
 template <typename Kernel, typename... Args>
 Status Run(const char* what, dim3 grid, dim3 block, Kernel kernel, Args... args) {

@@ -17,6 +17,7 @@ constexpr unsigned cudaStreamNonBlocking = 0x1;
 constexpr unsigned cudaEventDisableTiming = 0x2;
 
 const char* cudaGetErrorString(cudaError_t error);
+// The last error a call of this host thread returned, reset to cudaSuccess.
 cudaError_t cudaGetLastError();
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags);
 cudaError_t cudaStreamDestroy(cudaStream_t stream);
