@@ -231,8 +231,8 @@ namespace {
 // bf16 on both): every prompt and generated position's logits within 2e-2 of the largest, and
 // the same greedy continuation. A window model exercises the paged window and its releases.
 // The CPU, then the GPU with a layer's expert GEMMs one after another and side by side on
-// four streams: within bf16 tolerance of the CPU, and the two GPU runs bit-equal (each expert's
-// output has a place of its own, so the streams do not change the sums).
+// four streams, each within bf16 tolerance of the CPU with its greedy tokens (cuBLAS promises
+// the same bits only with one stream active, so four are not held bit-equal to one).
 TEST(GpuModel, LogitsAndGreedyTokensMatchCpu) {
   REQUIRE_GPU();
   struct Run {
@@ -260,19 +260,20 @@ TEST(GpuModel, LogitsAndGreedyTokensMatchCpu) {
       ASSERT_TRUE(r.ok()) << name << " " << run.device << ": " << r.status().message();
       results.push_back(std::move(r).value());
     }
-    EXPECT_EQ(results[0].generated, results[1].generated) << name;
-    EXPECT_LE(testing::RelativeMaxError(results[1].prompt_logits.data(),
-                                        results[0].prompt_logits.data(),
-                                        results[0].prompt_logits.size()),
-              2e-2)
-        << name;
-    EXPECT_LE(testing::RelativeMaxError(results[1].gen_logits.data(), results[0].gen_logits.data(),
-                                        results[0].gen_logits.size()),
-              2e-2)
-        << name;
-    EXPECT_EQ(results[2].generated, results[1].generated) << name << ", 4 expert streams";
-    EXPECT_EQ(results[2].prompt_logits, results[1].prompt_logits) << name << ", 4 expert streams";
-    EXPECT_EQ(results[2].gen_logits, results[1].gen_logits) << name << ", 4 expert streams";
+    for (const int gpu : {1, 2}) {
+      const std::string what = std::string(name) + (gpu == 2 ? ", 4 expert streams" : "");
+      EXPECT_EQ(results[gpu].generated, results[0].generated) << what;
+      EXPECT_LE(testing::RelativeMaxError(results[gpu].prompt_logits.data(),
+                                          results[0].prompt_logits.data(),
+                                          results[0].prompt_logits.size()),
+                2e-2)
+          << what;
+      EXPECT_LE(testing::RelativeMaxError(results[gpu].gen_logits.data(),
+                                          results[0].gen_logits.data(),
+                                          results[0].gen_logits.size()),
+                2e-2)
+          << what;
+    }
   }
 }
 
