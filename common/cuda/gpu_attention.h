@@ -92,6 +92,10 @@ inline Status CheckPagedAttention(const PagedKv& kv, int heads, int tiles, bool 
   if (tiles > 0 && !multi_row && split.splits > 1) {
     if (split.workspace == nullptr || split.arrivals == nullptr)
       return InvalidArgument("split decode attention needs its workspace and arrival counts");
+    if (split.keys <= 0 || split.keys % kKeyTile != 0)
+      return InvalidArgument("split decode attention takes a positive multiple of " +
+                             std::to_string(kKeyTile) + " keys a split (SplitDecode), got " +
+                             std::to_string(split.keys));
     if (int64_t{tiles} * heads >= kSplitBlocks)
       return InvalidArgument("split decode attention over " +
                              std::to_string(int64_t{tiles} * heads) +

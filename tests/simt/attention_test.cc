@@ -100,5 +100,22 @@ TEST(SimtAttention, SplitDecodeCoversEveryKeyOnce) {
   EXPECT_EQ(gpu::SplitDecode(0, 32).splits, 1);
 }
 
+// A split made by hand that would drop keys or divide by nothing is refused before a launch.
+TEST(SimtAttention, MalformedSplitIsRefused) {
+  const gpu::PagedKv kv{nullptr, nullptr, 1, 16, 2, 32};
+  float workspace = 0;
+  int arrivals = 0;
+  for (const int keys : {0, -32, 33}) {
+    gpu::DecodeSplit split = gpu::SplitDecode(256, 8, 32);
+    ASSERT_GT(split.splits, 1);
+    split.keys = keys;
+    split.workspace = &workspace;
+    split.arrivals = &arrivals;
+    const Status s = gpu::CheckPagedAttention(kv, 4, 2, false, split);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << keys;
+    EXPECT_NE(s.message().find("keys a split"), std::string::npos) << s.message();
+  }
+}
+
 }  // namespace
 }  // namespace moe
