@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 
 #include "common/check.h"
 
@@ -32,7 +31,7 @@ StatusOr<int> PoolBlocks(const ModelConfig& c, const EngineOptions& o) {
 }
 
 // log_softmax of one row at `token`, and the `n` best alternatives.
-TokenOutput Logprobs(const float* row, int vocab, int token, int n, std::vector<int>& order) {
+TokenOutput Logprobs(const float* row, int vocab, int token, int n, LogitOrder& order) {
   double mx = row[0];
   for (int v = 1; v < vocab; ++v) mx = std::max<double>(mx, row[v]);
   double sum = 0;
@@ -41,16 +40,9 @@ TokenOutput Logprobs(const float* row, int vocab, int token, int n, std::vector<
   TokenOutput out;
   out.id = token;
   out.logprob = static_cast<float>(row[token] - log_z);
-  if (n > 0) {
-    order.resize(vocab);
-    std::iota(order.begin(), order.end(), 0);
-    const int k = std::min(n, vocab);
-    std::partial_sort(order.begin(), order.begin() + k, order.end(), [row](int a, int b) {
-      return row[a] != row[b] ? row[a] > row[b] : a < b;
-    });
-    for (int i = 0; i < k; ++i)
-      out.top.push_back({order[i], static_cast<float>(row[order[i]] - log_z)});
-  }
+  if (n > 0)
+    for (const int id : order.Top(row, vocab, std::min(n, vocab)))
+      out.top.push_back({id, static_cast<float>(row[id] - log_z)});
   return out;
 }
 
@@ -344,7 +336,7 @@ StatusOr<bool> Engine::Step() {
       CancelAllWith(st);
       return st;
     }
-    std::vector<int> order;
+    LogitOrder order;
     const auto now = Clock::now();
     for (size_t i = 0; i < row_owner.size(); ++i) {
       Sequence& s = *row_owner[i];
