@@ -21,9 +21,9 @@ struct SamplingParams {
 Status ValidateSampling(const SamplingParams& params);
 
 // The ids of the k largest logits, largest first, ties by lower id: the order in which the
-// sampler sums. Most of a vocabulary is put in order by a radix sort of the logits' bits (a
-// pick from 32k logits without top_k took 0.48 ms, against 2.97 ms with a comparison sort);
-// up to 1/32 of it by a partial sort, which is faster there.
+// sampler sums. Most of a vocabulary is put in order by a radix sort of the logits' bits
+// (32k logits: 0.28 ms, against 3.8 ms for a comparison sort; moe_bench_sampler), up to 1/32
+// of it by a partial sort, which is faster there.
 class LogitOrder {
  public:
   const std::vector<int>& Top(const float* logits, int vocab, int k);
