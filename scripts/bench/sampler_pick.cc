@@ -47,11 +47,13 @@ double MedianMs(int rounds, int picks, Pick pick) {
 
 int main(int argc, char** argv) {
   int vocab = 32000, rounds = 7;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  bool ok = argc % 2 == 1;
+  for (int i = 1; ok && i + 1 < argc; i += 2) {
     if (std::strcmp(argv[i], "--vocab") == 0) vocab = std::atoi(argv[i + 1]);
     else if (std::strcmp(argv[i], "--rounds") == 0) rounds = std::atoi(argv[i + 1]);
+    else ok = false;
   }
-  if (vocab < 1 || rounds < 1 || argc % 2 == 0) {
+  if (!ok || vocab < 1 || rounds < 1) {
     std::fprintf(stderr, "usage: moe_bench_sampler [--vocab V >= 1] [--rounds R >= 1]\n");
     return 2;
   }
