@@ -39,30 +39,29 @@ Status ApplySplit(Placement* p) {
   return Status::Ok();
 }
 
-// JSON keeps the last of two equal keys in an object: a file that says two things of one
-// expert is refused instead. Returns the first key given twice, or "".
-std::string FirstDuplicateKey(const std::string& text) {
+// Parses `text` (discarded when it is not JSON), setting `*duplicate` to the first key given
+// twice in one object: JSON keeps the last of two equal keys, and a file that says two things
+// of one expert is refused instead.
+nlohmann::json ParseNoticingDuplicateKeys(const std::string& text, std::string* duplicate) {
   std::vector<std::set<std::string>> open;  // the keys of each object being read
-  std::string duplicate;
   nlohmann::json::parser_callback_t watch = [&](int, nlohmann::json::parse_event_t event,
                                                 nlohmann::json& parsed) {
     using Event = nlohmann::json::parse_event_t;
     if (event == Event::object_start) open.emplace_back();
     if (event == Event::object_end && !open.empty()) open.pop_back();
-    if (event == Event::key && !open.empty() && duplicate.empty() &&
+    if (event == Event::key && !open.empty() && duplicate->empty() &&
         !open.back().insert(parsed.get<std::string>()).second)
-      duplicate = parsed.get<std::string>();
+      *duplicate = parsed.get<std::string>();
     return true;
   };
-  const auto parsed = nlohmann::json::parse(text, watch, false);  // (the keys are wanted)
-  (void)parsed;
-  return duplicate;
+  return nlohmann::json::parse(text, watch, false);
 }
 
 Status ApplyFile(const std::string& text, Placement* p) {
-  if (const std::string key = FirstDuplicateKey(text); !key.empty())
-    return InvalidArgument("key \"" + key + "\" is given twice in one object; give it once");
-  auto j = nlohmann::json::parse(text, nullptr, false);
+  std::string duplicate;
+  auto j = ParseNoticingDuplicateKeys(text, &duplicate);
+  if (!duplicate.empty())
+    return InvalidArgument("key \"" + duplicate + "\" is given twice in one object; give it once");
   if (!j.is_discarded() && j.is_object() && j.size() == 1 && j.contains("split")) {
     if (j["split"] != true) return InvalidArgument("\"split\" must be true");
     return ApplySplit(p);

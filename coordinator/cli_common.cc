@@ -9,6 +9,8 @@
 #include <iostream>
 #include <sstream>
 
+#include "coordinator/tokenizer.h"
+
 namespace moe::cli {
 namespace {
 int g_rank = 0;
@@ -119,7 +121,7 @@ Status NoTokenizer(const std::string& model_dir, const std::string& ids_flag) {
 
 Status CheckTokenizerFile(const std::string& model_dir, const std::string& ids_flag) {
   if (access((model_dir + "/config.json").c_str(), F_OK) == 0 &&
-      access((model_dir + "/tokenizer.model").c_str(), F_OK) != 0)
+      access(Tokenizer::PathForModel(model_dir).c_str(), F_OK) != 0)
     return NoTokenizer(model_dir, ids_flag);
   return Status::Ok();
 }

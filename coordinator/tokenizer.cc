@@ -123,9 +123,13 @@ Status CheckUtf8(std::string_view text) {
   return Status::Ok();
 }
 
+std::string Tokenizer::PathForModel(const std::string& model_dir) {
+  return model_dir + "/tokenizer.model";
+}
+
 StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::LoadForModel(const std::string& model_dir,
                                                              int vocab) {
-  const std::string path = model_dir + "/tokenizer.model";
+  const std::string path = PathForModel(model_dir);
   if (access(path.c_str(), F_OK) != 0) return std::unique_ptr<Tokenizer>();
   MOE_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, Load(path));
   if (tok->vocab_size() > vocab)

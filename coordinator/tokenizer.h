@@ -23,6 +23,8 @@ Status CheckUtf8(std::string_view text);
 class Tokenizer {
  public:
   static StatusOr<std::unique_ptr<Tokenizer>> Load(const std::string& path);
+  // Where a model directory keeps its tokenizer: MODEL_DIR/tokenizer.model.
+  static std::string PathForModel(const std::string& model_dir);
   // MODEL_DIR/tokenizer.model, or null when the directory has none (the model then runs on
   // token ids alone); an error when it has more pieces than the model's `vocab`.
   static StatusOr<std::unique_ptr<Tokenizer>> LoadForModel(const std::string& model_dir,

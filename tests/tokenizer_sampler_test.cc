@@ -143,8 +143,8 @@ TEST(Utf8, FirstInvalidByte) {
 }
 
 // The candidates' order is the comparison sort's (descending logit, ties by lower id), on the
-// radix path (most of the vocabulary) and the partial-sort path (a few), with ties, both zeros
-// and infinities.
+// radix path (most of the vocabulary) and the partial-sort path (a few; vocab / 32 - 1 is the
+// last k it takes), with ties, both zeros and infinities.
 TEST(LogitOrder, MatchesAComparisonSort) {
   std::mt19937 gen(5);
   for (const int vocab : {1, 2, 17, 1000, 32000}) {
@@ -164,7 +164,7 @@ TEST(LogitOrder, MatchesAComparisonSort) {
       return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
     });
     LogitOrder order;
-    for (const int k : {1, 3, vocab / 32, vocab / 32 + 1, vocab / 2, vocab - 1, vocab}) {
+    for (const int k : {1, 3, vocab / 32 - 1, vocab / 32, vocab / 2, vocab - 1, vocab}) {
       if (k < 1 || k > vocab) continue;
       const std::vector<int>& got = order.Top(logits.data(), vocab, k);
       ASSERT_EQ(got, std::vector<int>(expect.begin(), expect.begin() + k))
